@@ -194,15 +194,15 @@ def _port_problem(host: str, ports: dict[str, int]) -> str | None:
 
 
 async def _serve(args: argparse.Namespace, out) -> int:
+    # 1. Ports first: the most likely problem, and the cheapest to explain.
+    problem = _port_problem(args.host, {"--origin-port": args.origin_port, "--port": args.port, "--admin-port": args.admin_port})
+    if problem:
+        print(f"edgeproxy demo: {problem}", file=sys.stderr)
+        return 1
     try:
         from ..server import ProxyServer
     except ImportError as exc:  # a partial checkout during development
         print(f"edgeproxy demo: the proxy server is not available ({exc})", file=sys.stderr)
-        return 1
-
-    problem = _port_problem(args.host, {"--origin-port": args.origin_port, "--port": args.port, "--admin-port": args.admin_port})
-    if problem:
-        print(f"edgeproxy demo: {problem}", file=sys.stderr)
         return 1
 
     # 2. The storefront: the origin the proxy fetches from.
