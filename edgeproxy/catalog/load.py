@@ -356,6 +356,9 @@ def _toml_error(shown: str, exc: tomllib.TOMLDecodeError, toml_text: str, first_
     if m:
         line = first_line + int(m.group(1)) - 1
         message = message[: m.start()]
+        source = toml_text.split("\n")[int(m.group(1)) - 1] if int(m.group(1)) <= toml_text.count("\n") + 1 else ""
+        if re.match(r"^\s*(start|end)\s*=", source):
+            message += " (write dates like 2026-11-27T00:00:00Z)"
     else:
         line = first_line + max(toml_text.rstrip().count("\n"), 0)
         message = _TOML_END.sub("", message)
