@@ -1,0 +1,162 @@
+"""``edgeproxy explain URL``: a visitor's context and each slot's decision,
+without a browser.
+
+Runs the real stages 1 and 2 — ``classify`` then ``choose`` — on a request
+described by flags, against the slots folder and settings the server would
+use (``--slots``, ``--config``, ``EDGEPROXY_*``, ``--geo-db``).  The client
+IP given with ``--ip`` is trusted as if it came through a trusted proxy, so
+CDN geo headers given with ``--header`` count.  ``?edge_preview=`` in the
+URL forces variants as a preview would (explain is an operator's tool).
+
+Exit status: 0, or 2 when the slots folder is missing or a flag is bad.
+Catalog errors are printed as warnings; ``edgeproxy check`` reports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlsplit
+
+from .catalog import load_catalog
+from .choose import explain_trace, parse_preview
+from .choose import choose as choose_variants
+from .errors import SettingsError
+from .model import Decision, RequestFacts, Visitor, frozen_map
+from .settings import build_settings
+
+
+def run_explain(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    settings = build_settings(
+        {"slots": args.slots, "geo_db": args.geo_db}, config=args.config, require_upstream=False
+    )
+    now = parse_at(args.at)
+    facts = build_facts(args)
+    catalog = load_catalog(Path(settings.slots), max_fragment_bytes=settings.max_fragment_bytes, now=now)
+    if catalog.missing:
+        print(f"edgeproxy explain: {settings.slots}: no such slots folder (give --slots DIR)", file=err)
+        return 2
+    for e in catalog.errors:
+        print(f"warning: {e} (not live; run edgeproxy check)", file=err)
+
+    from .classify import classify, open_classifiers
+
+    classifiers = open_classifiers(settings)
+    try:
+        visitor = classify(facts, classifiers, now)
+    finally:
+        close = getattr(classifiers, "close", None)
+        if callable(close):
+            close()
+    forced = parse_preview(dict(facts.query).get("edge_preview", ""))
+    decision = choose_variants(visitor, catalog, now, forced=forced or None, holdout=settings.holdout)
+    if args.json:
+        extra: dict[str, Any] = {"url": args.url, "at": now.isoformat()}
+        if forced:
+            extra["preview"] = forced
+        out.write(json.dumps(explain_trace(visitor, decision, extra), indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(format_explain(facts, visitor, decision, now, forced=forced))
+    return 0
+
+
+def parse_at(text: str | None) -> dt.datetime:
+    """``--at``: an ISO 8601 time (``Z`` or an offset; none means UTC), or now."""
+    if not text:
+        return dt.datetime.now(dt.timezone.utc)
+    try:
+        at = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise SettingsError("at", text, "expected an ISO time like 2026-11-27T10:00:00Z") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.timezone.utc)
+
+
+def build_facts(args: argparse.Namespace) -> RequestFacts:
+    """The ``RequestFacts`` a GET of ``args.url`` with these flags would give."""
+    url = args.url if "://" in args.url or args.url.startswith("/") else "http://" + args.url
+    parts = urlsplit(url)
+    headers: dict[str, str] = {}
+    if args.ua:
+        headers["user-agent"] = args.ua
+    if args.referer:
+        headers["referer"] = args.referer
+    for item in args.header or ():
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip() or " " in name.strip():
+            raise SettingsError("header", item, 'expected "Name: value"')
+        headers.setdefault(name.strip().lower(), value.strip())
+    cookies: dict[str, str] = {}
+    for item in args.cookie or ():
+        for pair in item.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name.strip():
+                cookies.setdefault(name.strip(), value.strip())
+    if cookies:
+        headers.setdefault("cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()))
+    if parts.netloc:
+        headers.setdefault("host", parts.netloc)
+    return RequestFacts(
+        method="GET",
+        path=parts.path or "/",
+        query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
+        headers=frozen_map(headers),
+        cookies=frozen_map(cookies),
+        client_ip=args.ip,
+        peer_trusted=True,
+        scheme=parts.scheme or "http",
+        host=parts.netloc,
+    )
+
+
+def format_explain(
+    facts: RequestFacts, visitor: Visitor, decision: Decision, now: dt.datetime, *, forced: dict | None = None
+) -> str:
+    """The human report: request, visitor, context, then one row per slot."""
+    query = "&".join(f"{k}={v}" for k, v in facts.query)
+    lines = [
+        f"GET {facts.path}{'?' + query if query else ''}" + (f"  (host {facts.host})" if facts.host else ""),
+        f"at  {now.isoformat()}",
+        "",
+        "visitor",
+    ]
+    if visitor.bot:
+        lines.append("  bot        yes: default content everywhere, no cookies")
+    else:
+        lines.append(f"  id         {visitor.visitor_id or '(none: not in experiments)'}")
+        lines.append(f"  consent    {'yes' if visitor.consent else 'no: contextual keys only, no cookies'}")
+        lines.append(f"  holdout    {'yes: default content everywhere' if decision.holdout else 'no'}")
+    if visitor.timezone:
+        lines.append(f"  timezone   {visitor.timezone}")
+    if visitor.cookies:
+        lines.append(f"  sets       {', '.join(c.name for c in visitor.cookies)}")
+    lines.append("")
+    lines.append("context")
+    if not visitor.context:
+        lines.append("  (empty)")
+    width = max((len(k) for k in visitor.context), default=0)
+    for key, value in visitor.context.items():
+        lines.append(f"  {key:<{width}}  {_value(value)}")
+    lines.append("")
+    lines.append("slots" + ("  (preview: " + ", ".join(f"{k}:{v or 'none'}" for k, v in forced.items()) + ")" if forced else ""))
+    if not decision.slots:
+        lines.append("  (the slots folder has no slots)")
+    name_w = max((len(n) for n in decision.slots), default=0)
+    shown = {n: d.variant or "(default)" for n, d in decision.slots.items()}
+    var_w = max((len(v) for v in shown.values()), default=0)
+    for name, d in decision.slots.items():
+        lines.append(f"  {name:<{name_w}}  {shown[name]:<{var_w}}  {d.reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ", ".join(value) if value else "(none)"
+    return str(value)
