@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -511,6 +512,8 @@ def test_edgeproxy_demo_command_prints_the_banner_and_stops_on_sigterm():
         [sys.executable, "-m", "edgeproxy", "demo", "--port", "0", "--origin-port", "0", "--admin-port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )
+    watchdog = threading.Timer(60, proc.kill)  # a hung demo fails the test, never the run
+    watchdog.start()
     try:
         seen = []
         for line in proc.stdout:  # the banner ends with the Ctrl-C hint
@@ -518,12 +521,15 @@ def test_edgeproxy_demo_command_prints_the_banner_and_stops_on_sigterm():
             if "Ctrl-C stops the demo" in line:
                 break
         banner = "".join(seen)
-        proxy_url = re.search(r"Shop through the proxy\s+(http://\S+)/", banner).group(1)
+        found = re.search(r"Shop through the proxy\s+(http://\S+)/", banner)
+        assert found, f"no banner; stdout={banner!r} stderr={proc.stderr.read() if proc.poll() is not None else ''!r}"
+        proxy_url = found.group(1)
         body = asyncio.run(_fetch_text(proxy_url + "/", {"CF-IPCountry": "GB"}))
         assert "UK &amp; Ireland" in body
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import shutil
 import signal
 import socket
 import sys
@@ -226,10 +227,12 @@ async def _serve(args: argparse.Namespace, out) -> int:
         await proxy_server.start()
     except OSError as exc:
         await runner.cleanup()
+        shutil.rmtree(log_dir, ignore_errors=True)
         print(f"edgeproxy demo: cannot start the proxy on port {args.port} / admin {args.admin_port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except SlotFileError as exc:
         await runner.cleanup()
+        shutil.rmtree(log_dir, ignore_errors=True)
         print(f"edgeproxy demo: a slot file is invalid: {exc}", file=sys.stderr)
         return 1
 
@@ -264,8 +267,18 @@ async def _serve(args: argparse.Namespace, out) -> int:
         print("\nedgeproxy demo: stopping…", file=out, flush=True)
         await proxy_server.stop()
         await runner.cleanup()
+        _tidy_logs(log_dir, out)
     print("edgeproxy demo: stopped.", file=out, flush=True)
     return 0
+
+
+def _tidy_logs(log_dir: Path, out) -> None:
+    """Keep the experiment logs when something was logged, else remove them."""
+    logs = sorted(p for p in log_dir.glob("*.jsonl") if p.stat().st_size > 0)
+    if logs:
+        print(f"edgeproxy demo: experiment logs kept: edgeproxy report {' '.join(map(str, logs))}", file=out, flush=True)
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def run_demo(args: argparse.Namespace) -> int:
