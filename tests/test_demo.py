@@ -364,6 +364,12 @@ def test_what_to_try_previews_variants_that_exist():
     assert "utm_medium=email" in text and "CF-IPCountry: GB" in text
 
 
+def test_what_to_try_sends_a_browser_user_agent_except_for_the_bot_example():
+    curls = [line for line in demo_run.what_to_try().splitlines() if "curl " in line]
+    plain = [line for line in curls if "-A " not in line]
+    assert len(plain) == 1 and "bot" in demo_run.what_to_try().split(plain[0])[0].splitlines()[-1]
+
+
 def test_what_to_try_greps_markers_the_storefront_really_has():
     text = demo_run.what_to_try()
     demo = ROOT / "edgeproxy" / "demo"
@@ -464,13 +470,17 @@ async def demo_proxy(shop, tmp_path):
         await proxy.stop()
 
 
+# A browser's User-Agent: aiohttp's own is a known crawler's, and bots get the default.
+BROWSER = {"User-Agent": demo_run.DESKTOP_UA}
+
+
 async def _get(session: aiohttp.ClientSession, url: str, **kwargs) -> tuple[aiohttp.ClientResponse, str]:
     async with session.get(url, **kwargs) as resp:
         return resp, await resp.text()
 
 
 async def test_uk_visitor_gets_the_uk_hero_through_the_proxy(demo_proxy):
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=BROWSER) as session:
         resp, body = await _get(session, demo_proxy + "/", headers={"CF-IPCountry": "GB"})
         assert resp.status == 200
         assert "Free next-day delivery to the UK &amp; Ireland" in _slot_inner(body, "section", "hero")
@@ -479,8 +489,15 @@ async def test_uk_visitor_gets_the_uk_hero_through_the_proxy(demo_proxy):
         assert "Gear for every kind of ground" in _slot_inner(default, "section", "hero")
 
 
+async def test_plain_curl_is_a_bot_and_gets_the_default_hero(demo_proxy):
+    async with aiohttp.ClientSession(headers={"User-Agent": "curl/8.5.0"}) as session:
+        resp, body = await _get(session, demo_proxy + "/", headers={"CF-IPCountry": "GB"})
+    assert "Gear for every kind of ground" in _slot_inner(body, "section", "hero")
+    assert "Set-Cookie" not in resp.headers
+
+
 async def test_category_page_is_sorted_through_the_proxy(demo_proxy, shop):
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=BROWSER) as session:
         _resp, origin = await _get(session, str(shop.make_url("/c/hiking")))
         _resp, proxied = await _get(session, demo_proxy + "/c/hiking")
     assert _skus(origin) == ["HK-301", "HK-302", "HK-303", "HK-304"]
@@ -488,7 +505,7 @@ async def test_category_page_is_sorted_through_the_proxy(demo_proxy, shop):
 
 
 async def test_trail_fan_sees_trail_products_first_after_browsing_the_category(demo_proxy):
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+    async with aiohttp.ClientSession(headers=BROWSER, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         await _get(session, demo_proxy + "/c/trail-running")
         _resp, home = await _get(session, demo_proxy + "/")
     # running-fans.toml: affinity first, then most stock first.
@@ -496,7 +513,7 @@ async def test_trail_fan_sees_trail_products_first_after_browsing_the_category(d
 
 
 async def test_gzip_survives_the_proxy_and_assets_pass_through(demo_proxy, shop):
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
+    async with aiohttp.ClientSession(headers=BROWSER, auto_decompress=False) as session:
         resp, _ = await _get(session, demo_proxy + "/", headers={"CF-IPCountry": "GB", "Accept-Encoding": "gzip"})
         assert resp.headers.get("Content-Encoding") == "gzip"
         async with session.get(demo_proxy + "/", headers={"CF-IPCountry": "GB", "Accept-Encoding": "gzip"}) as again:
@@ -538,5 +555,5 @@ def test_edgeproxy_demo_command_prints_the_banner_and_stops_on_sigterm():
 
 
 async def _fetch_text(url: str, headers: dict[str, str]) -> str:
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+    async with aiohttp.ClientSession(headers=BROWSER) as session, session.get(url, headers=headers) as resp:
         return await resp.text()

@@ -49,6 +49,9 @@ HERO = "'<section data-edge-slot=\"hero\"'"
 BANNER = "'<div data-edge-slot=\"banner\"'"
 ANNOUNCEMENT = "'<div data-edge-slot=\"announcement\"'"
 SKUS = "'data-sku=\"[^\"]*\"'"
+# curl's own User-Agent is a known crawler's, and bots always get the shop's
+# default page (CONTRACT §3), so the curl lines send a browser's.
+DESKTOP_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
 IPHONE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
 JAR = "/tmp/edge-demo.jar"
 
@@ -101,42 +104,48 @@ def what_to_try(proxy: str = "http://127.0.0.1:8000", origin: str = "http://127.
     """Copy-pasteable curl lines, one visitor type each (the README's
     "What to try" section is this text with the default ports)."""
     preview = f"-H 'X-Edge-Preview-Token: {token}'"
+    c = 'curl -s -A "$UA"'
     lines = [
+        "# curl calls itself curl, and the proxy gives bots the shop's default page:",
+        "# set a browser User-Agent first (same shell), every line below sends it.",
+        f"UA='{DESKTOP_UA}'",
         "# 1. Anyone: the shop's default hero (the origin sends the same on " + origin + "/)",
-        f"curl -s {proxy}/ | grep -A3 {HERO}",
+        f"{c} {proxy}/ | grep -A3 {HERO}",
         "# 2. A visitor from the UK (the demo trusts CF-IPCountry from this machine)",
-        f"curl -s -H 'CF-IPCountry: GB' {proxy}/ | grep -A3 {HERO}",
+        f"{c} -H 'CF-IPCountry: GB' {proxy}/ | grep -A3 {HERO}",
         "# 3. A phone: the app promo (at most 3 views a day per visitor)",
         f"curl -s -A '{IPHONE_UA}' {proxy}/ | grep -A3 {HERO}",
         "# 4. A newsletter reader: the banner",
-        f"curl -s '{proxy}/?utm_source=newsletter&utm_medium=email' | grep -A1 {BANNER}",
+        f"{c} '{proxy}/?utm_source=newsletter&utm_medium=email' | grep -A1 {BANNER}",
         "# 5. A returning visitor: keep the proxy's cookies in a jar and come back",
-        f"curl -s -c {JAR} -o /dev/null {proxy}/",
-        f"curl -s -b {JAR} {proxy}/ | grep -A3 {HERO}",
+        f"{c} -c {JAR} -o /dev/null {proxy}/",
+        f"{c} -b {JAR} {proxy}/ | grep -A3 {HERO}",
         "# 6. A trail-running fan: browse the category, then the bestsellers put trail first",
-        f"curl -s -b {JAR} -c {JAR} -o /dev/null {proxy}/c/trail-running",
-        f"curl -s -b {JAR} {proxy}/ | grep -o {SKUS}",
+        f"{c} -b {JAR} -c {JAR} -o /dev/null {proxy}/c/trail-running",
+        f"{c} -b {JAR} {proxy}/ | grep -o {SKUS}",
         "# 7. A category page sort: staff picks pinned first (compare with the origin)",
-        f"curl -s {proxy}/c/hiking | grep -o {SKUS}",
-        f"curl -s {origin}/c/hiking | grep -o {SKUS}",
+        f"{c} {proxy}/c/hiking | grep -o {SKUS}",
+        f"{c} {origin}/c/hiking | grep -o {SKUS}",
         "# 8. The free-delivery A/B test: each new visitor lands in one arm, 50/50",
-        f"for i in 1 2 3 4 5 6; do curl -s {proxy}/ | grep -o 'Free delivery on every order' || echo '(control)'; done",
+        f"for i in 1 2 3 4 5 6; do {c} {proxy}/ | grep -o 'Free delivery on every order' || echo '(control)'; done",
         "# 9. The shop's own cookies: a signed-in customer, a filled basket",
-        f"curl -s -b 'customer=1' {proxy}/ | grep -A1 {ANNOUNCEMENT}",
-        f"curl -s -b 'cart=TR-101' {proxy}/ | grep -A1 {BANNER}",
+        f"{c} -b 'customer=1' {proxy}/ | grep -A1 {ANNOUNCEMENT}",
+        f"{c} -b 'cart=TR-101' {proxy}/ | grep -A1 {BANNER}",
         "# 10. Preview variants before they go live (needs the preview token)",
-        f"curl -s {preview} '{proxy}/?edge_preview=announcement:black-friday,hero:uk-ireland' | grep -A3 -e {ANNOUNCEMENT} -e {HERO}",
+        f"{c} {preview} '{proxy}/?edge_preview=announcement:black-friday,hero:uk-ireland' | grep -A3 -e {ANNOUNCEMENT} -e {HERO}",
         "# 11. Why each slot chose what it did: the X-Edge-Explain decision trace",
-        f"curl -s -o /dev/null -D - {preview} -H 'CF-IPCountry: GB' '{proxy}/?utm_medium=email' | grep -i '^x-edge-explain' | cut -d' ' -f2- | python3 -m json.tool",
+        f"{c} -o /dev/null -D - {preview} -H 'CF-IPCountry: GB' '{proxy}/?utm_medium=email' | grep -i '^x-edge-explain' | cut -d' ' -f2- | python3 -m json.tool",
         "# 12. Compressed like a browser asks for it, private to this visitor, with Server-Timing",
-        f"curl -s -o /dev/null -D - --compressed -H 'CF-IPCountry: GB' {proxy}/ | grep -i -e '^content-encoding' -e '^cache-control' -e '^server-timing'",
+        f"{c} -o /dev/null -D - --compressed -H 'CF-IPCountry: GB' {proxy}/ | grep -i -e '^content-encoding' -e '^cache-control' -e '^server-timing'",
+        "# 13. A bot (here: plain curl) always gets the shop's default, and no cookies",
+        f"curl -s -H 'CF-IPCountry: GB' {proxy}/ | grep -A3 {HERO}",
     ]
     return "\n".join(lines)
 
 
 def banner(*, proxy: str, origin: str, admin: str, slots: Path, token: str, log_dir: Path | None) -> str:
     """What ``edgeproxy demo`` prints once everything is listening."""
-    try_lines = "\n".join(("  " + line if line.startswith("#") else "    " + line) for line in what_to_try(proxy, origin, token).splitlines())
+    try_lines = "\n".join(("  " + line if line.startswith(("#", "UA=")) else "    " + line) for line in what_to_try(proxy, origin, token).splitlines())
     logs = ""
     report = ""
     if log_dir is not None:
