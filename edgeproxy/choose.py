@@ -9,7 +9,8 @@ match wins:
    Preview views are not counted against caps and are in no experiment.
 2. bots: the default (reason ``"bot"``).
 3. the global holdout (``holdout`` percent of visitor ids, sticky): the
-   default in every slot, ``Decision.holdout = True``.
+   default in every slot, ``Decision.holdout = True``.  Visitors without an
+   id (no consent) cannot be measured, so they are never held out.
 4. the variants in precedence order (priority desc, specificity desc, file
    name asc); the first *eligible* one (its ``when`` holds and ``now`` is in
    ``[start, end)``) wins, except:
@@ -136,16 +137,6 @@ class _Run:
         return self._periods[per]
 
 
-def _eligible(v: Variant, context: Mapping[str, Any], ts: float) -> bool:
-    if not (v.start_ts <= ts < v.end_ts):
-        return False
-    for cond in v.when:
-        value = context.get(cond.key)
-        if value is None or not cond.test(value):
-            return False
-    return True
-
-
 def _capped(v: Variant, run: _Run) -> str | None:
     """Why ``v`` cannot be shown because of its cap, or ``None``."""
     cap = v.cap
@@ -172,6 +163,9 @@ def _edit(v: Variant, visitor: Visitor) -> Edit:
 
 
 def _shown(slot: Slot, v: Variant, run: _Run, reason: str, notes: list[str] | None, **extra: Any) -> SlotDecision:
+    shared = v.arm_decision if extra else v.decision
+    if shared is not None and not notes:
+        return shared
     if notes:
         reason = f"{reason} ({'; '.join(notes)})"
     cap = v.cap
@@ -186,7 +180,7 @@ def _choose_slot(slot: Slot, run: _Run, ts: float) -> SlotDecision:
     notes: list[str] | None = None
     tried: set[str] | None = None  # experiments already decided for this slot
     for v in slot.variants:
-        if not _eligible(v, context, ts):
+        if not v.eligible(context, ts):
             continue
         exp = v.experiment
         if exp is None:
@@ -204,11 +198,11 @@ def _choose_slot(slot: Slot, run: _Run, ts: float) -> SlotDecision:
         b = run.bucket(exp.name)
         arm = next((a.variant for a in slot.experiments[exp.name] if a.lo <= b < a.hi), None)
         if arm is None:
-            reason = f"experiment {exp.name} arm control"
-            if notes:
-                reason = f"{reason} ({'; '.join(notes)})"
+            if not notes:
+                return slot.controls[exp.name]
+            reason = f"experiment {exp.name} arm control ({'; '.join(notes)})"
             return SlotDecision(slot.name, None, reason, experiment=exp.name, arm="control")
-        if arm is not v and not _eligible(arm, context, ts):
+        if arm is not v and not arm.eligible(context, ts):
             (notes := notes or []).append(f"experiment {exp.name}: arm {arm.id} not eligible, not enrolled")
             continue
         why = _capped(arm, run) if arm.cap is not None else None

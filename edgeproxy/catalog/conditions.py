@@ -85,7 +85,26 @@ def _compile_key(key: str, kind: object, spec: Any) -> Condition:
     if negate:
         inner = test
         return Condition(key, lambda v: not inner(v), text.replace("=", "!=", 1))
-    return Condition(key, test, text)
+    return Condition(key, test, text, _fast_set(kind, test))
+
+
+def _fast_set(kind: object, test) -> frozenset | None:
+    """For closed sets and ISO codes, the exact context values that pass:
+    the classifier fills those keys with registry values (codes upper-cased),
+    so a set lookup decides.  Lower-case codes are included for safety."""
+    wanted = getattr(test, "wanted", None)
+    if wanted is None:
+        return None
+    if kind == "code":
+        return frozenset(wanted) | frozenset(w.lower() for w in wanted)
+    if isinstance(kind, frozenset):
+        return frozenset(wanted)
+    return None
+
+
+def _tagged(test, wanted: frozenset):
+    test.wanted = wanted
+    return test
 
 
 def _range(key: str, kind: object, spec: dict) -> tuple[Callable[[Any], bool], str]:
@@ -112,7 +131,7 @@ def _int(key: str, value: Any, lo: int, hi: int, what: str = "value") -> int:
 def _any_of(key: str, kind: object, values: list) -> tuple[Callable[[Any], bool], str]:
     if isinstance(kind, frozenset):
         wanted = frozenset(_closed(key, kind, v) for v in values)
-        return (lambda v: v in wanted), f"{key}={'|'.join(_ordered(values, wanted))}"
+        return _tagged(lambda v: v in wanted, wanted), f"{key}={'|'.join(_ordered(values, wanted))}"
     if kind == "code":
         codes = []
         for v in values:
@@ -120,7 +139,7 @@ def _any_of(key: str, kind: object, values: list) -> tuple[Callable[[Any], bool]
                 raise ConditionError(key, f"{key}: {_show(v)} is not an ISO 3166 two-letter code like \"GB\"")
             codes.append(v.upper())
         wanted = frozenset(codes)
-        return (lambda v: isinstance(v, str) and v.upper() in wanted), f"{key}={'|'.join(codes)}"
+        return _tagged(lambda v: isinstance(v, str) and v.upper() in wanted, wanted), f"{key}={'|'.join(codes)}"
     if kind == "text" or kind == "set":
         names = []
         for v in values:

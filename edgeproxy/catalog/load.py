@@ -321,6 +321,16 @@ def parse_variant(
             static_edit = SortChildren(sort, ())
 
     match = " ".join(c.text for c in when)
+    match_reason = f"priority {priority}, " + (f"matched {match}" if match else "everyone")
+    decision = arm_decision = None
+    if static_edit is not None:
+        capped = {"cap_key": f"{slot}/{path.stem}", "cap_per": cap.per} if cap else {}
+        decision = SlotDecision(slot, path.stem, match_reason, static_edit, **capped)
+        if experiment is not None:
+            arm_decision = SlotDecision(
+                slot, path.stem, f"experiment {experiment.name} arm {path.stem}, {match_reason}", static_edit,
+                experiment=experiment.name, arm=path.stem, **capped,
+            )
     return Variant(
         slot=slot,
         id=path.stem,
@@ -340,9 +350,11 @@ def parse_variant(
         sort=sort,
         static_edit=static_edit,
         stamp=stamp,
-        match_reason=f"priority {priority}, " + (f"matched {match}" if match else "everyone"),
+        match_reason=match_reason,
         experiment_line=loc.line("experiment") if experiment else 1,
         cap_key=f"{slot}/{path.stem}",
+        decision=decision,
+        arm_decision=arm_decision,
     )
 
 
@@ -591,6 +603,10 @@ def _build_slot(name: str, path: str, variants: list[Variant]) -> Slot:
         variants=ordered,
         experiments=MappingProxyType({k: tuple(a) for k, a in experiments.items()}),
         by_id=MappingProxyType({v.id: v for v in ordered}),
+        controls=MappingProxyType({
+            exp: SlotDecision(name, None, f"experiment {exp} arm control", experiment=exp, arm="control")
+            for exp in experiments
+        }),
         default=SlotDecision(name, None, "no eligible variant"),
         bot=SlotDecision(name, None, "bot"),
         holdout=SlotDecision(name, None, "holdout"),

@@ -25,9 +25,13 @@ Test = Callable[[ContextValue], bool]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Condition:
+    """``fast``, when set, is the set of context values that satisfy the
+    condition, so ``choose`` can test membership without calling ``test``."""
+
     key: str
     test: Test
     text: str  # e.g. "country=GB|IE", "hour=9..17", "device!=bot"
+    fast: frozenset | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +94,10 @@ class Variant:
     experiment_line: int = 1
     # "slot/variant": the key of this variant's count in Visitor.caps.
     cap_key: str = ""
+    # Shared decisions when the edit does not depend on the visitor: showing
+    # the variant plainly, and as its experiment's arm.
+    decision: SlotDecision | None = None
+    arm_decision: SlotDecision | None = None
 
     @property
     def specificity(self) -> int:
@@ -110,6 +118,22 @@ class Variant:
         for cond in self.when:
             value = context.get(cond.key, _MISSING)
             if value is _MISSING or not cond.test(value):
+                return False
+        return True
+
+    def eligible(self, context: Mapping[str, ContextValue], ts: float) -> bool:
+        """``when`` holds and ``ts`` (POSIX seconds) is inside the window."""
+        if not (self.start_ts <= ts < self.end_ts):
+            return False
+        for cond in self.when:
+            value = context.get(cond.key)
+            if value is None:
+                return False
+            fast = cond.fast
+            if fast is not None:
+                if value not in fast:
+                    return False
+            elif not cond.test(value):
                 return False
         return True
 
@@ -137,6 +161,7 @@ class Slot:
     experiments: Mapping[str, tuple[Arm, ...]] = EMPTY
     by_id: Mapping[str, Variant] = EMPTY
     # Precomputed default decisions, shared by every request.
+    controls: Mapping[str, SlotDecision] = EMPTY
     default: SlotDecision | None = None
     bot: SlotDecision | None = None
     holdout: SlotDecision | None = None
