@@ -365,7 +365,7 @@ def test_what_to_try_previews_variants_that_exist():
 
 
 def test_what_to_try_sends_a_browser_user_agent_except_for_the_bot_example():
-    curls = [line for line in demo_run.what_to_try().splitlines() if "curl " in line]
+    curls = [line for line in demo_run.what_to_try().splitlines() if line.startswith(("curl ", "for "))]
     plain = [line for line in curls if "-A " not in line]
     assert len(plain) == 1 and "bot" in demo_run.what_to_try().split(plain[0])[0].splitlines()[-1]
 
