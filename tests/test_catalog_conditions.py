@@ -6,16 +6,17 @@ import tomllib
 
 import pytest
 
+from edgeproxy.catalog import Variant
 from edgeproxy.catalog.conditions import ConditionError, compile_when
 
 
 def holds(when_toml: str, context: dict) -> bool:
+    """Evaluate as choose() does (set fast path included), and check the
+    plain tests agree."""
     conditions = compile_when(tomllib.loads(f"when = {when_toml}")["when"])
-    for cond in conditions:
-        value = context.get(cond.key)
-        if value is None or not cond.test(value):
-            return False
-    return True
+    v = Variant(slot="s", id="v", file="v.html", path="v.html", kind="content", when=conditions)
+    assert v.eligible(context, 0.0) is v.matches(context)
+    return v.eligible(context, 0.0)
 
 
 @pytest.mark.parametrize(

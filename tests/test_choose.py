@@ -457,3 +457,32 @@ def test_explain_trace_is_compact_json(slots):
     }
     json.dumps(trace)
     assert "v1" not in json.dumps(trace)  # the visitor id is not in the trace
+
+
+# ---------------------------------------------------------------------------
+# Speed: decisions that do not depend on the visitor are built once
+# ---------------------------------------------------------------------------
+def test_visitor_independent_decisions_are_shared(slots):
+    variant(slots, "hero/a.html", 'when = { device = "mobile" }')
+    catalog = load_catalog(slots)
+    one = choose(visitor("x", device="mobile"), catalog, NOW).slots["hero"]
+    two = choose(visitor("y", device="mobile"), catalog, NOW).slots["hero"]
+    assert one is two
+
+
+def test_choose_takes_microseconds(slots):
+    import time
+
+    for slot in ("hero", "banner", "announcement"):
+        for i in range(8):
+            variant(slots, f"{slot}/v{i}.html", f'priority = {i}\nwhen = {{ country = ["GB", "IE"], device = "mobile", hour = {{ min = 6, max = 22 }} }}')
+        variant(slots, f"{slot}/all.html", body='<p>Hi {{ city | default: "you" }}</p>')
+    write(slots, "grid/fans.toml", 'when = { affinity = "trail" }\nsort = ["affinity"]\n')
+    catalog = load_catalog(slots)
+    v = visitor("abc", country="FR", device="mobile", hour=12, city="Paris", affinity=("trail",))
+    n = 2000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        choose(v, catalog, NOW)
+    per_call = (time.perf_counter() - t0) / n
+    assert per_call < 200e-6  # generous: ~17 us measured (4 slots, 28 variants, 3 merge-tag renders)
