@@ -18,6 +18,11 @@ from .template import Template
 
 CAP_PERIODS = ("session", "day", "week")
 
+# A read-only empty mapping default.  MappingProxyType is unhashable before
+# Python 3.12, which dataclasses take for "mutable", hence the factory.
+def _empty() -> Mapping:
+    return dataclasses.field(default_factory=lambda: EMPTY)  # type: ignore[return-value]
+
 # One condition of a `when` table: the context key and a test of the
 # visitor's value for it.  A key missing from the context fails every test.
 Test = Callable[[ContextValue], bool]
@@ -158,10 +163,10 @@ class Slot:
     name: str
     path: str
     variants: tuple[Variant, ...] = ()
-    experiments: Mapping[str, tuple[Arm, ...]] = EMPTY
-    by_id: Mapping[str, Variant] = EMPTY
+    experiments: Mapping[str, tuple[Arm, ...]] = _empty()
+    by_id: Mapping[str, Variant] = _empty()
     # Precomputed default decisions, shared by every request.
-    controls: Mapping[str, SlotDecision] = EMPTY
+    controls: Mapping[str, SlotDecision] = _empty()
     default: SlotDecision | None = None
     bot: SlotDecision | None = None
     holdout: SlotDecision | None = None
@@ -193,10 +198,10 @@ class Catalog:
     """
 
     directory: str
-    slots: Mapping[str, Slot] = EMPTY
+    slots: Mapping[str, Slot] = _empty()
     errors: tuple[SlotFileError, ...] = ()
     fingerprint: frozenset = frozenset()
-    files: Mapping[str, FileState] = EMPTY
+    files: Mapping[str, FileState] = _empty()
     generation: int = 0
     loaded_at: dt.datetime | None = None
     missing: bool = False  # the folder itself does not exist
