@@ -1,0 +1,331 @@
+"""Byte-level HTML scanning primitives for the slot rewriter.
+
+Nothing here tokenises a whole page.  The rewriter looks for a few rare
+constructs with ``bytes.find`` and compiled ``re`` patterns (both run in C)
+and only looks closely at the bytes around them:
+
+* the marker ``data-edge-slot`` (``MARKER``, found with ``bytes.find``);
+* the *context openers* that change how the bytes after them are parsed:
+  ``<!--`` and the raw-text / opaque elements of ``RAW_TEXT`` (``<script``,
+  ``<style``, ``<textarea``, ``<title``, ``<template``, ...).  A marker inside
+  one of them is not a slot;
+* inside a slot, the start and end tags of the slot's own tag name, for
+  depth counting.
+
+A marker is only a slot when it is an attribute *name* of a real start tag.
+That is checked with ``TOKENS``, a possessive regex that tokenises text and
+tags (quote-aware, per the WHATWG tokenizer's attribute states) from the last
+point known to be between tokens up to the marker: a short stretch, because
+every context closer is such a point.
+
+Positions are offsets into the buffer handed in.  Functions that may run out
+of input return ``None`` ("need more bytes"); callers pass ``final=True`` once
+no more input will come, and then an unterminated construct extends to EOF.
+
+Known approximations (all fail safe: a slot may be missed, bytes are never
+changed outside a real slot):
+
+* an opener written literally inside an attribute value is recognised as such
+  by a local check (the nearest ``<`` before it starts a tag that spans it);
+  an attribute value containing both a quoted ``<`` and an opener can fool it;
+* the script-data "double escaped" states (``<!--<script>`` inside a script)
+  are not modelled: such a script ends at its first ``</script``;
+* the marker attribute name must be written in lower case, as CONTRACT §1
+  spells it, so that a page without slots costs exactly one ``bytes.find``;
+  tag names, the slot's end tag and every other name are case-insensitive.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+
+MARKER = b"data-edge-slot"
+MARKER_NAME = MARKER.decode()
+
+# Elements whose content is not parsed as markup (WHATWG "raw text",
+# "escapable raw text", and the elements browsers with scripting treat the
+# same way), plus <template> whose content is opaque to us.
+RAW_TEXT = (
+    "script", "style", "textarea", "title", "template", "xmp",
+    "noscript", "iframe", "noembed", "noframes", "plaintext",
+)
+VOID_ELEMENTS = frozenset(
+    {
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link",
+        "meta", "param", "source", "track", "wbr", "basefont", "bgsound",
+        "frame", "keygen",
+    }
+)
+# The longest opener ("<plaintext" + one delimiter): a search that found
+# nothing may resume this many bytes before the end of the buffer.
+LOOKBACK = 16
+
+_WS = rb"\t\n\f\r "
+
+
+def _ci(name: str) -> bytes:
+    """``script`` -> ``[sS][cC]...``: case-insensitive without (?i) so sre keeps
+    its literal-prefix fast path on the leading ``<``."""
+    return b"".join(b"[%c%c]" % (c.lower().encode()[0], c.upper().encode()[0]) if c.isalpha() else re.escape(c.encode()) for c in name)
+
+
+# The attribute states of a start (or end) tag, after the tag name.  Each
+# alternative consumes at least one byte; possessive so a failed tail never
+# backtracks.  A name cannot start with "=" unless no quote follows (the rare
+# ``<a ="x">``), so an unterminated quoted value is never misread as names.
+_ATTRS = (
+    rb"(?:[\t\n\f\r /]++"
+    rb"|[^\t\n\f\r />=][^\t\n\f\r />=]*+"
+    rb"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >\"'][^\t\n\f\r >]*+|(?=>)))?"
+    rb"|=(?![\t\n\f\r ]*+[\"'])[^\t\n\f\r />=]*+"
+    rb")*+"
+)
+_RAW_ALT = b"|".join(_ci(n) for n in RAW_TEXT)
+
+# A start tag from its "<": group 1 is the tag name.  The match stops before
+# the closing ">" (or where the input runs out); see ``tag_end``.
+START_TAG = re.compile(rb"<([a-zA-Z][^\t\n\f\r />]*+)" + _ATTRS)
+END_TAG = re.compile(rb"</([a-zA-Z][^\t\n\f\r />]*+)" + _ATTRS)
+# One attribute inside a complete tag: group 1 name, group 2 raw value.
+ATTR = re.compile(
+    rb"([^\t\n\f\r />=][^\t\n\f\r />=]*+|=[^\t\n\f\r />=]*+)"
+    rb"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >\"'][^\t\n\f\r >]*+|(?=>)))?"
+)
+
+# Text and complete tags, for verifying that a marker sits in a start tag.
+# It deliberately has no raw-text alternative: a tag named like a raw-text
+# element stops it (the caller has already skipped every real opener).
+TOKENS = re.compile(
+    rb"(?:[^<]++"
+    rb"|<(?!(?:" + _RAW_ALT + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+    rb"|</[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+    rb"|<!--(?:>|->|(?:[^-]++|-(?!-!?>))*+--!?>)"
+    rb"|<!(?!--)[^>]*+>|<\?[^>]*+>|</(?:>|[^a-zA-Z>][^>]*+>)"
+    rb"|<(?![a-zA-Z/!?])"
+    rb")*+"
+)
+
+# Context openers: group 1 "<!--", group 2 a raw-text element name.
+OPENER = re.compile(rb"<(?:(!--)|(" + _RAW_ALT + rb")(?=[\t\n\f\r />]))")
+_COMMENT_END = re.compile(rb"--!?>")
+
+
+@functools.lru_cache(maxsize=256)
+def closer(name: str) -> re.Pattern[bytes]:
+    """The end tag opener of raw-text element ``name`` (``</script`` + delimiter)."""
+    return re.compile(rb"</" + _ci(name) + rb"(?=[\t\n\f\r />])")
+
+
+@functools.lru_cache(maxsize=256)
+def body_scanner(name: str) -> re.Pattern[bytes]:
+    """Openers plus start (group 3) and end (group 4) tags named ``name``."""
+    n = _ci(name)
+    return re.compile(
+        rb"<(?:(!--)|(" + _RAW_ALT + rb")(?=[\t\n\f\r />])|(" + n + rb")(?=[\t\n\f\r />])|/(" + n + rb")(?=[\t\n\f\r />]))"
+    )
+
+
+def tag_end(buf: bytes | bytearray, start: int, pattern: re.Pattern[bytes] = START_TAG) -> int | None:
+    """End offset (after ``>``) of the tag starting at ``start``, ``None`` if
+    the tag is not complete in ``buf``.  ``start`` must be a tag's ``<``."""
+    m = pattern.match(buf, start)
+    if m is None:
+        return None
+    e = m.end()
+    if e < len(buf) and buf[e] == 0x3E:  # ">"
+        return e + 1
+    return None
+
+
+def inside_tag(buf: bytes | bytearray, lo: int, q: int) -> bool:
+    """Whether offset ``q`` (a "<" found by a search) lies inside a tag that
+    starts at the nearest "<" in ``[lo, q)``: e.g. ``<img alt="<!--">``.
+    ``lo`` is a point between tokens."""
+    l = buf.rfind(b"<", lo, q)
+    if l < 0:
+        return False
+    nxt = buf[l + 1 : l + 2]
+    if nxt.isalpha():
+        m = START_TAG.match(buf, l)
+    elif nxt == b"/" and buf[l + 2 : l + 3].isalpha():
+        m = END_TAG.match(buf, l)
+    elif nxt in (b"!", b"?", b"/"):
+        gt = buf.find(b">", l, q)
+        return gt < 0
+    else:
+        return False
+    # The tag runs at least to where the attribute grammar stopped; if that
+    # is not its ">" it is unterminated (EOF or an open quote) and spans q.
+    e = m.end()
+    if e >= len(buf) or buf[e] != 0x3E:
+        return True
+    return e >= q
+
+
+def skip_context(buf: bytes | bytearray, q: int, kind: str, final: bool) -> int | None:
+    """End offset of the comment or raw-text element opened at ``q``.
+
+    ``kind`` is ``"!--"`` or a lower-case ``RAW_TEXT`` name.  Returns ``None``
+    when the closer has not arrived yet, ``len(buf)`` when ``final`` and the
+    construct runs to EOF (as a browser would read it).
+    """
+    n = len(buf)
+    if kind == "!--":
+        # Abruptly closed "<!-->" and "<!--->" (WHATWG comment start states).
+        if buf[q + 4 : q + 5] == b">":
+            return q + 5
+        if buf[q + 4 : q + 6] == b"->":
+            return q + 6
+        m = _COMMENT_END.search(buf, q + 4)
+        if m is not None:
+            return m.end()
+        return n if final else None
+    if kind == "plaintext":
+        return n if final else None
+    body = tag_end(buf, q)
+    if body is None:
+        return n if final else None
+    if kind == "template":
+        found = element_end(buf, body, "template", final)
+        if found is None:
+            return None
+        return n if found[0] is None else found[1]
+    m = closer(kind).search(buf, body)
+    if m is None:
+        return n if final else None
+    e = tag_end(buf, m.start(), END_TAG)
+    if e is None:
+        return n if final else None
+    return e
+
+
+def element_end(
+    buf: bytes | bytearray, body: int, name: str, final: bool
+) -> tuple[int | None, int] | None:
+    """Find the end tag matching an element ``name`` whose content starts at
+    ``body`` (one-shot form of ``EndFinder``).  Returns ``(end_tag_start,
+    end_tag_end)``, ``(None, len(buf))`` when ``final`` and unterminated, or
+    ``None`` when more input is needed."""
+    finder = EndFinder(name, body)
+    r = finder.run(buf, final, len(buf) + 1)
+    if r[0] == "end":
+        return r[1], r[2]
+    if r[0] == "need":
+        return None
+    return None, len(buf)
+
+
+class EndFinder:
+    """Resumable search for the end tag of an element named ``name`` whose
+    content starts at ``start``.
+
+    Counts nested start/end tags of the same name, skipping comments and
+    raw-text elements; a self-closing ``<div/>`` opens a ``div`` as in HTML.
+    ``run`` returns ``("end", end_tag_start, end_tag_end)``, ``("need",)``,
+    ``("over",)`` once the end cannot start within ``cap`` bytes of
+    ``start``, or ``("unterminated",)`` at EOF.  Between calls the buffer may
+    grow, and may be shifted with ``shift``.
+    """
+
+    __slots__ = ("name", "rx", "start", "pos", "depth")
+
+    def __init__(self, name: str, start: int) -> None:
+        self.name = name
+        self.rx = body_scanner(name)
+        self.start = start
+        self.pos = start
+        self.depth = 1
+
+    def shift(self, n: int) -> None:
+        self.start -= n
+        self.pos -= n
+
+    def run(self, buf: bytes | bytearray, final: bool, cap: int) -> tuple:
+        limit = self.start + cap
+        rx = self.rx
+        while True:
+            m = rx.search(buf, self.pos)
+            if m is None:
+                if final:
+                    return ("unterminated",)
+                self.pos = max(self.pos, len(buf) - LOOKBACK)
+                return ("over",) if self.pos > limit else ("need",)
+            q = m.start()
+            if q > limit:
+                return ("over",)
+            if inside_tag(buf, self.start, q):
+                self.pos = q + 1
+                continue
+            if m.group(3) is not None:  # a nested start tag of the same name
+                e = tag_end(buf, q)
+                if e is None:
+                    if final:
+                        return ("unterminated",)
+                    self.pos = q
+                    return ("need",)
+                self.depth += 1
+                self.pos = e
+                continue
+            if m.group(4) is not None:  # an end tag of the same name
+                e = tag_end(buf, q, END_TAG)
+                if e is None:
+                    if final:
+                        return ("unterminated",)
+                    self.pos = q
+                    return ("need",)
+                self.depth -= 1
+                if self.depth == 0:
+                    return ("end", q, e)
+                self.pos = e
+                continue
+            kind = "!--" if m.group(1) is not None else m.group(2).decode().lower()
+            e = skip_context(buf, q, kind, final)
+            if e is None:
+                self.pos = q
+                return ("need",)
+            if e >= len(buf) and final:
+                return ("unterminated",)
+            self.pos = e
+
+
+def attributes(buf: bytes | bytearray, start: int, end: int) -> list[tuple[int, bytes, bytes | None]]:
+    """``(name_offset, lower-cased name, raw value or None)`` for each
+    attribute of the complete start tag ``buf[start:end]``."""
+    m = START_TAG.match(buf, start, end)
+    assert m is not None
+    out = []
+    for a in ATTR.finditer(buf, m.end(1), end - 1):
+        out.append((a.start(1), a.group(1).lower(), a.group(2)))
+    return out
+
+
+def attr_value(raw: bytes | None, encoding: str = "latin-1") -> str:
+    """The text of an attribute value: quotes removed, references decoded."""
+    if raw is None:
+        return ""
+    if raw[:1] in (b'"', b"'"):
+        raw = raw[1:-1]
+    text = raw.decode(encoding, "replace")
+    return html.unescape(text) if "&" in text else text
+
+
+def tag_name(buf: bytes | bytearray, start: int) -> str:
+    m = START_TAG.match(buf, start)
+    assert m is not None
+    return m.group(1).decode("latin-1").lower()
+
+
+def slot_attribute(buf: bytes | bytearray, start: int, end: int, encoding: str = "latin-1") -> str | None:
+    """The slot name of the start tag ``buf[start:end]``, or ``None`` if it
+    has no ``data-edge-slot`` attribute (the first occurrence wins, as in
+    HTML)."""
+    for _, name, raw in attributes(buf, start, end):
+        if name == MARKER:
+            return attr_value(raw, encoding)
+    return None
+
+
+def is_self_closing(buf: bytes | bytearray, end: int) -> bool:
+    return buf[end - 2 : end] == b"/>"

@@ -1,0 +1,174 @@
+"""Reorder a slot's element children without re-serialising anything.
+
+The slot's inner bytes are split into top-level *element children* (exact
+byte extents, from the start tag to the matching end tag, nested same-name
+tags and comments included) and the *separators* between them (whitespace,
+text, comments, and ``<script>``/``<style>``/``<template>`` blocks, which are
+not visual children and stay where they are).  The elements are permuted
+among the element positions; every separator keeps its position::
+
+    sep0 EL0 sep1 EL1 sep2 EL2 sep3   ->   sep0 EL2 sep1 EL0 sep2 EL1 sep3
+
+Keys (CONTRACT §2), applied in order, ties keeping the origin's order:
+
+* ``affinity``: children whose ``data-category`` (one or several
+  space-separated categories) is in the visitor's affinity tuple first, the
+  strongest (earliest in the tuple) first;
+* ``attr``: by that attribute, ascending or descending.  If any child's value
+  is a number the key is numeric, and values that are not numbers sort after
+  the numbers; otherwise values compare as case-folded text.  A missing
+  attribute always sorts last;
+* ``pin``: the children whose ``data-sku`` is listed first, in the given order.
+
+A body that is not a clean list of elements (a stray end tag, an element
+whose end tag is omitted, such as ``<li>`` without ``</li>``) raises
+``SortError``: the rewriter then leaves the slot as the origin sent it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ..errors import RewriteError
+from ..model import SortChildren, SortKey
+from . import scanner as sc
+
+# Children that are not moved: they keep their place among the separators.
+_STAY = frozenset({"script", "style", "template", "noscript"})
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class SortError(RewriteError):
+    """The slot's children cannot be reordered byte-faithfully."""
+
+
+def split_children(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """``(separators, elements)``: ``len(separators) == len(elements) + 1``;
+    each element is a ``(start, end)`` extent into ``inner``."""
+    seps: list[bytes] = []
+    els: list[tuple[int, int]] = []
+    sep_start = pos = 0
+    n = len(inner)
+    while True:
+        lt = inner.find(b"<", pos)
+        if lt < 0:
+            break
+        nxt = inner[lt + 1 : lt + 2]
+        if inner.startswith(b"<!--", lt):
+            pos = sc.skip_context(inner, lt, "!--", True)
+            continue
+        if nxt in (b"!", b"?"):
+            gt = inner.find(b">", lt)
+            pos = n if gt < 0 else gt + 1
+            continue
+        if nxt == b"/":
+            if inner[lt + 2 : lt + 3].isalpha():
+                raise SortError(f"stray end tag at offset {lt} of the slot body")
+            gt = inner.find(b">", lt)
+            pos = n if gt < 0 else gt + 1
+            continue
+        if not nxt.isalpha():
+            pos = lt + 1
+            continue
+        end = sc.tag_end(inner, lt)
+        if end is None:
+            raise SortError(f"unterminated start tag at offset {lt} of the slot body")
+        name = sc.tag_name(inner, lt)
+        if name in sc.RAW_TEXT:
+            pos = sc.skip_context(inner, lt, name, True)
+            if name in _STAY or name == "plaintext":
+                continue
+            el_end = pos
+        elif name in sc.VOID_ELEMENTS:
+            el_end = end
+        else:
+            found = sc.element_end(inner, end, name, True)
+            if found is None or found[0] is None:
+                raise SortError(f"<{name}> at offset {lt} of the slot body has no end tag")
+            el_end = found[1]
+        seps.append(inner[sep_start:lt])
+        els.append((lt, el_end))
+        sep_start = pos = el_end
+    seps.append(inner[sep_start:])
+    return seps, els
+
+
+def _attrs(inner: bytes, start: int, encoding: str) -> dict[str, str]:
+    end = sc.tag_end(inner, start)
+    assert end is not None
+    out: dict[str, str] = {}
+    for _, name, raw in sc.attributes(inner, start, end):
+        key = name.decode("latin-1")
+        if key not in out:  # the first occurrence wins, as in HTML
+            out[key] = sc.attr_value(raw, encoding)
+    return out
+
+
+def _number(text: str) -> float | None:
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _rank_key(values: list[str | None], order: tuple[str, ...]) -> list[tuple]:
+    ranks: dict[str, int] = {}
+    for i, v in enumerate(order):
+        ranks.setdefault(v, i)
+    miss = len(order)
+    out = []
+    for v in values:
+        best = min((ranks.get(tok, miss) for tok in (v or "").split()), default=miss)
+        out.append((best,))
+    return out
+
+
+def _attr_key(values: list[str | None], descending: bool) -> list[tuple]:
+    numbers = [None if v is None else _number(v) for v in values]
+    out: list[tuple] = []
+    if any(x is not None for x in numbers):
+        for x in numbers:
+            out.append((1,) if x is None else (0, -x if descending else x))
+        return out
+    for v in values:
+        if v is None:
+            out.append((1,))
+        elif descending:
+            # Reverse text order with a key that still sorts ascending: negated
+            # code points, and a terminator above every negated code point so
+            # "ab" comes after "abc".
+            out.append((0, tuple(-ord(c) for c in v.casefold()) + (1,)))
+        else:
+            out.append((0, v.casefold()))
+    return out
+
+
+def _keys(key: SortKey, attrs: list[dict[str, str]], affinity: tuple[str, ...]) -> list[tuple]:
+    if key.kind == "affinity":
+        return _rank_key([a.get("data-category") for a in attrs], affinity)
+    if key.kind == "pin":
+        return _rank_key([a.get("data-sku", "").strip() or None for a in attrs], key.skus)
+    if key.kind == "attr":
+        name = key.attr.lower()
+        return _attr_key([a.get(name) for a in attrs], key.descending)
+    raise SortError(f"unknown sort key kind {key.kind!r}")
+
+
+def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8") -> bytes:
+    """``inner`` with its element children reordered by ``edit.keys``."""
+    seps, els = split_children(inner)
+    if len(els) < 2 or not edit.keys:
+        return inner
+    attrs = [_attrs(inner, start, encoding) for start, _ in els]
+    columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
+    order = sorted(range(len(els)), key=lambda i: tuple(col[i] for col in columns) + (i,))
+    if order == list(range(len(els))):
+        return inner
+    parts = [seps[0]]
+    for slot, i in enumerate(order):
+        start, end = els[i]
+        parts.append(inner[start:end])
+        parts.append(seps[slot + 1])
+    return b"".join(parts)
