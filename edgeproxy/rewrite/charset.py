@@ -67,6 +67,18 @@ def _ascii_compatible(codec: str) -> bool:
     return not any(b in sample for b in (0x1B, 0x0E, 0x0F))
 
 
+def rewritable(codec: str | None) -> str | None:
+    """``codec``'s canonical Python name if fragments can be written in it
+    (known and ASCII-compatible), else ``None``."""
+    if not codec:
+        return None
+    try:
+        name = codecs.lookup(codec).name
+    except LookupError:
+        return None
+    return name if _ascii_compatible(name) else None
+
+
 def python_codec(label: str | None) -> str | None:
     """The Python codec for an encoding label, or ``None`` if unknown or not
     ASCII-compatible."""

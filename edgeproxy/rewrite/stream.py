@@ -49,7 +49,6 @@ nested inside it can still be edited; the slots inside an edited
 
 from __future__ import annotations
 
-import codecs
 import time
 from collections.abc import Mapping
 
@@ -57,7 +56,7 @@ from ..errors import RewriteError
 from ..model import Edit, ReplaceInner, SortChildren
 from ..settings import DEFAULT_MAX_SLOT_BYTES
 from . import scanner as sc
-from .charset import encode_fragment
+from .charset import encode_fragment, rewritable
 from .sort import SortError, sort_children
 
 APPLIED = "applied"
@@ -108,12 +107,7 @@ class SlotRewriter:
         deadline: float | None = None,
     ) -> None:
         self._edits = dict(edits)
-        if charset is not None:
-            try:
-                charset = codecs.lookup(charset).name
-            except LookupError:
-                charset = None
-        self._charset = charset
+        self._charset = rewritable(charset)
         self._cap = max_slot_bytes
         self._deadline = deadline
         self.outcomes: dict[str, str] = {}
