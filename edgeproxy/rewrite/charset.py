@@ -124,7 +124,7 @@ def meta_charset(head: bytes) -> str | None:
         if end is None:
             return None
         pos = end
-        attrs = {name: sc.attr_value(raw) for _, name, raw in reversed(sc.attributes(head, start, end))}
+        attrs = {name.decode("latin-1"): sc.attr_value(raw) for _, name, raw in reversed(sc.attributes(head, start, end))}
         if "charset" in attrs and attrs["charset"].strip():
             return attrs["charset"].strip()
         if attrs.get("http-equiv", "").strip().lower() == "content-type":

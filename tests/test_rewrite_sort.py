@@ -1,0 +1,133 @@
+"""edgeproxy.rewrite.sort: reorder element children, keep every byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeproxy.model import SortChildren, SortKey
+from edgeproxy.rewrite import SortError, sort_children
+from edgeproxy.rewrite.sort import split_children
+
+PRICE = SortKey("attr", attr="data-price")
+PRICE_DESC = SortKey("attr", attr="data-price", descending=True)
+STOCK_DESC = SortKey("attr", attr="data-stock", descending=True)
+AFFINITY = SortKey("affinity")
+
+
+def li(sku: str, **attrs: str) -> bytes:
+    extra = "".join(f' data-{k}="{v}"' for k, v in attrs.items())
+    return f'<li data-sku="{sku}"{extra}>{sku}</li>'.encode()
+
+
+def skus(out: bytes) -> list[str]:
+    import re
+
+    return re.findall(r'data-sku="([^"]+)"', out.decode())
+
+
+def sort(body: bytes, *keys: SortKey, affinity: tuple[str, ...] = ()) -> bytes:
+    return sort_children(body, SortChildren(tuple(keys), affinity))
+
+
+# ---------------------------------------------------------------------------
+# Keys (CONTRACT §2)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "items, keys, affinity, expected",
+    [
+        # numeric attribute, ascending and descending
+        ([li("A", price="10"), li("B", price="9.5"), li("C", price="100")], [PRICE], (), ["B", "A", "C"]),
+        ([li("A", price="10"), li("B", price="9.5"), li("C", price="100")], [PRICE_DESC], (), ["C", "A", "B"]),
+        # missing and non-numeric values sort last, in origin order, both directions
+        ([li("A"), li("B", price="n/a"), li("C", price="2"), li("D", price="1")], [PRICE], (), ["D", "C", "A", "B"]),
+        ([li("A"), li("B", price="n/a"), li("C", price="2"), li("D", price="1")], [PRICE_DESC], (), ["C", "D", "A", "B"]),
+        # text attribute, case-folded, ascending and descending ("ab" vs "abc")
+        ([li("A", name="pear"), li("B", name="Apple"), li("C", name="fig")], [SortKey("attr", attr="data-name")], (), ["B", "C", "A"]),
+        ([li("A", name="ab"), li("B", name="abc"), li("C", name="b")], [SortKey("attr", attr="data-name", descending=True)], (), ["C", "B", "A"]),
+        # stable: ties keep the origin's order
+        ([li("A", price="1"), li("B", price="1"), li("C", price="0")], [PRICE], (), ["C", "A", "B"]),
+        # affinity: strongest (earliest) first, others after in origin order
+        ([li("A", category="formal"), li("B", category="trail"), li("C", category="road")], [AFFINITY], ("road", "trail"), ["C", "B", "A"]),
+        ([li("A", category="x"), li("B", category="road trail")], [AFFINITY], ("trail",), ["B", "A"]),
+        ([li("A", category="x"), li("B")], [AFFINITY], (), ["A", "B"]),
+        # pin: listed SKUs first, in the listed order
+        ([li("A"), li("B"), li("C"), li("D")], [SortKey("pin", skus=("C", "A"))], (), ["C", "A", "B", "D"]),
+        # keys apply in order: affinity, then price descending within each group
+        (
+            [li("A", category="t", price="1"), li("B", category="f", price="5"), li("C", category="t", price="3")],
+            [AFFINITY, PRICE_DESC],
+            ("t",),
+            ["C", "A", "B"],
+        ),
+        # out of stock last, then cheapest first
+        (
+            [li("A", stock="0", price="1"), li("B", stock="4", price="9"), li("C", stock="4", price="2")],
+            [STOCK_DESC, PRICE],
+            (),
+            ["C", "B", "A"],
+        ),
+    ],
+)
+def test_sort_keys_order_children_as_the_contract_says(items, keys, affinity, expected):
+    body = b"\n".join(items)
+    assert skus(sort(body, *keys, affinity=affinity)) == expected
+
+
+# ---------------------------------------------------------------------------
+# Byte fidelity
+# ---------------------------------------------------------------------------
+def test_separators_stay_in_place_and_elements_keep_their_bytes():
+    body = (
+        b"\n  <li data-sku=B data-price=2 class='x'>b<ul><li>nested</li></ul></li>"
+        b"<!-- c -->\n  <LI data-sku=A data-price=1>a</LI >text\n"
+    )
+    out = sort(body, PRICE)
+    assert out == (
+        b"\n  <LI data-sku=A data-price=1>a</LI ><!-- c -->\n  "
+        b"<li data-sku=B data-price=2 class='x'>b<ul><li>nested</li></ul></li>text\n"
+    )
+
+
+def test_children_already_in_order_return_the_same_bytes():
+    body = b"<li data-price=1>a</li> <li data-price=2>b</li>"
+    assert sort(body, PRICE) is body
+
+
+def test_scripts_and_templates_stay_where_they_are():
+    body = b"<li data-price=2>b</li><script>x()</script><li data-price=1>a</li><template><li></template>"
+    out = sort(body, PRICE)
+    assert out == b"<li data-price=1>a</li><script>x()</script><li data-price=2>b</li><template><li></template>"
+
+
+def test_void_children_are_sorted_as_single_tags():
+    body = b'<img data-price=2 src=b><img data-price=1 src=a>'
+    assert sort(body, PRICE) == b'<img data-price=1 src=a><img data-price=2 src=b>'
+
+
+def test_split_children_gives_exact_extents():
+    body = b" <a>1</a> t <b><b></b></b>"
+    seps, els = split_children(body)
+    assert seps == [b" ", b" t ", b""]
+    assert [body[s:e] for s, e in els] == [b"<a>1</a>", b"<b><b></b></b>"]
+
+
+def test_attribute_values_are_read_with_character_references_decoded():
+    body = b'<li data-sku="B" data-price="&#50;">b</li><li data-sku="A" data-price="1">a</li>'
+    assert skus(sort(body, PRICE)) == ["A", "B"]
+
+
+# ---------------------------------------------------------------------------
+# Bodies that are not a clean list of elements: refused, never mangled.
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<li data-price=2>b<li data-price=1>a",  # end tags omitted
+        b"<li data-price=2>b</li><li data-price=1>a",
+        b"<li>a</li></ul><li>b</li>",  # stray end tag
+        b"<li data-price=2",  # cut-off start tag
+    ],
+)
+def test_body_that_is_not_a_clean_element_list_raises_sort_error(body):
+    with pytest.raises(SortError):
+        sort(body, PRICE)
