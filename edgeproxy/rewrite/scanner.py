@@ -107,6 +107,17 @@ TOKENS = re.compile(
     rb")*+"
 )
 
+# The same without the raw-text guard, for stretches known to hold no opener
+# (inside a slot body, between two hits of ``body_scanner``).
+MARKUP = re.compile(
+    rb"(?:[^<]++"
+    rb"|<[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+    rb"|</[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+    rb"|<!(?!--)[^>]*+>|<\?[^>]*+>|</(?:>|[^a-zA-Z>][^>]*+>)"
+    rb"|<(?![a-zA-Z/!?])"
+    rb")*+"
+)
+
 # Context openers: group 1 "<!--", group 2 a raw-text element name.
 OPENER = re.compile(rb"<(?:(!--)|(" + _RAW_ALT + rb")(?=[\t\n\f\r />]))")
 _COMMENT_END = re.compile(rb"--!?>")
@@ -229,18 +240,20 @@ class EndFinder:
     grow, and may be shifted with ``shift``.
     """
 
-    __slots__ = ("name", "rx", "start", "pos", "depth")
+    __slots__ = ("name", "rx", "start", "pos", "tok", "depth")
 
     def __init__(self, name: str, start: int) -> None:
         self.name = name
         self.rx = body_scanner(name)
         self.start = start
-        self.pos = start
+        self.pos = start  # where the next search starts
+        self.tok = start  # a point between tokens at or before pos
         self.depth = 1
 
     def shift(self, n: int) -> None:
         self.start -= n
         self.pos -= n
+        self.tok -= n
 
     def run(self, buf: bytes | bytearray, final: bool, cap: int) -> tuple:
         limit = self.start + cap
@@ -255,7 +268,11 @@ class EndFinder:
             q = m.start()
             if q > limit:
                 return ("over",)
-            if inside_tag(buf, self.start, q):
+            # A hit inside another tag (``<img alt="</div>">``) is not a tag:
+            # tokenise from the last point between tokens to make sure.
+            t = MARKUP.match(buf, self.tok, q).end()
+            if t != q:
+                self.tok = t
                 self.pos = q + 1
                 continue
             if m.group(3) is not None:  # a nested start tag of the same name
@@ -266,7 +283,7 @@ class EndFinder:
                     self.pos = q
                     return ("need",)
                 self.depth += 1
-                self.pos = e
+                self.pos = self.tok = e
                 continue
             if m.group(4) is not None:  # an end tag of the same name
                 e = tag_end(buf, q, END_TAG)
@@ -278,7 +295,7 @@ class EndFinder:
                 self.depth -= 1
                 if self.depth == 0:
                     return ("end", q, e)
-                self.pos = e
+                self.pos = self.tok = e
                 continue
             kind = "!--" if m.group(1) is not None else m.group(2).decode().lower()
             e = skip_context(buf, q, kind, final)
@@ -287,7 +304,7 @@ class EndFinder:
                 return ("need",)
             if e >= len(buf) and final:
                 return ("unterminated",)
-            self.pos = e
+            self.pos = self.tok = e
 
 
 def attributes(buf: bytes | bytearray, start: int, end: int) -> list[tuple[int, bytes, bytes | None]]:
