@@ -357,6 +357,8 @@ CHUNKING_DOCS = [
     b"<img alt='<div data-edge-slot=hero>'><section data-edge-slot=banner><div data-edge-slot=hero>i</div></section>",
     b"<textarea data-edge-slot=hero>x</textarea><DIV data-edge-slot=hero>y</DIV >",
     b"<ul data-edge-slot=grid>\n<li data-price=3>c</li>\n<li data-price=1>a</li>\n</ul>",
+    # regression: a marker value cut by a chunk boundary was read as complete
+    b"<div data-edge-slot=other>x</div><div data-edge-slot = hero>y</div><i data-edge-slot>z</i><img data-edge-slot=hero src=v>",
 ]
 CHUNKING_EDITS = {
     "hero": ReplaceInner(NEW),

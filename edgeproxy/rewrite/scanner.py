@@ -119,7 +119,35 @@ MARKUP = re.compile(
 )
 
 # Context openers: group 1 "<!--", group 2 a raw-text element name.
-OPENER = re.compile(rb"<(?:(!--)|(" + _RAW_ALT + rb")(?=[\t\n\f\r />]))")
+# The lookahead rejects most "<" (``<div``, ``<a``, ``</``) with one class test
+# before sre tries the branches: about twice as fast on tag-dense markup.
+OPENER = re.compile(rb"<(?=[!sStTnNxXiIpP])(?:(!--)|(" + _RAW_ALT + rb")(?=[\t\n\f\r />]))")
+# The marker and its value, to skip markers of slots without an edit cheaply.
+# The value group is possessive: once an "=" and a value are seen they are
+# never dropped to make the match succeed.
+MARKER_VALUE = re.compile(
+    MARKER + rb"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >\"'][^\t\n\f\r >]*+))?+(?=[\t\n\f\r />])"
+)
+_WS_BYTES = b" \t\n\f\r"
+
+
+def marker_value(buf: bytes | bytearray, m: int) -> str | None:
+    """The value of a ``data-edge-slot`` attribute written at ``m`` if the
+    bytes there already settle it, else ``None`` (unknown yet, or not
+    readable without the tag's context).  ``""`` for a valueless attribute
+    and for a longer attribute name (``data-edge-slot-x``)."""
+    v = MARKER_VALUE.match(buf, m)
+    after = m + len(MARKER)
+    if v is None:
+        nxt = buf[after : after + 1]
+        return "" if nxt and nxt not in b" \t\n\f\r/>=" else None
+    if v.group(1) is not None:
+        return attr_value(v.group(1))
+    # Valueless so far: settled only if something other than "=" follows.
+    rest = bytes(buf[after : after + 64]).lstrip(_WS_BYTES)
+    if rest and rest[:1] != b"=":
+        return ""
+    return None
 _COMMENT_END = re.compile(rb"--!?>")
 
 
@@ -326,6 +354,17 @@ def attr_value(raw: bytes | None, encoding: str = "latin-1") -> str:
         raw = raw[1:-1]
     text = raw.decode(encoding, "replace")
     return html.unescape(text) if "&" in text else text
+
+
+def start_tag(buf: bytes | bytearray, start: int) -> tuple[str, int] | None:
+    """``(lower-cased name, end offset)`` of the complete start tag at ``start``."""
+    m = START_TAG.match(buf, start)
+    if m is None:
+        return None
+    e = m.end()
+    if e < len(buf) and buf[e] == 0x3E:
+        return m.group(1).decode("latin-1").lower(), e + 1
+    return None
 
 
 def tag_name(buf: bytes | bytearray, start: int) -> str:

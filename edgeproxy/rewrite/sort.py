@@ -71,10 +71,10 @@ def split_children(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
         if not nxt.isalpha():
             pos = lt + 1
             continue
-        end = sc.tag_end(inner, lt)
-        if end is None:
+        tag = sc.start_tag(inner, lt)
+        if tag is None:
             raise SortError(f"unterminated start tag at offset {lt} of the slot body")
-        name = sc.tag_name(inner, lt)
+        name, end = tag
         if name in sc.RAW_TEXT:
             pos = sc.skip_context(inner, lt, name, True)
             if name in _STAY or name == "plaintext":
@@ -94,14 +94,18 @@ def split_children(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
     return seps, els
 
 
-def _attrs(inner: bytes, start: int, encoding: str) -> dict[str, str]:
-    end = sc.tag_end(inner, start)
-    assert end is not None
+def _attrs(inner: bytes, start: int, wanted: frozenset[bytes], encoding: str) -> dict[str, str]:
+    """The ``wanted`` attributes of the start tag at ``start`` (first
+    occurrence wins, as in HTML); only those are decoded."""
+    m = sc.START_TAG.match(inner, start)
+    assert m is not None
     out: dict[str, str] = {}
-    for _, name, raw in sc.attributes(inner, start, end):
-        key = name.decode("latin-1")
-        if key not in out:  # the first occurrence wins, as in HTML
-            out[key] = sc.attr_value(raw, encoding)
+    for a in sc.ATTR.finditer(inner, m.end(1), m.end()):
+        name = a.group(1).lower()
+        if name in wanted:
+            key = name.decode("latin-1")
+            if key not in out:
+                out[key] = sc.attr_value(a.group(2), encoding)
     return out
 
 
@@ -156,12 +160,23 @@ def _keys(key: SortKey, attrs: list[dict[str, str]], affinity: tuple[str, ...]) 
     raise SortError(f"unknown sort key kind {key.kind!r}")
 
 
+def _wanted(keys: tuple[SortKey, ...]):
+    for key in keys:
+        if key.kind == "affinity":
+            yield b"data-category"
+        elif key.kind == "pin":
+            yield b"data-sku"
+        elif key.kind == "attr":
+            yield key.attr.lower().encode("latin-1", "replace")
+
+
 def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8") -> bytes:
     """``inner`` with its element children reordered by ``edit.keys``."""
     seps, els = split_children(inner)
     if len(els) < 2 or not edit.keys:
         return inner
-    attrs = [_attrs(inner, start, encoding) for start, _ in els]
+    wanted = frozenset(_wanted(edit.keys))
+    attrs = [_attrs(inner, start, wanted, encoding) for start, _ in els]
     columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
     order = sorted(range(len(els)), key=lambda i: tuple(col[i] for col in columns) + (i,))
     if order == list(range(len(els))):

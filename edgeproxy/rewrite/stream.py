@@ -201,6 +201,12 @@ class SlotRewriter:
             if m < 0:
                 self._mpos = max(self._mpos, len(buf) - _TAIL)
                 return False
+            value = sc.marker_value(buf, m)
+            if value is not None and value not in self._edits:
+                # A marker of a slot without an edit needs no context check:
+                # leaving that slot alone is a no-op wherever it is.
+                self._mpos = m + 1
+                continue
             state = self._contexts_until(buf, m, final)
             if state == "need":
                 return False
