@@ -396,3 +396,9 @@ def test_over_cap_slot_is_released_while_streaming_without_waiting_for_its_end()
     assert first == b"<div data-edge-slot=hero>" + b"x" * 300
     assert rw.feed(b"</div>") + rw.finish() == b"</div>"
     assert rw.outcomes == {"hero": "over-cap"}
+
+
+def test_slot_whose_children_cannot_be_sorted_is_left_alone():
+    doc = b"<ul data-edge-slot=grid><li data-price=2>b<li data-price=1>a</ul>"
+    edits = {"grid": SortChildren((SortKey("attr", attr="data-price"),))}
+    assert rewrite(doc, edits) == (doc, {"grid": "unsortable"})
