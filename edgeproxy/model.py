@@ -24,6 +24,12 @@ ContextValue: TypeAlias = Union[str, int, bool, tuple[str, ...]]
 EMPTY: Mapping = MappingProxyType({})
 
 
+def _empty_field() -> Mapping:
+    # MappingProxyType is unhashable on Python 3.11, so dataclasses treat it
+    # as a mutable default; a factory returning the one shared EMPTY is fine.
+    return dataclasses.field(default_factory=lambda: EMPTY)  # type: ignore[return-value]
+
+
 def frozen_map(d: Mapping | None = None) -> Mapping:
     """A read-only view of a copy of ``d``."""
     return MappingProxyType(dict(d or {}))
@@ -99,8 +105,8 @@ class RequestFacts:
     method: str
     path: str
     query: tuple[tuple[str, str], ...] = ()
-    headers: Mapping[str, str] = EMPTY
-    cookies: Mapping[str, str] = EMPTY
+    headers: Mapping[str, str] = _empty_field()
+    cookies: Mapping[str, str] = _empty_field()
     client_ip: str | None = None
     peer_trusted: bool = False
     scheme: str = "http"
@@ -153,7 +159,7 @@ class Visitor:
     bot: bool = False
     timezone: str | None = None
     session_id: str | None = None
-    caps: Mapping[str, CapCount] = EMPTY
+    caps: Mapping[str, CapCount] = _empty_field()
     cookies: tuple[SetCookie, ...] = ()
 
     @property
@@ -233,7 +239,7 @@ class SlotDecision:
 class Decision:
     """The choice for every slot the catalog knows, for one visitor."""
 
-    slots: Mapping[str, SlotDecision] = EMPTY
+    slots: Mapping[str, SlotDecision] = _empty_field()
     holdout: bool = False
 
     @property

@@ -1,0 +1,192 @@
+"""Header hygiene in one place: hop-by-hop stripping, forwarding, client IP.
+
+Pure functions over plain header lists, so the request and the response path
+share one implementation and tests need no server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+from .model import RequestFacts, frozen_map
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+HeaderPairs = list[tuple[str, str]]
+
+# RFC 9110 §7.6.1: Connection and the fields it lists are hop-by-hop, as are
+# these fields a proxy must not forward (Keep-Alive, Proxy-Connection, TE,
+# Transfer-Encoding, Upgrade; Trailer per RFC 9110 §6.6.2; Proxy-* per §11.7).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Forwarding headers a client could forge; only a trusted peer's survive.
+FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"})
+
+# Headers the proxy itself owns on the way in: never forwarded to the origin.
+PROXY_ONLY_REQUEST = frozenset({"x-edge-preview-token"})
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> HeaderPairs:
+    """Drop hop-by-hop fields and every field named in ``Connection``
+    (RFC 9110 §7.6.1).  Order and duplicates of the rest are kept."""
+    pairs = list(headers)
+    listed = set(HOP_BY_HOP)
+    for name, value in pairs:
+        if name.lower() == "connection":
+            listed.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return [(name, value) for name, value in pairs if name.lower() not in listed]
+
+
+@lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip().strip('"')
+    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "203.0.113.7:8080"
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
+
+
+def is_trusted(ip: str | None, networks: Sequence[Network]) -> bool:
+    if not ip or not networks:
+        return False
+    addr = _parse_ip(ip)
+    return addr is not None and any(addr.version == net.version and addr in net for net in networks)
+
+
+def client_ip(peer: str | None, forwarded_for: Sequence[str], networks: Sequence[Network]) -> str | None:
+    """The visitor's address: walk ``X-Forwarded-For`` from the right while
+    each hop is a trusted proxy (nginx ``real_ip_recursive on``).  An
+    untrusted peer's ``X-Forwarded-For`` is ignored entirely."""
+    peer_addr = _parse_ip(peer) if peer else None
+    current = str(peer_addr) if peer_addr else peer
+    if not is_trusted(current, networks):
+        return current
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        addr = _parse_ip(hop)
+        if addr is None:
+            break  # garbage in the chain: stop at the last good hop
+        current = str(addr)
+        if not is_trusted(current, networks):
+            break
+    return current
+
+
+def forward_request_headers(
+    headers: Iterable[tuple[str, str]],
+    *,
+    peer: str | None,
+    peer_trusted: bool,
+    scheme: str,
+    host: str,
+    upstream_host: str,
+) -> HeaderPairs:
+    """The headers to send the origin for one client request.
+
+    Strips hop-by-hop fields; keeps incoming forwarding headers only from a
+    trusted peer; appends the peer to ``X-Forwarded-For``; sets
+    ``X-Forwarded-Proto``/``-Host``; sends the origin its own ``Host``
+    (as nginx's ``proxy_pass`` does), the visitor's in ``X-Forwarded-Host``.
+    """
+    out: HeaderPairs = []
+    prior_xff: list[str] = []
+    prior_proto = prior_host = None
+    for name, value in strip_hop_by_hop(headers):
+        lower = name.lower()
+        if lower in FORWARDING:
+            if peer_trusted:
+                if lower == "x-forwarded-for":
+                    prior_xff.append(value)
+                    continue
+                if lower == "x-forwarded-proto":
+                    prior_proto = value
+                    continue
+                if lower == "x-forwarded-host":
+                    prior_host = value
+                    continue
+                out.append((name, value))
+            continue
+        if lower == "host" or lower in PROXY_ONLY_REQUEST or lower == "expect":
+            continue
+        out.append((name, value))
+    chain = ", ".join(prior_xff + ([peer] if peer else []))
+    if chain:
+        out.append(("X-Forwarded-For", chain))
+    out.append(("X-Forwarded-Proto", prior_proto or scheme))
+    if prior_host or host:
+        out.append(("X-Forwarded-Host", prior_host or host))
+    out.append(("Host", upstream_host))
+    return out
+
+
+def parse_cookies(header_values: Iterable[str]) -> dict[str, str]:
+    """Parse ``Cookie`` headers leniently (RFC 6265 §5.4 as browsers send
+    it); the first occurrence of a name wins; junk is skipped, never raised."""
+    cookies: dict[str, str] = {}
+    for header in header_values:
+        for part in header.split(";"):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if not sep or not name or name in cookies:
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            cookies[name] = value
+    return cookies
+
+
+def request_facts(
+    *,
+    method: str,
+    path: str,
+    query: Iterable[tuple[str, str]],
+    headers: Iterable[tuple[str, str]],
+    peer: str | None,
+    networks: Sequence[Network],
+    scheme: str,
+    host: str,
+) -> RequestFacts:
+    """Everything classify needs, as plain frozen data."""
+    lowered: dict[str, str] = {}
+    cookie_values: list[str] = []
+    xff: list[str] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "cookie":
+            cookie_values.append(value)
+        elif lower == "x-forwarded-for":
+            xff.append(value)
+        lowered.setdefault(lower, value)
+    trusted = is_trusted(peer, networks)
+    return RequestFacts(
+        method=method,
+        path=path,
+        query=tuple(query),
+        headers=frozen_map(lowered),
+        cookies=frozen_map(parse_cookies(cookie_values)),
+        client_ip=client_ip(peer, xff, networks),
+        peer_trusted=trusted,
+        scheme=scheme,
+        host=host,
+    )

@@ -1,0 +1,118 @@
+"""Stage 6 — record: one per-request record, read once at the end.
+
+Stages write facts (timings, variants, slot outcomes, cache status, the
+fallback reason) onto the request's ``Record``; ``Metrics.observe`` turns it
+into Prometheus series when the response is done.  Nothing on the request
+path talks to Prometheus directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger("edgeproxy.access")
+
+# Latency buckets in seconds: fine-grained below 10 ms, where the proxy lives.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STAGE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
+
+
+@dataclasses.dataclass(slots=True)
+class Record:
+    """Facts about one request, written by the stages as they run."""
+
+    method: str = ""
+    path: str = ""
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds
+    status: int = 0
+    personalised: bool = False
+    html: bool = False
+    cache: str = "BYPASS"
+    fallback: str | None = None
+    variants: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
+    bytes_out: int = 0
+    aborted: bool = False
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def fail_open(self, reason: str) -> None:
+        """Note why personalisation was skipped (first reason wins)."""
+        if self.fallback is None:
+            self.fallback = reason
+
+    def server_timing(self, *, total: float | None = None) -> str:
+        """``Server-Timing`` (W3C) with the stages measured so far, in ms."""
+        parts = [f"{name};dur={secs * 1000:.2f}" for name, secs in self.timings.items()]
+        elapsed = (time.perf_counter() - self.started) if total is None else total
+        parts.append(f"total;dur={elapsed * 1000:.2f}")
+        if self.cache != "BYPASS":
+            parts.append(f'cache;desc="{self.cache}"')
+        return ", ".join(parts)
+
+
+class Metrics:
+    """The Prometheus series of one process (see docs/OPERATIONS.md)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "edgeproxy_requests", "Requests handled", ["method", "status", "personalised"], registry=r
+        )
+        self.latency = Histogram(
+            "edgeproxy_request_duration_seconds",
+            "Time to the last byte of the response",
+            ["personalised"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "edgeproxy_stage_duration_seconds", "Time per pipeline stage", ["stage"], buckets=STAGE_BUCKETS, registry=r
+        )
+        self.slots = Counter(
+            "edgeproxy_slot_decisions", "Slot renders by variant (default = origin content)", ["slot", "variant"], registry=r
+        )
+        self.outcomes = Counter(
+            "edgeproxy_slot_outcomes", "Rewriter outcome per slot", ["outcome"], registry=r
+        )
+        self.fallbacks = Counter("edgeproxy_fallbacks", "Responses served unpersonalised, by reason", ["reason"], registry=r)
+        self.cache = Counter("edgeproxy_cache_lookups", "Upstream cache lookups by status", ["status"], registry=r)
+        self.upstream_errors = Counter("edgeproxy_upstream_errors", "Origin failures", ["kind"], registry=r)
+        self.in_flight = Gauge("edgeproxy_in_flight_requests", "Requests being handled", registry=r)
+        self.catalog_variants = Gauge("edgeproxy_catalog_variants", "Live variants", registry=r)
+        self.catalog_errors = Gauge("edgeproxy_catalog_errors", "Slot files rejected at the last load", registry=r)
+        self.bytes_out = Counter("edgeproxy_response_bytes", "Body bytes sent to clients", registry=r)
+        # A short in-memory window of recent latencies for the dashboard.
+        self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)
+
+    def observe(self, rec: Record) -> None:
+        total = time.perf_counter() - rec.started
+        personalised = "yes" if rec.personalised else "no"
+        self.requests.labels(rec.method, str(rec.status), personalised).inc()
+        self.latency.labels(personalised).observe(total)
+        for stage, secs in rec.timings.items():
+            self.stage.labels(stage).observe(secs)
+        for slot, variant in rec.variants.items():
+            self.slots.labels(slot, variant or "default").inc()
+        for outcome in rec.outcomes.values():
+            self.outcomes.labels(outcome).inc()
+        if rec.fallback:
+            self.fallbacks.labels(rec.fallback).inc()
+        if rec.cache != "BYPASS":
+            self.cache.labels(rec.cache).inc()
+        self.bytes_out.inc(rec.bytes_out)
+        self.recent.append((time.time(), total, rec.personalised))
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s %d %.2fms personalised=%s cache=%s fallback=%s variants=%s",
+                rec.method, rec.path, rec.status, total * 1000, personalised, rec.cache, rec.fallback or "-",
+                ",".join(f"{k}={v or 'default'}" for k, v in rec.variants.items()) or "-",
+            )
