@@ -191,3 +191,35 @@ def request_body(request: web.Request) -> Any:
     if request.body_exists or request.can_read_body:
         return request.content
     return None
+
+
+def upstream_host(settings: Settings) -> str:
+    """The ``Host`` the origin expects: the upstream URL's authority."""
+    return URL(settings.upstream).raw_authority
+
+
+def strip_query_param(raw_path: str, name: str) -> str:
+    """``raw_path`` without the query parameter ``name`` (every occurrence);
+    the rest of the target is kept byte for byte."""
+    path, sep, query = raw_path.partition("?")
+    if not sep or name not in query:
+        return raw_path
+    kept = [part for part in query.split("&") if part.split("=", 1)[0] != name]
+    return path + ("?" + "&".join(kept) if kept else "")
+
+
+def without_preview_cookie(headers: list[tuple[str, str]], cookie_name: str) -> list[tuple[str, str]]:
+    """Drop the proxy's own preview cookie from ``Cookie`` headers: the
+    origin never needs it (and its logs should not hold it)."""
+    marker = cookie_name + "="
+    if not any(n.lower() == "cookie" and marker in v for n, v in headers):
+        return headers
+    out = []
+    for name, value in headers:
+        if name.lower() == "cookie" and marker in value:
+            parts = [p for p in value.split(";") if not p.strip().startswith(marker)]
+            value = ";".join(parts).strip()
+            if not value:
+                continue
+        out.append((name, value))
+    return out

@@ -172,6 +172,21 @@ class SlotRewriter:
             self.outcomes.setdefault(name, ABSENT)
         return out
 
+    def stop(self, outcome: str = OVER_CAP) -> bytes:
+        """Stop rewriting: a slot being held goes out as the origin sent it
+        (with ``outcome``), and every later byte passes through unchanged.
+
+        Used when the page turns out larger than the rewrite size cap part
+        way through a body of unknown length.  Returns the bytes to send.
+        """
+        if self._pass:
+            return self._drain()
+        if self._slot is not None:
+            self._note(self._slot.name, outcome)
+            self._slot = None
+        out = self._fail_open()
+        return out
+
     # -- the scan -----------------------------------------------------------
     def _process(self, final: bool) -> bytes:
         buf = self._buf

@@ -1,0 +1,287 @@
+"""One request, start to finish.  Read this file first.
+
+``handle()`` only sequences the stages; each lives in its own module::
+
+    1 classify   classify/     RequestFacts -> Visitor          (who is asking)
+    2 choose     choose.py     Visitor, Catalog, now -> Decision (what each slot shows)
+    3 fetch      fetch.py      the origin's response head, body still streaming
+    4 rewrite    rewrite/      origin bytes + edits -> personalised bytes
+    5 respond    respond.py    head (private, Server-Timing, cookies) + streamed body
+    6 record     record.py     metrics from the request's Record, once, at the end
+
+Fail open everywhere: if classify or choose raises or overruns the time
+budget, the page goes out as the origin sent it; the rewriter leaves any slot
+it cannot handle untouched; only an origin failure becomes a 502/504.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import choose as choosing
+from . import classify as classifying
+from . import fetch as fetching
+from .catalog.watch import CatalogStore
+from .errors import UpstreamError
+from .headers import forward_request_headers, is_trusted, request_facts
+from .model import NO_DECISION, RequestFacts, SetCookie, Visitor
+from .record import Metrics, Record
+from .respond import Plan, send
+from .rewrite.codec import AVAILABLE, _parse_accept
+from .settings import Settings
+from .websocket import tunnel_websocket
+
+log = logging.getLogger("edgeproxy.pipeline")
+
+PREVIEW_HEADER = "X-Edge-Preview-Token"
+PREVIEW_COOKIE = "edge_preview_token"
+PREVIEW_PARAM = "edge_preview"
+PREVIEW_TOKEN_PARAM = "edge_preview_token"
+# Requests for these never get a personalised page: assets, not documents.
+_ASSET_EXTENSIONS = frozenset(
+    "css js mjs map json xml txt csv png jpg jpeg gif webp avif svg ico bmp woff woff2 ttf otf eot "
+    "mp4 webm mp3 ogg wav pdf zip gz br wasm webmanifest".split()
+)
+# Sec-Fetch-Dest values of a page load (absent on older browsers and curl).
+_DOCUMENT_DESTS = frozenset({"", "document", "iframe", "frame", "embed", "object"})
+
+
+@dataclasses.dataclass(slots=True)
+class State:
+    """The long-lived objects of one proxy process (opened in ``server``)."""
+
+    settings: Settings
+    session: aiohttp.ClientSession
+    catalog: CatalogStore
+    classifiers: Any
+    metrics: Metrics
+    cache: Any = None
+    preview_digest: str | None = None
+    draining: bool = False
+
+
+async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
+    rec = Record(method=request.method, path=request.path)
+    state.metrics.in_flight.inc()
+    try:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await tunnel_websocket(request, state.session, state.settings, rec)
+        facts = _facts(request, state.settings)
+        now = dt.datetime.now(dt.timezone.utc)
+        visitor = _classify(state, facts, now, rec)  # 1
+        plan = _choose(state, request, facts, visitor, now, rec)  # 2
+        upstream = await _fetch(state, request, facts, plan, rec)  # 3
+        if isinstance(upstream, web.StreamResponse):  # the origin failed
+            return upstream
+        s = state.settings
+        return await send(request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes)  # 4, 5
+    finally:
+        state.metrics.in_flight.dec()
+        state.metrics.observe(rec)  # 6
+
+
+# ---------------------------------------------------------------------------
+# 1. classify
+# ---------------------------------------------------------------------------
+def _facts(request: web.Request, settings: Settings) -> RequestFacts:
+    peer = request.remote
+    trusted = is_trusted(peer, settings.trust_proxy)
+    scheme = "https" if request.transport is not None and request.transport.get_extra_info("sslcontext") else "http"
+    host = request.headers.get("Host", "")
+    if trusted:
+        scheme = (request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() or scheme)
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or host
+    return request_facts(
+        method=request.method,
+        path=request.path,
+        query=request.query.items(),
+        headers=request.headers.items(),
+        peer=peer,
+        networks=settings.trust_proxy,
+        scheme=scheme,
+        host=host,
+    )
+
+
+def wants_page(facts: RequestFacts) -> bool:
+    """Is this a page load the proxy may personalise?  Other requests
+    (assets, XHR, form posts, WebSockets) are proxied untouched and
+    unclassified: they set no cookies and count no affinity."""
+    if facts.method not in ("GET", "HEAD"):
+        return False
+    if facts.headers.get("sec-fetch-dest", "").lower() not in _DOCUMENT_DESTS:
+        return False
+    last = facts.path.rsplit("/", 1)[-1]
+    ext = last.rsplit(".", 1)[-1].lower() if "." in last else ""
+    return ext not in _ASSET_EXTENSIONS
+
+
+def _classify(state: State, facts: RequestFacts, now: dt.datetime, rec: Record) -> Visitor | None:
+    if not wants_page(facts):
+        return None
+    started = time.perf_counter()
+    try:
+        return classifying.classify(facts, state.classifiers, now)
+    except Exception:  # fail open: the origin's page, unpersonalised
+        log.exception("classify failed for %s %s", facts.method, facts.path)
+        rec.fail_open("classify-error")
+        return None
+    finally:
+        rec.add("classify", time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------
+# 2. choose
+# ---------------------------------------------------------------------------
+def preview_allowed(state: State, facts: RequestFacts) -> bool:
+    """The preview token, as a header, a preview-link cookie or the
+    link's own ``edge_preview_token`` parameter.  Constant-time compares."""
+    token = state.settings.preview_token
+    if not token:
+        return False
+    given = facts.headers.get(PREVIEW_HEADER.lower())
+    if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+        return True
+    cookie = facts.cookies.get(PREVIEW_COOKIE)
+    if cookie is not None and state.preview_digest and hmac.compare_digest(cookie.encode(), state.preview_digest.encode()):
+        return True
+    link = dict(facts.query).get(PREVIEW_TOKEN_PARAM)
+    return link is not None and hmac.compare_digest(link.encode(), token.encode())
+
+
+def preview_digest(settings: Settings) -> str | None:
+    """The preview cookie's value: a digest of the token, never the token."""
+    if not settings.preview_token:
+        return None
+    return hashlib.sha256(f"edgeproxy-preview:{settings.preview_token}".encode()).hexdigest()[:40]
+
+
+def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Visitor | None, now: dt.datetime, rec: Record) -> Plan:
+    if visitor is None:
+        return Plan(decision=NO_DECISION, edits={})
+    started = time.perf_counter()
+    preview = preview_allowed(state, facts)
+    catalog = state.catalog.current
+    try:
+        forced = choosing.parse_preview(dict(facts.query).get(PREVIEW_PARAM, "")) if preview else None
+        decision = choosing.choose(visitor, catalog, now, forced=forced or None, holdout=state.settings.holdout)
+    except Exception:
+        log.exception("choose failed for %s", facts.path)
+        rec.fail_open("choose-error")
+        decision = NO_DECISION
+    rec.add("choose", time.perf_counter() - started)
+    edits = dict(decision.edits)
+    deadline = rec.started + state.settings.budget_s
+    if edits and time.perf_counter() > deadline:
+        rec.fail_open("budget")
+        edits = {}
+    rec.variants.update({name: d.variant for name, d in decision.slots.items()})
+    cookies = list(visitor.cookies)
+    if preview and state.preview_digest and facts.cookies.get(PREVIEW_COOKIE) != state.preview_digest:
+        cookies.append(SetCookie(PREVIEW_COOKIE, state.preview_digest, 8 * 3600))
+    capped = frozenset(name for name, d in decision.slots.items() if d.cap_key is not None and name in edits)
+    secure = facts.scheme == "https"
+
+    def on_applied(outcomes: Mapping[str, str]) -> SetCookie | None:
+        applied = [name for name, outcome in outcomes.items() if outcome == "applied"]
+        counts = choosing.count_views(visitor.caps, decision, applied, now, visitor.session_id)
+        if counts == dict(visitor.caps):
+            return None
+        return classifying.encode_caps(counts, state.classifiers, secure=secure)
+
+    explain = None
+    if preview:
+        def explain() -> dict:
+            return choosing.explain_trace(visitor, decision, {"cache": rec.cache, "preview": bool(forced), "fallback": rec.fallback})
+
+    return Plan(
+        decision=decision,
+        edits=edits,
+        cookies=tuple(cookies),
+        secure=secure,
+        explain=explain,
+        deadline=deadline if state.settings.budget_ms > 0 else None,
+        capped=capped,
+        on_applied=on_applied if capped else None,
+    )
+
+
+# ---------------------------------------------------------------------------
+# 3. fetch
+# ---------------------------------------------------------------------------
+def upstream_accept_encoding(client_value: str | None) -> str | None:
+    """What to ask the origin for when the body may be rewritten: the codings
+    the client accepts that the proxy can decode (CONTRACT §4), so a body the
+    proxy ends up not rewriting is still one the client can read."""
+    if client_value is None:
+        return None
+    ranks = _parse_accept(client_value)
+    star = ranks.get("*")
+    ok = [c for c in ("gzip", "br", "zstd", "deflate") if c in AVAILABLE and ranks.get(c, star if star is not None else 0) > 0]
+    return ", ".join(ok) if ok else "identity"
+
+
+def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, settings: Settings) -> list[tuple[str, str]]:
+    headers = forward_request_headers(
+        request.headers.items(),
+        peer=request.remote,
+        peer_trusted=facts.peer_trusted,
+        scheme=facts.scheme,
+        host=facts.host,
+        upstream_host=fetching.upstream_host(settings),
+    )
+    if plan.edits:
+        # The page will be rewritten: get a full body in an encoding the
+        # proxy can decode, not a 304/206 of a copy the visitor has.
+        drop = {"if-none-match", "if-modified-since", "if-range", "range", "accept-encoding"}
+        headers = [(n, v) for n, v in headers if n.lower() not in drop]
+        wanted = upstream_accept_encoding(request.headers.get("Accept-Encoding"))
+        if wanted:
+            headers.append(("Accept-Encoding", wanted))
+    return fetching.without_preview_cookie(headers, PREVIEW_COOKIE)
+
+
+async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: Plan, rec: Record):
+    settings = state.settings
+    url = fetching.upstream_url(settings, fetching.strip_query_param(request.raw_path, PREVIEW_TOKEN_PARAM))
+    headers = _origin_headers(request, facts, plan, settings)
+    started = time.perf_counter()
+    try:
+        if state.cache is not None and request.method in ("GET", "HEAD"):
+            upstream = await state.cache.fetch(
+                lambda: fetching.fetch(state.session, settings, method=request.method, url=url, headers=headers, body=None),
+                method=request.method,
+                url=str(url),
+                request_headers=headers,
+            )
+        else:
+            upstream = await fetching.fetch(
+                state.session, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
+            )
+    except UpstreamError as exc:
+        rec.add("origin", time.perf_counter() - started)
+        kind = type(exc).__name__
+        state.metrics.upstream_errors.labels(kind).inc()
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        rec.status = exc.status
+        rec.fail_open("origin-" + kind)
+        what = "did not answer in time" if exc.status == 504 else "could not be reached"
+        title = "Gateway Timeout" if exc.status == 504 else "Bad Gateway"
+        return web.Response(
+            status=exc.status,
+            text=f"{exc.status} {title}: the shop {what}\n",
+            headers={"Cache-Control": "no-store", "Server-Timing": rec.server_timing()},
+        )
+    rec.add("origin", time.perf_counter() - started)
+    rec.cache = upstream.cache_status
+    return upstream

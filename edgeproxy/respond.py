@@ -1,0 +1,482 @@
+"""Stage 5, respond: the response head, then the body streamed to the client.
+
+The head is built by pure functions (``response_headers`` and friends) from
+the origin's headers and the request's ``Plan``; ``send`` does the I/O.
+
+Two ways a body leaves:
+
+* **pass-through** (not HTML, not 200, no edit, ``no-transform``, an encoding
+  the proxy cannot decode, over the size cap): the origin's bytes as they
+  arrive, in constant memory, with the origin's framing headers.
+* **rewritten**: decode -> rewrite -> encode (``rewrite.body.BodyTransform``).
+  When the whole body is already in hand (a cache hit, a small page that
+  arrived in one go) it is transformed before the head is sent, so the head
+  carries an exact ``Content-Length`` and ``Server-Timing``; if that fails the
+  origin's bytes go out unchanged.  Otherwise the head goes out with the first
+  rewritten bytes and the rest streams; a response showing a
+  frequency-capped variant holds its head until that slot has been seen, so
+  the view is only counted when the visitor really got it.
+
+An origin that breaks off mid-body aborts the client's response (the
+connection is closed without a clean end), never a silently truncated page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from .errors import UpstreamBodyError
+from .fetch import Upstream
+from .model import Decision, SetCookie
+from .record import Record
+from .rewrite import decoder_for, encoder_for, negotiate, page_charset
+from .rewrite.body import BodyTransform
+from .rewrite.codec import DEFAULT_MAX_DECODED_BYTES, CodecError
+from .rewrite.stream import SlotRewriter
+
+log = logging.getLogger("edgeproxy.respond")
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+# Cache-Control directives that let a shared cache store or serve a response:
+# removed from personalised responses (RFC 9111 §5.2.2).
+_SHARED_DIRECTIVES = frozenset({"public", "s-maxage", "proxy-revalidate", "private"})
+# Origin headers that no longer describe a rewritten body.
+_REPRESENTATION = frozenset({"content-length", "content-encoding", "content-md5", "digest", "repr-digest", "content-digest", "accept-ranges"})
+_VALIDATORS = frozenset({"etag", "last-modified"})
+MAX_EXPLAIN_BYTES = 6 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """What the earlier stages decided for this response.
+
+    ``edits`` may be empty (nothing to rewrite).  ``cookies`` are set on an
+    HTML response only.  ``explain`` (preview token holders only) becomes the
+    ``X-Edge-Explain`` header; ``secure`` says the client came over HTTPS.
+    ``deadline`` is the ``perf_counter`` value the rewriter must finish by.
+    ``on_applied`` runs once the rewriter knows which slots were applied and
+    returns extra cookies (the frequency-cap cookie) for the head.
+    """
+
+    decision: Decision
+    edits: dict
+    cookies: tuple[SetCookie, ...] = ()
+    secure: bool = False
+    explain: Callable[[], dict] | None = None
+    deadline: float | None = None
+    capped: frozenset[str] = frozenset()
+    on_applied: Callable[[dict[str, str]], SetCookie | None] | None = None
+    extra_cookies: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------
+# Pure header functions
+# ---------------------------------------------------------------------------
+def header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    lower = name.lower()
+    for key, value in headers:
+        if key.lower() == lower:
+            return value
+    return None
+
+
+def is_html(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() in HTML_TYPES
+
+
+def private_cache_control(value: str | None) -> str:
+    """``Cache-Control`` for a personalised response: ``private``, the
+    origin's ``max-age`` and other browser directives kept, every directive
+    that lets a shared cache store it removed (CONTRACT §4)."""
+    kept = ["private"]
+    for part in (value or "").split(","):
+        directive = part.strip()
+        if not directive:
+            continue
+        name = directive.split("=", 1)[0].strip().lower()
+        if name in _SHARED_DIRECTIVES:
+            continue
+        kept.append(directive)
+    return ", ".join(kept)
+
+
+def format_cookie(cookie: SetCookie, *, secure: bool) -> str:
+    """A ``Set-Cookie`` value: ``HttpOnly; SameSite=Lax``, ``Secure`` on
+    HTTPS (CONTRACT §5)."""
+    parts = [f"{cookie.name}={cookie.value}", "Path=/", f"Max-Age={max(0, cookie.max_age)}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+def add_vary(headers: list[tuple[str, str]], name: str) -> None:
+    for i, (key, value) in enumerate(headers):
+        if key.lower() == "vary":
+            tokens = [t.strip().lower() for t in value.split(",")]
+            if name.lower() not in tokens and "*" not in tokens:
+                headers[i] = (key, f"{value}, {name}")
+            return
+    headers.append(("Vary", name))
+
+
+def response_headers(
+    origin: Sequence[tuple[str, str]],
+    *,
+    personalised: bool,
+    coding: str | None,
+    cookies: Sequence[str],
+) -> list[tuple[str, str]]:
+    """The head for the client.
+
+    ``personalised``: the body is (or may be) rewritten for this visitor:
+    ``Cache-Control: private``, validators dropped, representation headers
+    replaced.  ``coding`` is the body's new ``Content-Encoding`` when the proxy
+    re-encodes (``None`` = the origin's body and framing are kept).
+    ``cookies`` are ``Set-Cookie`` values; adding any also makes the response
+    private, so no shared cache hands one visitor's cookie to another.
+    """
+    out: list[tuple[str, str]] = []
+    private = personalised or bool(cookies)
+    seen_cc = False
+    for name, value in origin:
+        lower = name.lower()
+        if coding is not None and lower in _REPRESENTATION:
+            continue
+        if personalised and lower in _VALIDATORS:
+            continue
+        if lower == "cache-control" and private:
+            if not seen_cc:
+                out.append((name, private_cache_control(value)))
+                seen_cc = True
+            continue
+        out.append((name, value))
+    if private and not seen_cc:
+        out.append(("Cache-Control", "private"))
+    if coding is not None:
+        if coding != "identity":
+            out.append(("Content-Encoding", coding))
+        add_vary(out, "Accept-Encoding")
+    for value in cookies:
+        out.append(("Set-Cookie", value))
+    return out
+
+
+def server_timing(rec: Record) -> str:
+    return rec.server_timing()
+
+
+def explain_header(trace: dict) -> str:
+    """``X-Edge-Explain``: compact ASCII JSON, cut to a safe header size."""
+    import json
+
+    text = json.dumps(trace, separators=(",", ":"), ensure_ascii=True, default=str)
+    if len(text) > MAX_EXPLAIN_BYTES:
+        slim = {k: trace[k] for k in ("slots", "cache", "holdout", "bot") if k in trace}
+        slim["truncated"] = True
+        text = json.dumps(slim, separators=(",", ":"), ensure_ascii=True, default=str)[:MAX_EXPLAIN_BYTES]
+    return text
+
+
+# ---------------------------------------------------------------------------
+# What to do with the body
+# ---------------------------------------------------------------------------
+def rewrite_reason(upstream: Upstream, method: str, plan: Plan, max_rewrite_bytes: int) -> str | None:
+    """``None`` when the body should be rewritten, else why not (a short
+    reason for the record)."""
+    if not plan.edits:
+        return "no-edit"
+    if method != "GET" or upstream.status != 200:
+        return "status"
+    if not is_html(upstream.header("content-type")):
+        return "not-html"
+    cache_control = (upstream.header("cache-control") or "").lower()
+    if "no-transform" in cache_control:
+        return "no-transform"
+    length = upstream.content_length
+    if length is not None and length > max_rewrite_bytes:
+        return "too-large"
+    if decoder_for(upstream.header("content-encoding")) is None:
+        return "encoding"
+    return None
+
+
+class _Client:
+    """The client's response: prepared lazily, writes counted."""
+
+    def __init__(self, request: web.Request, rec: Record) -> None:
+        self.request = request
+        self.rec = rec
+        self.response: web.StreamResponse | None = None
+
+    async def start(self, status: int, reason: str, headers: list[tuple[str, str]], *, length: int | None = None) -> None:
+        resp = web.StreamResponse(status=status, reason=reason or None)
+        for name, value in headers:
+            resp.headers.add(name, value)
+        if length is not None:
+            resp.content_length = length
+        resp.headers["Server-Timing"] = self.rec.server_timing()
+        self.rec.status = status
+        self.response = resp
+        await resp.prepare(self.request)
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            assert self.response is not None, "Cannot write() before start()"
+            await self.response.write(data)
+            self.rec.bytes_out += len(data)
+
+    async def end(self) -> None:
+        assert self.response is not None, "Cannot end() before start()"
+        await self.response.write_eof()
+
+    def abort(self) -> None:
+        """Close the connection without a clean end of the body."""
+        self.rec.aborted = True
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+
+async def send(request: web.Request, upstream: Upstream, plan: Plan, rec: Record, *, max_rewrite_bytes: int, max_slot_bytes: int) -> web.StreamResponse:
+    """Send ``upstream`` to the client, rewritten per ``plan`` where it can be."""
+    client = _Client(request, rec)
+    html = is_html(upstream.header("content-type"))
+    rec.html = html
+    why_not = rewrite_reason(upstream, request.method, plan, max_rewrite_bytes)
+    cookies = [format_cookie(c, secure=plan.secure) for c in plan.cookies] if html else []
+    explain = plan.explain if plan.explain is not None else None
+    try:
+        if why_not is None:
+            await _send_rewritten(client, upstream, plan, rec, max_rewrite_bytes, max_slot_bytes, cookies)
+        else:
+            if why_not not in ("no-edit", "status", "not-html"):
+                rec.fail_open(why_not)
+            # HEAD of a page that would be personalised: the same head as the GET.
+            personalised = bool(plan.edits) and html and request.method == "HEAD" and upstream.status == 200
+            headers = response_headers(upstream.headers, personalised=personalised, coding=None, cookies=cookies)
+            if explain is not None:
+                headers.append(("X-Edge-Explain", explain_header(explain())))
+            await _send_through(client, upstream, headers)
+    finally:
+        upstream.release() if not rec.aborted else upstream.close()
+    assert client.response is not None
+    return client.response
+
+
+async def _send_through(client: _Client, upstream: Upstream, headers: list[tuple[str, str]]) -> None:
+    """The origin's body as it arrives, with the origin's framing."""
+    length = upstream.content_length
+    await client.start(upstream.status, upstream.reason, headers, length=length)
+    if upstream.response is None and upstream.body_bytes is None:
+        await client.end()
+        return
+    try:
+        async for chunk in upstream.body():
+            await client.write(chunk)
+    except UpstreamBodyError as exc:
+        log.warning("%s %s: %s; aborting the response", client.request.method, client.request.path, exc)
+        client.rec.fail_open("origin-broke-off")
+        client.abort()
+        return
+    await client.end()
+
+
+async def _read_ready(upstream: Upstream) -> tuple[list[bytes], bool]:
+    """The body bytes available now (waiting for the first), and whether the
+    body is complete."""
+    if upstream.body_bytes is not None:
+        return ([upstream.body_bytes] if upstream.body_bytes else []), True
+    assert upstream.response is not None
+    content = upstream.response.content
+    chunks: list[bytes] = []
+    try:
+        first = await content.readany()
+        if first:
+            chunks.append(first)
+        while True:
+            more = content.read_nowait()
+            if not more:
+                break
+            chunks.append(more)
+    except Exception as exc:  # aiohttp payload/connection errors, timeouts
+        raise UpstreamBodyError(f"origin body broke off: {exc!r}") from exc
+    return chunks, content.at_eof()
+
+
+async def _rest(upstream: Upstream):
+    assert upstream.response is not None
+    content = upstream.response.content
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                return
+            yield chunk
+    except Exception as exc:
+        raise UpstreamBodyError(f"origin body broke off: {exc!r}") from exc
+
+
+async def _send_rewritten(
+    client: _Client, upstream: Upstream, plan: Plan, rec: Record, max_rewrite_bytes: int, max_slot_bytes: int, cookies: list[str]
+) -> None:
+    request = client.request
+    coding = negotiate(request.headers.get("Accept-Encoding"))
+    try:
+        chunks, complete = await _read_ready(upstream)
+    except UpstreamBodyError as exc:
+        # Nothing sent yet: the client gets a 502 rather than half a page.
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        rec.fail_open("origin-broke-off")
+        rec.aborted = True
+        await client.start(502, "Bad Gateway", [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+        await client.write(b"502 Bad Gateway: the origin's response broke off\n")
+        await client.end()
+        return
+    first = b"".join(chunks)
+    started = time.perf_counter()
+
+    def make_transform() -> BodyTransform:
+        decoder = decoder_for(upstream.header("content-encoding"), max_bytes=max(DEFAULT_MAX_DECODED_BYTES, max_rewrite_bytes * 4))
+        encoder = encoder_for(coding)
+        assert decoder is not None and encoder is not None
+        return BodyTransform(decoder, _rewriter(plan, upstream, max_slot_bytes, first_plain), encoder, max_rewrite_bytes=max_rewrite_bytes)
+
+    # The charset sniff needs the start of the decoded page.
+    first_plain = _peek_plain(upstream.header("content-encoding"), first)
+    rec.add("rewrite", time.perf_counter() - started)
+    started = time.perf_counter()
+
+    if complete:
+        # The whole body is here: transform it before the head, fall back to
+        # the origin's bytes on any error.
+        try:
+            transform = make_transform()
+            body = transform.feed(first) + transform.finish()
+        except Exception as exc:  # CodecError, anything unexpected: fail open
+            if not isinstance(exc, CodecError):
+                log.exception("rewriting %s failed; serving the origin's bytes", request.path)
+            rec.fail_open("rewrite-error" if not isinstance(exc, CodecError) else "corrupt-body")
+            rec.add("rewrite", time.perf_counter() - started)
+            headers = response_headers(upstream.headers, personalised=False, coding=None, cookies=cookies)
+            await client.start(upstream.status, upstream.reason, headers, length=len(first))
+            await client.write(first)
+            await client.end()
+            return
+        rec.add("rewrite", time.perf_counter() - started)
+        _note_outcomes(rec, transform.outcomes)
+        all_cookies = cookies + _cap_cookies(plan, transform.outcomes)
+        headers = response_headers(upstream.headers, personalised=True, coding=coding, cookies=all_cookies)
+        if plan.explain is not None:
+            headers.append(("X-Edge-Explain", explain_header(plan.explain())))
+        await client.start(upstream.status, upstream.reason, headers, length=len(body))
+        await client.write(body)
+        await client.end()
+        return
+
+    # Streaming: the head goes out with the first rewritten bytes (later for a
+    # capped variant, until its slot has been seen).
+    try:
+        transform = make_transform()
+        pending = [transform.feed(first)]
+    except CodecError as exc:
+        rec.fail_open("corrupt-body")
+        log.warning("%s %s: %s; passing the origin's bytes through", request.method, request.path, exc)
+        headers = response_headers(upstream.headers, personalised=False, coding=None, cookies=cookies)
+        await client.start(upstream.status, upstream.reason, headers, length=upstream.content_length)
+        await client.write(first)
+        try:
+            async for chunk in _rest(upstream):
+                await client.write(chunk)
+        except UpstreamBodyError:
+            client.abort()
+            return
+        await client.end()
+        return
+    rec.add("rewrite", time.perf_counter() - started)
+    head_sent = False
+
+    async def send_head(final: bool) -> None:
+        nonlocal head_sent
+        extra = _cap_cookies(plan, transform.outcomes) if (final or plan.capped) else []
+        headers = response_headers(upstream.headers, personalised=True, coding=coding, cookies=cookies + extra)
+        if plan.explain is not None:
+            headers.append(("X-Edge-Explain", explain_header(plan.explain())))
+        await client.start(upstream.status, upstream.reason, headers)
+        head_sent = True
+
+    def capped_known() -> bool:
+        return all(name in transform.outcomes for name in plan.capped)
+
+    if not plan.capped or capped_known():
+        await send_head(False)
+        await client.write(b"".join(pending))
+        pending = []
+    try:
+        async for chunk in _rest(upstream):
+            t = time.perf_counter()
+            out = transform.feed(chunk)
+            rec.add("rewrite", time.perf_counter() - t)
+            if head_sent:
+                await client.write(out)
+            else:
+                pending.append(out)
+                if capped_known():
+                    await send_head(False)
+                    await client.write(b"".join(pending))
+                    pending = []
+        t = time.perf_counter()
+        tail = transform.finish()
+        rec.add("rewrite", time.perf_counter() - t)
+    except (UpstreamBodyError, CodecError) as exc:
+        log.warning("%s %s: %s; aborting the response", request.method, request.path, exc)
+        rec.fail_open("origin-broke-off" if isinstance(exc, UpstreamBodyError) else "corrupt-body")
+        if not head_sent:
+            # Nothing sent yet: a clean 502 instead of a broken page.
+            await client.start(502, "Bad Gateway", [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+            await client.write(b"502 Bad Gateway: the origin's response broke off\n")
+            await client.end()
+            rec.aborted = True
+            return
+        client.abort()
+        return
+    _note_outcomes(rec, transform.outcomes)
+    if not head_sent:
+        await send_head(True)
+    await client.write(b"".join(pending) + tail)
+    await client.end()
+
+
+def _peek_plain(content_encoding: str | None, first: bytes) -> bytes:
+    """The first decoded bytes of the body, for the charset sniff; empty if
+    they cannot be decoded (the real decoder will report it)."""
+    try:
+        decoder = decoder_for(content_encoding, max_bytes=1 << 20)
+        if decoder is None:
+            return b""
+        return decoder.decompress(first[:16384])[:4096]
+    except Exception:
+        return b""
+
+
+def _rewriter(plan: Plan, upstream: Upstream, max_slot_bytes: int, head: bytes) -> SlotRewriter:
+    charset = page_charset(upstream.header("content-type"), head)
+    return SlotRewriter(plan.edits, charset=charset, max_slot_bytes=max_slot_bytes, deadline=plan.deadline)
+
+
+def _note_outcomes(rec: Record, outcomes: dict[str, str]) -> None:
+    rec.outcomes.update(outcomes)
+    rec.personalised = any(v == "applied" for v in outcomes.values())
+
+
+def _cap_cookies(plan: Plan, outcomes: dict[str, str]) -> list[str]:
+    if plan.on_applied is None or not plan.capped:
+        return []
+    cookie = plan.on_applied(dict(outcomes))
+    return [format_cookie(cookie, secure=plan.secure)] if cookie is not None else []

@@ -1,0 +1,68 @@
+"""One response body through decode -> rewrite -> encode, chunk by chunk.
+
+``BodyTransform`` glues the three pure pieces together for the respond
+stage; it does no I/O and never sees aiohttp::
+
+    bt = BodyTransform(decoder_for("gzip"), SlotRewriter(edits), encoder_for("br"),
+                       max_rewrite_bytes=8 << 20)
+    for chunk in origin_body:
+        send(bt.feed(chunk))
+    send(bt.finish())
+
+What holds:
+
+* The output is a complete body in the encoder's coding; ``finish()`` ends
+  the encoder's stream.
+* Past ``max_rewrite_bytes`` of decoded HTML the rewriter stops: the rest of
+  the page passes through unchanged (slots already rewritten stay so; a slot
+  being held goes out as the origin sent it).  The page is never cut.
+* Decoder errors (``CorruptBody``, ``DecodedTooLarge``) propagate: once
+  re-encoded bytes were sent there is no honest way to continue, so the
+  caller aborts the response (the origin's own body was broken).
+"""
+
+from __future__ import annotations
+
+from .codec import Decoder, Encoder
+from .stream import OVER_CAP, SlotRewriter
+
+
+class BodyTransform:
+    """decode -> rewrite -> encode for one body (see the module docstring)."""
+
+    __slots__ = ("_decoder", "_rewriter", "_encoder", "_cap", "_decoded", "_stopped")
+
+    def __init__(self, decoder: Decoder, rewriter: SlotRewriter, encoder: Encoder, *, max_rewrite_bytes: int) -> None:
+        self._decoder = decoder
+        self._rewriter = rewriter
+        self._encoder = encoder
+        self._cap = max_rewrite_bytes
+        self._decoded = 0
+        self._stopped = False
+
+    @property
+    def outcomes(self) -> dict[str, str]:
+        return self._rewriter.outcomes
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self._decoded
+
+    def _rewrite(self, plain: bytes) -> bytes:
+        if not plain:
+            return b""
+        self._decoded += len(plain)
+        out = self._rewriter.feed(plain)
+        if not self._stopped and self._decoded > self._cap:
+            # The page is larger than the rewrite cap: stop rewriting here.
+            self._stopped = True
+            out += self._rewriter.stop(OVER_CAP)
+        return out
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._encoder.compress(self._rewrite(self._decoder.decompress(chunk)))
+
+    def finish(self) -> bytes:
+        tail = self._rewrite(self._decoder.flush())
+        tail += self._rewriter.finish()
+        return self._encoder.compress(tail) + self._encoder.flush()

@@ -1,0 +1,233 @@
+"""The proxy process: open the long-lived objects, listen, drain, stop.
+
+``ProxyServer(settings)`` is what ``edgeproxy serve``, ``edgeproxy demo``
+and the tests run::
+
+    server = ProxyServer(settings)
+    await server.start()          # slots loaded, ports bound, ready
+    server.port, server.admin_port
+    await server.stop()           # drain in-flight requests, flush, close
+
+``serve(settings)`` runs one until SIGTERM/SIGINT (uvloop when installed);
+with ``--workers N`` it starts N processes sharing the port (SO_REUSEPORT),
+the first of them also serving the admin port.
+
+Shutdown order (SIGTERM): ``/readyz`` turns 503, the listening socket
+closes, in-flight requests get up to ``drain_timeout`` seconds to finish,
+then the slot watcher, the upstream session and the geo database close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from . import classify as classifying
+from .admin import build_admin_app
+from .catalog.watch import CatalogStore, watch
+from .fetch import open_session
+from .pipeline import State, handle, preview_digest
+from .record import Metrics
+from .settings import Settings, build_settings
+
+log = logging.getLogger("edgeproxy.server")
+
+
+def _open_cache(settings: Settings):
+    """The shared upstream cache, when enabled and available."""
+    if settings.cache_bytes <= 0:
+        return None
+    try:
+        from .cache import UpstreamCache
+    except ImportError:
+        return None
+    return UpstreamCache(settings.cache_bytes)
+
+
+class ProxyServer:
+    """One proxy process's server: the proxy port and (optionally) the admin port."""
+
+    def __init__(self, settings: Settings, *, reuse_port: bool = False, admin: bool = True) -> None:
+        self.settings = settings
+        self.reuse_port = reuse_port
+        self.with_admin = admin
+        self.state: State | None = None
+        self._runner: web.ServerRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._watcher: asyncio.Task | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._runner is not None, "Cannot read port before start()"
+        return self._runner.addresses[0][1]
+
+    @property
+    def admin_port(self) -> int | None:
+        if self._admin_runner is None:
+            return None
+        return self._admin_runner.addresses[0][1]
+
+    async def start(self) -> None:
+        s = self.settings
+        catalog = await asyncio.to_thread(CatalogStore, Path(s.slots), max_fragment_bytes=s.max_fragment_bytes)
+        classifiers = await asyncio.to_thread(classifying.open_classifiers, s)
+        state = State(
+            settings=s,
+            session=open_session(s),
+            catalog=catalog,
+            classifiers=classifiers,
+            metrics=Metrics(),
+            cache=_open_cache(s),
+            preview_digest=preview_digest(s),
+        )
+        self.state = state
+        server = web.Server(
+            _bind(state),
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+        )
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=s.drain_timeout)
+        await runner.setup()
+        self._runner = runner
+        try:
+            site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=1024)
+            await site.start()
+            if self.with_admin:
+                admin = web.AppRunner(build_admin_app(state), handle_signals=False, access_log=None)
+                await admin.setup()
+                self._admin_runner = admin
+                await web.TCPSite(admin, s.admin_host, s.admin_port, reuse_port=self.reuse_port or None).start()
+        except BaseException:
+            await self._close()
+            raise
+        self._watcher = asyncio.ensure_future(watch(catalog, s.reload_interval))
+        log.info(
+            "edgeproxy on %s:%d -> %s (admin %s), %d slots, %d variants",
+            s.host, self.port, s.upstream, f"{s.admin_host}:{self.admin_port}" if self.with_admin else "off",
+            len(catalog.current.slots), len(catalog.current),
+        )
+
+    async def stop(self) -> None:
+        """Drain in-flight requests (up to ``drain_timeout``), then close."""
+        if self.state is not None:
+            self.state.draining = True
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops listening, waits for handlers
+            self._runner = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
+        if self.state is not None:
+            state, self.state = self.state, None
+            await state.session.close()
+            close = getattr(state.cache, "close", None)
+            if callable(close):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+            close = getattr(state.classifiers, "close", None)
+            if callable(close):
+                close()
+
+
+def _bind(state: State):
+    async def request_handler(request: web.BaseRequest) -> web.StreamResponse:
+        return await handle(request, state)
+
+    return request_handler
+
+
+# ---------------------------------------------------------------------------
+# Running it
+# ---------------------------------------------------------------------------
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def _run(settings: Settings, *, reuse_port: bool, admin: bool) -> int:
+    server = ProxyServer(settings, reuse_port=reuse_port, admin=admin)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    print(
+        f"edgeproxy: proxying http://{settings.host}:{server.port} -> {settings.upstream}"
+        + (f"; admin http://{settings.admin_host}:{server.admin_port}" if admin else "")
+        + f" (pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    log.info("draining (up to %gs)", settings.drain_timeout)
+    await server.stop()
+    return 0
+
+
+def run_one(settings: Settings, *, reuse_port: bool = False, admin: bool = True) -> int:
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(_run(settings, reuse_port=reuse_port, admin=admin))
+
+
+def _worker(settings: Settings, index: int) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s")
+    sys.exit(run_one(settings, reuse_port=True, admin=index == 0))
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; with ``workers > 1``, as that many processes."""
+    if settings.workers <= 1:
+        return run_one(settings)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(settings, i), name=f"edgeproxy-w{i}") for i in range(settings.workers)]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum, _frame):
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for proc in procs:
+        proc.join()
+        code = code or (proc.exitcode or 0)
+    return code
+
+
+def serve_from_args(args: argparse.Namespace) -> int:
+    """``edgeproxy serve``: settings from flags > env > TOML > defaults."""
+    flags = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    settings = build_settings(flags)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.access_log:
+        logging.getLogger("edgeproxy.access").setLevel(logging.INFO)
+    else:
+        logging.getLogger("edgeproxy.access").setLevel(logging.WARNING)
+    return serve(settings)
