@@ -161,7 +161,8 @@ def test_unknown_encoder_is_none():
         ("", "identity"),
         # server preference at equal q: br > zstd > gzip > deflate
         ("gzip, deflate, br", "br"),
-        ("gzip, deflate, br, zstd", "br"),
+        ("gzip, deflate, br, zstd", "zstd"),
+        ("gzip, deflate, br", "br"),
         ("gzip, zstd", "zstd"),
         ("deflate, gzip", "gzip"),
         ("GZIP", "gzip"),
@@ -175,9 +176,9 @@ def test_unknown_encoder_is_none():
         ("gzip;q=2, deflate", "deflate"),  # an out-of-range qvalue drops the entry
         ("gzip;q=abc, deflate", "deflate"),
         # wildcards
-        ("*", "br"),
+        ("*", "zstd"),  # zstd: the cheapest to produce for the same size
         ("*;q=0.1, gzip", "gzip"),
-        ("br;q=0, *", "zstd"),
+        ("zstd;q=0, *", "br"),
         # identity
         ("identity", "identity"),
         ("identity, gzip", "gzip"),
