@@ -13,10 +13,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from .pipeline import State
 
@@ -43,7 +44,13 @@ async def metrics(request: web.Request) -> web.Response:
     cache = state.cache
     if cache is not None and hasattr(cache, "update_metrics"):
         cache.update_metrics(state.metrics)
-    body = generate_latest(state.metrics.registry)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # --workers N: every worker's series, summed by prometheus_client.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(state.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

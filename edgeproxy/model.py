@@ -206,7 +206,15 @@ class SortChildren:
     affinity: tuple[str, ...] = ()
 
 
-Edit: TypeAlias = Union[ReplaceInner, SortChildren]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observe:
+    """Leave the slot exactly as the origin sent it, but report whether it is
+    on the page (outcome ``"seen"``).  Used for an experiment's control arm,
+    so its exposures are logged on the same condition as a variant's: the
+    slot really rendered."""
+
+
+Edit: TypeAlias = Union[ReplaceInner, SortChildren, Observe]
 
 
 # ---------------------------------------------------------------------------

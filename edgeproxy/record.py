@@ -86,9 +86,11 @@ class Metrics:
         self.fallbacks = Counter("edgeproxy_fallbacks", "Responses served unpersonalised, by reason", ["reason"], registry=r)
         self.cache = Counter("edgeproxy_cache_lookups", "Upstream cache lookups by status", ["status"], registry=r)
         self.upstream_errors = Counter("edgeproxy_upstream_errors", "Origin failures", ["kind"], registry=r)
-        self.in_flight = Gauge("edgeproxy_in_flight_requests", "Requests being handled", registry=r)
-        self.catalog_variants = Gauge("edgeproxy_catalog_variants", "Live variants", registry=r)
-        self.catalog_errors = Gauge("edgeproxy_catalog_errors", "Slot files rejected at the last load", registry=r)
+        # multiprocess_mode applies with --workers N (prometheus_client's
+        # multiprocess mode); a single process ignores it.
+        self.in_flight = Gauge("edgeproxy_in_flight_requests", "Requests being handled", registry=r, multiprocess_mode="livesum")
+        self.catalog_variants = Gauge("edgeproxy_catalog_variants", "Live variants", registry=r, multiprocess_mode="max")
+        self.catalog_errors = Gauge("edgeproxy_catalog_errors", "Slot files rejected at the last load", registry=r, multiprocess_mode="max")
         self.bytes_out = Counter("edgeproxy_response_bytes", "Body bytes sent to clients", registry=r)
         # A short in-memory window of recent latencies for the dashboard.
         self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)

@@ -25,8 +25,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from aiohttp import web
@@ -202,6 +204,11 @@ def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; with ``workers > 1``, as that many processes."""
     if settings.workers <= 1:
         return run_one(settings)
+    # Metrics of all workers through prometheus_client's multiprocess mode:
+    # the workers (spawned, so they import it afresh) write to this folder,
+    # the admin port (worker 0) reads them all.
+    metrics_dir = tempfile.mkdtemp(prefix="edgeproxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings, i), name=f"edgeproxy-w{i}") for i in range(settings.workers)]
     for proc in procs:
@@ -215,9 +222,12 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = 0
-    for proc in procs:
-        proc.join()
-        code = code or (proc.exitcode or 0)
+    try:
+        for proc in procs:
+            proc.join()
+            code = code or (proc.exitcode or 0)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return code
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edgeproxy.model import ReplaceInner, SortChildren, SortKey
+from edgeproxy.model import Observe, ReplaceInner, SortChildren, SortKey
 from edgeproxy.rewrite import SlotRewriter, rewrite_document
 from edgeproxy.rewrite import stream as stream_mod
 
@@ -402,3 +402,27 @@ def test_slot_whose_children_cannot_be_sorted_is_left_alone():
     doc = b"<ul data-edge-slot=grid><li data-price=2>b<li data-price=1>a</ul>"
     edits = {"grid": SortChildren((SortKey("attr", attr="data-price"),))}
     assert rewrite(doc, edits) == (doc, {"grid": "unsortable"})
+
+
+# ---------------------------------------------------------------------------
+# Observe: the control arm's slot is reported, never changed
+# ---------------------------------------------------------------------------
+def test_observed_slot_is_reported_seen_and_left_byte_identical():
+    page = b'<main><section data-edge-slot="hero" class=h>Default <b>hero</b></section></main>'
+    out, outcomes = rewrite_document(page, {"hero": Observe()})
+    assert out == page
+    assert outcomes == {"hero": "seen"}
+
+
+def test_observed_slot_missing_from_the_page_is_absent():
+    page = b"<main><p>No slots here, only data-edge-slot talk.</p></main>"
+    out, outcomes = rewrite_document(page, {"hero": Observe()})
+    assert out == page
+    assert outcomes == {"hero": "absent"}
+
+
+def test_slot_nested_in_an_observed_slot_is_still_rewritten():
+    page = b'<div data-edge-slot="outer"><p data-edge-slot="inner">old</p></div>'
+    out, outcomes = rewrite_document(page, {"outer": Observe(), "inner": ReplaceInner("new")})
+    assert out == b'<div data-edge-slot="outer"><p data-edge-slot="inner">new</p></div>'
+    assert outcomes == {"outer": "seen", "inner": "applied"}

@@ -31,6 +31,7 @@ several times is ``"applied"`` if any occurrence was, else the last reason):
 
 =================  ==========================================================
 ``applied``        the edit was applied
+``seen``           an ``Observe`` slot is on the page (left as it was)
 ``absent``         no such slot on the page (or only inside an edited slot)
 ``unterminated``   the slot's end tag never came (malformed HTML, EOF)
 ``over-cap``       the slot's body is larger than ``max_slot_bytes``
@@ -53,7 +54,7 @@ import time
 from collections.abc import Mapping
 
 from ..errors import RewriteError
-from ..model import Edit, ReplaceInner, SortChildren
+from ..model import Edit, Observe, ReplaceInner, SortChildren
 from ..settings import DEFAULT_MAX_SLOT_BYTES
 from . import scanner as sc
 from .charset import encode_fragment, rewritable
@@ -68,7 +69,8 @@ DEADLINE = "deadline"
 CHARSET = "charset"
 UNSORTABLE = "unsortable"
 FAILED = "failed"
-OUTCOMES = (APPLIED, ABSENT, UNTERMINATED, OVER_CAP, VOID, DEADLINE, CHARSET, UNSORTABLE, FAILED)
+SEEN = "seen"
+OUTCOMES = (APPLIED, SEEN, ABSENT, UNTERMINATED, OVER_CAP, VOID, DEADLINE, CHARSET, UNSORTABLE, FAILED)
 
 # Bytes already sent but not yet scanned for contexts are kept (as history for
 # a later marker's check) up to this size before they are scanned and dropped.
@@ -285,6 +287,11 @@ class SlotRewriter:
     def _hold(self, buf: bytearray, name: str, t: int, e: int) -> bool:
         edit = self._edits.get(name)
         if edit is None or self._base + t in self._skip:
+            return False
+        if isinstance(edit, Observe):
+            # Only its presence matters; its content is scanned as ordinary
+            # markup, so slots nested in it are still edited.
+            self._note(name, SEEN)
             return False
         tag = sc.tag_name(buf, t)
         if tag in sc.VOID_ELEMENTS or sc.is_self_closing(buf, e):
