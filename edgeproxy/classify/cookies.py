@@ -1,0 +1,311 @@
+"""Cookies: the proxy's own cookies (CONTRACT §5), the storefront's flags and
+consent.
+
+The proxy's cookies
+===================
+
+=============  ===============================================  =============
+cookie         fields (``|``-separated, after the version ``1``)  Max-Age
+=============  ===============================================  =============
+``edge_vid``   visitor id, first seen (unix s, base 36)          1 year
+``edge_ses``   session id, start, last request (unix s, base     30 min,
+               36), first source, utm source/medium/campaign     sliding
+``edge_aff``   ``category:weight``, strongest first, at most 5   90 days
+``edge_cap``   ``slot/variant:period:views`` per capped variant  7 days
+=============  ===============================================  =============
+
+Each value is ``1|field|field….<signature>``: fields are percent-escaped
+(so ``|`` never appears inside one), and the signature is
+HMAC-SHA256 over ``<cookie name>=<body>`` with a key derived from
+``settings.cookie_secret``, cut to 96 bits, base64url (16 characters).
+Binding the name stops a value being moved from one cookie to another.
+Every character is one Python's ``http.cookies`` and browsers take
+unquoted.  A value that is absent, over ``MAX_COOKIE_CHARS``, unsigned,
+tampered, of another version or with a field out of range is *ignored* (as
+if absent) and replaced by a fresh one; nothing here raises on input.
+
+Visitor "new" or "returning": returning when the visitor id was first seen
+before the current session started, i.e. from the second session on.
+
+Sessions last 30 minutes after the last request (checked server-side from
+the signed ``last`` field as well as by the cookie's Max-Age).  A request
+carrying campaign tags (utm parameters or a click id) that differ from the
+session's starts a new session, as classic Google Analytics did, so a
+newsletter click mid-visit counts as ``email`` from then on.  Referrer-only
+changes (a payment provider redirecting back) keep the session.
+
+Affinity: a page matching ``settings.affinity_patterns`` adds 1 to its
+category's weight (weights halve when one passes ``AFFINITY_MAX_WEIGHT``);
+a category seen for the first time takes the place of the weakest when all
+five are taken, so new interests can enter.  Categories are lower-cased.
+
+The storefront's cookies (names configured; unconfigured = key unknown):
+``customer``/``logged_in`` are true when the cookie is present and not
+empty, ``0``, ``false``, ``no``, ``null``; ``cart`` is ``filled`` when its
+cookie is present and not empty, ``0``, ``[]``, ``{}``, ``null``.
+
+Consent: ``Sec-GPC: 1`` always means no consent; else with no consent
+cookie configured consent is assumed; else consent is the configured
+cookie's value equal to ``consent_value`` (case-insensitive).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import quote, unquote
+
+from ..model import SOURCES, CapCount, SetCookie
+
+VERSION = "1"
+MAX_COOKIE_CHARS = 1024
+MAX_CAP_COOKIE_CHARS = 3072
+MAX_CAP_ENTRIES = 40
+SIG_BYTES = 12
+
+VISITOR_MAX_AGE = 365 * 86400
+SESSION_MAX_AGE = 30 * 60
+AFFINITY_MAX_AGE = 90 * 86400
+CAP_MAX_AGE = 7 * 86400
+
+AFFINITY_SLOTS = 5
+AFFINITY_MAX_WEIGHT = 100
+MAX_CATEGORY_CHARS = 64
+
+FALSY = frozenset({"", "0", "false", "no", "off", "null", "none"})
+EMPTY_CART = frozenset({"", "0", "[]", "{}", "null", "none"})
+
+_SAFE = re.compile(r"^[A-Za-z0-9_~.:-]*$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_PERIOD = re.compile(r"^[dws][A-Za-z0-9_-]{1,64}$")
+_MAX_TIME = 1 << 40
+
+
+def _esc(text: str) -> str:
+    return text if _SAFE.match(text) else quote(text, safe="")
+
+
+def _unesc(text: str) -> str:
+    return unquote(text) if "%" in text else text
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
+def _time(text: str) -> int | None:
+    if not text or len(text) > 9 or not text.isalnum():
+        return None
+    try:
+        value = int(text, 36)
+    except ValueError:
+        return None
+    return value if 0 < value < _MAX_TIME else None
+
+
+def new_id() -> str:
+    """A random id, 96 bits, base64url (16 characters)."""
+    return secrets.token_urlsafe(12)
+
+
+class CookieCodec:
+    """Seals and opens the proxy's cookie values (see the module docstring)."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"edgeproxy cookie key v1\x00" + secret.encode("utf-8")).digest()
+
+    def _sign(self, name: str, body: str) -> str:
+        mac = hmac.digest(self._key, f"{name}={body}".encode("utf-8", "surrogatepass"), "sha256")
+        return base64.urlsafe_b64encode(mac[:SIG_BYTES]).decode("ascii")
+
+    def seal(self, name: str, fields: Iterable[str]) -> str:
+        body = "|".join([VERSION, *(_esc(f) for f in fields)])
+        return f"{body}.{self._sign(name, body)}"
+
+    def open(self, name: str, value: str | None, *, max_chars: int = MAX_COOKIE_CHARS) -> list[str] | None:
+        """The fields of a valid value, or ``None`` (absent, oversized,
+        tampered, another version)."""
+        if not value or len(value) > max_chars:
+            return None
+        body, dot, sig = value.rpartition(".")
+        if not dot or len(sig) != 16 or not body.startswith(VERSION + "|"):
+            return None
+        if not hmac.compare_digest(sig, self._sign(name, body)):
+            return None
+        return [_unesc(f) for f in body.split("|")[1:]]
+
+
+# ---------------------------------------------------------------------------
+# The four cookies as values.
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class VisitorCookie:
+    id: str
+    first_seen: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionCookie:
+    id: str
+    start: int
+    last: int
+    source: str
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+
+
+def read_visitor(codec: CookieCodec, name: str, value: str | None) -> VisitorCookie | None:
+    fields = codec.open(name, value)
+    if fields is None or len(fields) != 2 or not _ID.match(fields[0]):
+        return None
+    first = _time(fields[1])
+    return None if first is None else VisitorCookie(fields[0], first)
+
+
+def write_visitor(codec: CookieCodec, name: str, v: VisitorCookie) -> SetCookie:
+    return SetCookie(name, codec.seal(name, (v.id, _b36(v.first_seen))), VISITOR_MAX_AGE)
+
+
+def read_session(codec: CookieCodec, name: str, value: str | None) -> SessionCookie | None:
+    fields = codec.open(name, value)
+    if fields is None or len(fields) != 7 or not _ID.match(fields[0]) or fields[3] not in SOURCES:
+        return None
+    start, last = _time(fields[1]), _time(fields[2])
+    if start is None or last is None or last < start:
+        return None
+    return SessionCookie(fields[0], start, last, fields[3], fields[4] or None, fields[5] or None, fields[6] or None)
+
+
+def write_session(codec: CookieCodec, name: str, s: SessionCookie) -> SetCookie:
+    fields = (s.id, _b36(s.start), _b36(s.last), s.source, s.utm_source or "", s.utm_medium or "", s.utm_campaign or "")
+    return SetCookie(name, codec.seal(name, fields), SESSION_MAX_AGE)
+
+
+def read_affinity(codec: CookieCodec, name: str, value: str | None) -> list[tuple[str, int]] | None:
+    fields = codec.open(name, value)
+    if fields is None or len(fields) > AFFINITY_SLOTS:
+        return None
+    out: list[tuple[str, int]] = []
+    for field in fields:
+        category, colon, weight = field.rpartition(":")
+        if not colon or not category or len(category) > MAX_CATEGORY_CHARS or not weight.isdigit():
+            return None
+        w = int(weight)
+        if not 0 < w <= AFFINITY_MAX_WEIGHT * 2:
+            return None
+        out.append((category, w))
+    return out
+
+
+def write_affinity(codec: CookieCodec, name: str, entries: Sequence[tuple[str, int]]) -> SetCookie:
+    return SetCookie(name, codec.seal(name, (f"{c}:{w}" for c, w in entries)), AFFINITY_MAX_AGE)
+
+
+def bump_affinity(entries: Sequence[tuple[str, int]], category: str) -> list[tuple[str, int]]:
+    """``entries`` (strongest first) after one view of ``category``."""
+    weights = dict(entries)
+    if category in weights:
+        weights[category] += 1
+    else:
+        if len(weights) >= AFFINITY_SLOTS:
+            del weights[entries[-1][0]]  # the weakest (least recent on ties) makes room
+        weights[category] = 1
+    # Strongest first; on ties the category just seen, then the old order.
+    order = {c: i for i, (c, _) in enumerate(entries)}
+    ranked = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0] != category, order.get(kv[0], 0)))
+    if ranked[0][1] > AFFINITY_MAX_WEIGHT:
+        ranked = [(c, (w + 1) // 2) for c, w in ranked]
+    return ranked[:AFFINITY_SLOTS]
+
+
+def read_caps(codec: CookieCodec, name: str, value: str | None) -> dict[str, CapCount]:
+    fields = codec.open(name, value, max_chars=MAX_CAP_COOKIE_CHARS)
+    if fields is None or len(fields) > MAX_CAP_ENTRIES:
+        return {}
+    out: dict[str, CapCount] = {}
+    for field in fields:
+        parts = field.split(":")
+        if len(parts) != 3 or "/" not in parts[0] or not _PERIOD.match(parts[1]) or not parts[2].isdigit():
+            return {}
+        views = int(parts[2])
+        if not 0 < views <= 100_000:
+            return {}
+        out[parts[0]] = CapCount(parts[1], views)
+    return out
+
+
+def write_caps(codec: CookieCodec, name: str, caps: Mapping[str, CapCount]) -> SetCookie | None:
+    """The cap cookie for ``caps`` (deterministic: the same counts give the
+    same value), ``None`` when there is nothing to count."""
+    entries = []
+    for key in sorted(caps):
+        count = caps[key]
+        if not isinstance(count, CapCount) or count.views <= 0 or not _PERIOD.match(count.period):
+            continue
+        entries.append(f"{key.replace(':', '')}:{count.period}:{min(count.views, 100_000)}")
+    if not entries:
+        return None
+    return SetCookie(name, codec.seal(name, entries[:MAX_CAP_ENTRIES]), CAP_MAX_AGE)
+
+
+# ---------------------------------------------------------------------------
+# Affinity patterns, storefront flags, consent.
+# ---------------------------------------------------------------------------
+def compile_affinity(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    """One regex for ``/c/{category}``-style patterns; a pattern matches the
+    path itself or any path below it (``/c/hiking/boots``)."""
+    parts = []
+    for pattern in patterns:
+        before, _, after = pattern.partition("{category}")
+        parts.append(f"{re.escape(before)}([^/]+){re.escape(after)}(?:/|$)")
+    return re.compile("^(?:" + "|".join(parts) + ")") if parts else None
+
+
+def path_category(regex: re.Pattern[str] | None, path: str) -> str | None:
+    """The category a request path shows, normalised, or ``None``."""
+    if regex is None or not path:
+        return None
+    m = regex.match(path)
+    if m is None or m.lastindex is None:
+        return None
+    raw = m.group(m.lastindex)
+    text = _unesc(raw).strip().lower()
+    for ext in (".html", ".htm"):
+        text = text.removesuffix(ext)
+    if not text or len(text) > MAX_CATEGORY_CHARS or text in (".", "..") or not text.isprintable():
+        return None
+    return text
+
+
+def flag(value: str | None) -> bool:
+    return value is not None and _unesc(value).strip().lower() not in FALSY
+
+
+def cart_state(value: str | None) -> str:
+    return "filled" if value is not None and _unesc(value).strip().lower() not in EMPTY_CART else "empty"
+
+
+def has_consent(
+    cookies: Mapping[str, str], headers: Mapping[str, str], consent_cookie: str | None, consent_value: str
+) -> bool:
+    """Consent per the module docstring."""
+    if headers.get("sec-gpc", "").strip() == "1":
+        return False
+    if consent_cookie is None:
+        return True
+    value = cookies.get(consent_cookie)
+    return value is not None and _unesc(value).strip().lower() == consent_value.strip().lower()
