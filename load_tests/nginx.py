@@ -1,0 +1,91 @@
+"""nginx ``proxy_pass`` + ``sub_filter``: the industry's cheapest personaliser.
+
+The config is generated into a private directory and nginx runs there in the
+foreground (``daemon off``) with one worker, its own pid file, error log and
+temp paths, so it needs no root and touches nothing outside that directory.
+Upstream connections are kept alive (``keepalive``, HTTP/1.1), the origin is
+asked for identity bodies (``sub_filter`` cannot see into gzip) and the hero
+and banner get the same contents edgeproxy puts there.  ``sub_filter`` cannot
+reorder the product grid, so nginx does two of the three edits.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .pages import BANNER_EMPTY, BANNER_VARIANT, HERO_DEFAULT, HERO_VARIANT
+
+
+def nginx_binary() -> str | None:
+    """The ``nginx`` on PATH (or in /usr/sbin, where Debian puts it), or None."""
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def nginx_version(binary: str) -> str:
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def write_config(prefix: Path, *, port: int, upstream_port: int, host: str = "127.0.0.1") -> Path:
+    """Write ``nginx.conf`` (and its temp dirs) under ``prefix``; returns the file."""
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    # As root, nginx would switch its worker to "nobody", which cannot read
+    # the private temp dirs; run the worker as whoever runs the benchmark.
+    user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""
+    conf = f"""\
+{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    upstream origin {{
+        server {host}:{upstream_port};
+        keepalive 64;
+    }}
+    server {{
+        listen {host}:{port} reuseport;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Accept-Encoding "";
+            sub_filter_types text/html;
+            sub_filter_once on;
+            sub_filter {_quote(HERO_DEFAULT)} {_quote(HERO_VARIANT)};
+            sub_filter {_quote(BANNER_EMPTY)} {_quote(BANNER_EMPTY.replace('></div>', '>' + BANNER_VARIANT + '</div>'))};
+        }}
+    }}
+}}
+"""
+    path = prefix / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+def command(binary: str, prefix: Path, conf: Path) -> list[str]:
+    # -e: the startup error log, before the config's error_log applies
+    # (the default /var/log/nginx/error.log is not writable unprivileged).
+    return [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log")]

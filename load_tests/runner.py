@@ -1,0 +1,494 @@
+"""``python -m load_tests``: edgeproxy against its peers, side by side, in one run.
+
+Stages: 1 start the origin and every system in front of it → 2 check each
+answers 200 and which edits it applied → 3 per page and system, a closed-loop
+run (max throughput at ``--concurrency``) and an open-loop run (constant rate,
+``--open-fraction`` of that system's max, latency from the schedule) → 4 TTFB
+through each system for an origin that streams → 5 table, ratios, budgets,
+JSON and HTML plot.  All children are stopped on the way out, whatever
+happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import budgets as B
+from . import nginx, wrk
+from .pages import BANNER_VARIANT, HERO_VARIANT, PAGE_SIZES, SORT_KEYS, check_personalised, describe, make_page
+from .procs import Child, Children, StartError, cpu_plan, free_port, http_get, tree_cpu_seconds, tree_rss_kib, wait_http, wait_port
+from .progress import Progress
+from .report import print_report, write_html
+
+HOST = "127.0.0.1"
+RESULTS_DIR = Path(__file__).with_name("results")
+
+DEFAULT_DURATION = 5.0
+DEFAULT_WARMUP = 1.0
+DEFAULT_CONCURRENCY = B.LATENCY_CONCURRENCY
+DEFAULT_OPEN_FRACTION = 0.7
+DEFAULT_TTFB_COUNT = 30
+QUICK_DURATION = 0.6
+QUICK_WARMUP = 0.2
+QUICK_TTFB_COUNT = 5
+
+SYSTEM_ORDER = (B.DIRECT, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED)
+LABELS = {
+    B.DIRECT: "direct (origin)",
+    B.BARE: "bare aiohttp proxy",
+    B.NGINX: "nginx + sub_filter",
+    B.REPARSE: "re-parse (selectolax)",
+    B.EDGEPROXY: "edgeproxy",
+    B.EDGEPROXY_CACHED: "edgeproxy, cached",
+}
+
+EXIT_BUDGET = 1
+EXIT_BROKEN = 2
+
+
+@dataclass
+class System:
+    name: str
+    port: int | None = None
+    cacheable: bool = False
+    child: Child | None = None  # whose CPU time is measured (None: nothing runs)
+    skipped: str | None = None
+    error: str | None = None
+    edits: str = ""
+    expected_edits: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def runnable(self) -> bool:
+        return self.skipped is None and self.error is None and self.port is not None
+
+    def path(self, page: str) -> str:
+        return f"/listing/{page}/{'public' if self.cacheable else 'private'}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m load_tests",
+        description="Benchmark edgeproxy against direct, a bare aiohttp proxy, nginx+sub_filter and a re-parsing proxy.",
+    )
+    ap.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (120k page only, short runs); what CI runs")
+    ap.add_argument("--no-budgets", dest="budgets_enabled", action="store_false", help="report budgets but never fail on them")
+    ap.add_argument("--budgets", type=Path, default=B.DEFAULT_BUDGETS, help="budgets file (default load_tests/budgets.toml)")
+    ap.add_argument("--pages", help=f"comma-separated pages of {','.join(PAGE_SIZES)} (default all; --quick: 120k)")
+    ap.add_argument("--systems", help=f"comma-separated subset of {','.join(SYSTEM_ORDER)}")
+    ap.add_argument("--duration", type=float, help=f"seconds measured per run (default {DEFAULT_DURATION:g})")
+    ap.add_argument("--warmup", type=float, help=f"unmeasured seconds before each run (default {DEFAULT_WARMUP:g})")
+    ap.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="closed-loop connections (default 4, the latency budget's)")
+    ap.add_argument("--open-fraction", type=float, default=DEFAULT_OPEN_FRACTION, help="open-loop rate as a fraction of each system's closed-loop max (default 0.7)")
+    ap.add_argument("--rate", type=float, help="open-loop rate in requests/s for every system (overrides --open-fraction)")
+    ap.add_argument("--open-connections", type=int, help="open-loop connections (default 2 x concurrency, at least 8)")
+    ap.add_argument("--no-open", dest="open_loop", action="store_false", help="skip the open-loop runs")
+    ap.add_argument("--generator", choices=("auto", "wrk", "bundled"), default="auto", help="closed-loop generator (auto: wrk when installed)")
+    ap.add_argument("--gzip", action="store_true", help="clients send Accept-Encoding: gzip (default identity, as the issue's figures)")
+    ap.add_argument("--ttfb-count", type=int, help=f"sequential requests for the TTFB check (default {DEFAULT_TTFB_COUNT})")
+    ap.add_argument("--edgeproxy-arg", action="append", default=[], metavar="ARG", help="extra argument for `edgeproxy serve` (repeatable, e.g. --edgeproxy-arg=--workers=2)")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON and HTML go (default load_tests/results)")
+    return ap
+
+
+def _edgeproxy_available() -> str | None:
+    """None when ``edgeproxy serve`` can run, else why not."""
+    try:
+        spec = importlib.util.find_spec("edgeproxy.server")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None:
+        return "edgeproxy serve not available (edgeproxy/server.py does not exist yet)"
+    return None
+
+
+def write_slots(directory: Path) -> Path:
+    """The benchmark's variants: a hero and a banner content variant and a
+    product-grid sort, none with ``when``, so every (desktop) visitor gets all three."""
+    (directory / "hero").mkdir(parents=True)
+    (directory / "banner").mkdir()
+    (directory / "product-grid").mkdir()
+    (directory / "hero" / "bench-hero.html").write_text(
+        '<!--edge\ndescription = "load test: everyone"\npriority = 1\n-->\n' + HERO_VARIANT + "\n"
+    )
+    (directory / "banner" / "bench-banner.html").write_text(
+        '<!--edge\ndescription = "load test: everyone"\npriority = 1\n-->\n' + BANNER_VARIANT + "\n"
+    )
+    sort = ", ".join(f'"{k}"' for k in SORT_KEYS)
+    (directory / "product-grid" / "bench-sort.toml").write_text(
+        f'description = "load test: cheapest first"\npriority = 1\nsort = [{sort}]\n'
+    )
+    return directory
+
+
+def start_systems(args, children: Children, workdir: Path, wanted: list[str], progress_note) -> tuple[dict[str, System], Child]:
+    """Start the origin and every wanted system; a system that cannot run is
+    marked skipped (missing tool) or error (it failed to start)."""
+    origin_port = free_port()
+    origin = children.spawn("origin", [sys.executable, "-m", "load_tests.origin", "--host", HOST, "--port", str(origin_port)],
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    upstream = f"http://{HOST}:{origin_port}"
+    systems = {name: System(name) for name in wanted}
+    pkg_root = str(Path(__file__).resolve().parents[1])
+    waits: list[tuple[System, callable]] = []
+
+    if B.DIRECT in systems:
+        s = systems[B.DIRECT]
+        s.port, s.child, s.expected_edits = origin_port, origin, "none"
+    for name, kind in ((B.BARE, "bare"), (B.REPARSE, "reparse")):
+        if name in systems:
+            s = systems[name]
+            s.port = free_port()
+            s.expected_edits = "none" if kind == "bare" else "hero+banner+sort"
+            s.child = children.spawn(name, [sys.executable, "-m", "load_tests.proxies", kind, "--upstream", upstream, "--host", HOST, "--port", str(s.port)], cwd=pkg_root)
+            waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
+    if B.NGINX in systems:
+        s = systems[B.NGINX]
+        binary = nginx.nginx_binary()
+        if binary is None:
+            s.skipped = "skipped: nginx not installed"
+        else:
+            s.port = free_port()
+            prefix = workdir / "nginx"
+            conf = nginx.write_config(prefix, port=s.port, upstream_port=origin_port, host=HOST)
+            s.child = children.spawn(B.NGINX, nginx.command(binary, prefix, conf))
+            s.expected_edits = "hero+banner"
+            s.notes.append(f"nginx {nginx.nginx_version(binary)}; sub_filter cannot sort")
+            waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
+    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_CACHED) if n in systems]
+    if ep_names:
+        why = _edgeproxy_available()
+        if why:
+            for n in ep_names:
+                systems[n].skipped = f"skipped: {why}"
+        else:
+            port, admin = free_port(), free_port()
+            slots = write_slots(workdir / "slots")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEPROXY_")}
+            argv = [sys.executable, "-m", "edgeproxy", "serve", "--upstream", upstream, "--host", HOST, "--port", str(port),
+                    "--admin-port", str(admin), "--slots", str(slots), *args.edgeproxy_arg]
+            child = children.spawn(B.EDGEPROXY, argv, env=env, cwd=str(workdir))
+            for n in ep_names:
+                systems[n].port, systems[n].child, systems[n].expected_edits = port, child, "hero+banner+sort"
+            if B.EDGEPROXY_CACHED in systems:
+                systems[B.EDGEPROXY_CACHED].cacheable = True
+            first = systems[ep_names[0]]
+            waits.append((first, lambda: (wait_port(child, HOST, port), wait_http(child, HOST, admin, "/readyz"))))
+
+    wait_port(origin, HOST, origin_port)
+    for s, wait in waits:
+        try:
+            wait()
+        except StartError as exc:
+            for other in systems.values():
+                if other.child is s.child:
+                    other.error = f"failed to start: {exc}"
+            progress_note(f"{LABELS[s.name]}: failed to start\n{exc}")
+    return systems, origin
+
+
+def verify(systems: dict[str, System], page: str, headers: list[tuple[str, str]]) -> list[str]:
+    """One request through each system; what it edited.  Returns problems."""
+    problems = []
+    for s in systems.values():
+        if not s.runnable:
+            continue
+        try:
+            status, hdrs, body = http_get(HOST, s.port, s.path(page), headers)
+            if s.cacheable:  # the second request is served from the cache
+                status, hdrs, body = http_get(HOST, s.port, s.path(page), headers)
+        except OSError as exc:
+            s.error = f"verification request failed: {exc}"
+            problems.append(f"{LABELS[s.name]}: {s.error}")
+            continue
+        if hdrs.get("content-encoding") == "gzip":
+            import gzip
+
+            body = gzip.decompress(body)
+        s.edits = describe(check_personalised(body))
+        if "server-timing" in hdrs and s.name.startswith("edgeproxy"):
+            s.notes.append(f"Server-Timing: {hdrs['server-timing']}")
+        if status != 200:
+            s.error = f"answered {status} to GET {s.path(page)}"
+            problems.append(f"{LABELS[s.name]}: {s.error}: {body[:200]!r}")
+        elif s.edits != s.expected_edits:
+            problems.append(f"{LABELS[s.name]}: applied {s.edits}, expected {s.expected_edits}")
+    return problems
+
+
+class Runner:
+    """Runs the load generators, pinned to the generator CPU, and collects results."""
+
+    def __init__(self, args, gen_cpus: set[int] | None, headers: list[tuple[str, str]], progress: Progress, workdir: Path) -> None:
+        self.args = args
+        self.gen_cpus = gen_cpus
+        self.headers = headers
+        self.progress = progress
+        self.wrk = wrk.wrk_binary() if args.generator in ("auto", "wrk") else None
+        if args.generator == "wrk" and self.wrk is None:
+            raise SystemExit("--generator wrk: wrk is not installed")
+        self.wrk_script = wrk.write_script(workdir) if self.wrk else None
+        # wrk's -d is whole seconds; sub-second (quick) runs use the bundled generator.
+        self.use_wrk = self.wrk is not None and args.duration >= 1.0
+        self.current: subprocess.Popen | None = None
+
+    def _preexec(self):
+        cpus = self.gen_cpus
+
+        def setup() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        return setup
+
+    def _loadgen(self, argv: list[str]) -> dict:
+        cmd = [sys.executable, "-m", "load_tests.loadgen", *argv]
+        for k, v in self.headers:
+            cmd += ["--header", f"{k}: {v}"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                preexec_fn=self._preexec(), cwd=str(Path(__file__).resolve().parents[1]))
+        self.current = proc
+        result = None
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                msg = json.loads(line)
+                if msg.get("event") == "progress":
+                    self.progress.update(msg.get("requests"))
+                elif msg.get("event") == "result":
+                    result = msg
+            err = proc.stderr.read() if proc.stderr else ""
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self.current = None
+        if result is None or proc.returncode:
+            raise RuntimeError(f"load generator failed ({proc.returncode}): {err[-1500:]}")
+        result.pop("event", None)
+        return result
+
+    def closed(self, s: System, page: str) -> dict:
+        a = self.args
+        if not self.use_wrk:
+            res = self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page),
+                                 "--concurrency", str(a.concurrency), "--duration", str(a.duration), "--warmup", str(a.warmup),
+                                 "--cpu-pid", str(s.child.pid)])
+            res["generator"] = "bundled"
+            return res
+        if a.warmup > 0:
+            self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page),
+                           "--concurrency", str(a.concurrency), "--duration", str(a.warmup), "--warmup", "0"])
+        cpu0 = tree_cpu_seconds(s.child.pid)
+        proc = wrk.run(self.wrk, self.wrk_script, f"http://{HOST}:{s.port}{s.path(page)}", concurrency=a.concurrency,
+                       duration=a.duration, headers=self.headers, preexec=self._preexec())
+        self.current = proc
+        try:
+            while proc.poll() is None:
+                self.progress.update()
+                time.sleep(0.25)
+            out = proc.stdout.read() if proc.stdout else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self.current = None
+        cpu = tree_cpu_seconds(s.child.pid) - cpu0
+        res = wrk.parse_output(out)
+        res["cpu_seconds"] = cpu
+        res["cpu_us_per_request"] = cpu / res["requests"] * 1e6 if res["requests"] else None
+        res["concurrency"] = a.concurrency
+        res["rate"] = None
+        res["generator"] = "wrk"
+        return res
+
+    def open(self, s: System, page: str, rate: float) -> dict:
+        a = self.args
+        res = self._loadgen(["open", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--rate", f"{rate:.1f}",
+                             "--connections", str(a.open_connections), "--duration", str(a.duration), "--warmup", str(a.warmup),
+                             "--cpu-pid", str(s.child.pid)])
+        res["generator"] = "bundled"
+        return res
+
+    def ttfb(self, s: System) -> dict:
+        return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)])
+
+
+def _fmt_step(s: System, page: str, res: dict) -> str:
+    """One finished run as a line of the progress log."""
+    lat = res.get("latency_ms") or {}
+    cpu = res.get("cpu_us_per_request")
+    bad = res["requests"] - sum(v for k, v in res.get("statuses", {}).items() if k in ("200", "2xx/3xx"))
+    mode = f"open {res['rate']:.0f}/s" if res["mode"] == "open" else f"closed c={res['concurrency']}"
+    line = f"{page:>5} {LABELS[s.name]:<22} {mode:<14} {res['rps']:9,.0f} req/s"
+    if lat.get("p99") is not None:
+        line += f"  p99 {lat['p99']:7.2f} ms"
+    if cpu is not None:
+        line += f"  {cpu:7.0f} µs/req"
+    if res.get("errors"):
+        line += f"  {res['errors']} errors"
+    if bad:
+        line += f"  {bad} non-200"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    pages = (args.pages.split(",") if args.pages else (["120k"] if args.quick else list(PAGE_SIZES)))
+    for p in pages:
+        if p not in PAGE_SIZES:
+            raise SystemExit(f"--pages: unknown page {p!r} (pages: {', '.join(PAGE_SIZES)})")
+    wanted = args.systems.split(",") if args.systems else list(SYSTEM_ORDER)
+    for n in wanted:
+        if n not in SYSTEM_ORDER:
+            raise SystemExit(f"--systems: unknown system {n!r} (systems: {', '.join(SYSTEM_ORDER)})")
+    wanted = [n for n in SYSTEM_ORDER if n in wanted]
+    args.duration = args.duration if args.duration is not None else (QUICK_DURATION if args.quick else DEFAULT_DURATION)
+    args.warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP if args.quick else DEFAULT_WARMUP)
+    args.ttfb_count = args.ttfb_count or (QUICK_TTFB_COUNT if args.quick else DEFAULT_TTFB_COUNT)
+    args.open_connections = args.open_connections or max(2 * args.concurrency, 8)
+    budget_spec = B.load_budgets(args.budgets)  # fail before starting anything
+
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C so children are stopped.
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    gen_cpus, server_cpus = cpu_plan()
+    if gen_cpus:
+        os.sched_setaffinity(0, gen_cpus)
+    headers = [("Accept-Encoding", "gzip")] if args.gzip else []
+    started = dt.datetime.now(dt.timezone.utc)
+    workdir = Path(tempfile.mkdtemp(prefix="edgeproxy-load-"))
+    children = Children(workdir, server_cpus)
+    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1)
+    planned = steps * (args.duration + args.warmup) + len(wanted) * args.ttfb_count * 0.06
+    progress = Progress(steps + 1, planned)
+    runner: Runner | None = None
+    try:
+        pin = (f"generator on CPU {sorted(gen_cpus)}, servers on CPU {sorted(server_cpus)}" if gen_cpus
+               else "no CPU pinning (one CPU or no sched_setaffinity)")
+        progress.note(f"load_tests: {len(wanted)} systems, pages {','.join(pages)}, {args.duration:g}s runs "
+                      f"(+{args.warmup:g}s warm-up), {pin}")
+        systems, origin = start_systems(args, children, workdir, wanted, progress.note)
+        for s in systems.values():
+            if s.skipped:
+                progress.note(f"{LABELS[s.name]}: {s.skipped}")
+        problems = verify(systems, pages[0], headers)
+        for p in problems:
+            progress.note(f"warning: {p}")
+        runner = Runner(args, gen_cpus, headers, progress, workdir)
+        progress.note(f"closed loop: {'wrk' if runner.use_wrk else 'bundled asyncio generator'}, {args.concurrency} connections; "
+                      + (f"open loop: bundled generator, {args.open_connections} connections, "
+                         + (f"{args.rate:g} req/s" if args.rate else f"{args.open_fraction:.0%} of each system's max")
+                         if args.open_loop else "no open loop"))
+        runs: list[dict] = []
+        for page in pages:
+            for s in systems.values():
+                if not s.runnable:
+                    continue
+                progress.start(f"{page} {LABELS[s.name]} closed c={args.concurrency}", args.duration + args.warmup)
+                res = runner.closed(s, page)
+                res.update(system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid), origin_rss_kib=tree_rss_kib(origin.pid))
+                runs.append(res)
+                progress.finish(_fmt_step(s, page, res))
+                if args.open_loop:
+                    rate = args.rate or max(1.0, res["rps"] * args.open_fraction)
+                    progress.start(f"{page} {LABELS[s.name]} open {rate:.0f}/s", args.duration + args.warmup)
+                    ores = runner.open(s, page, rate)
+                    ores.update(system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid))
+                    runs.append(ores)
+                    progress.finish(_fmt_step(s, page, ores))
+        ttfb: dict[str, dict] = {}
+        progress.start("time to first byte, origin streams (/stream)", len(wanted) * args.ttfb_count * 0.06)
+        for s in systems.values():
+            if s.runnable and not s.cacheable:
+                ttfb[s.name] = runner.ttfb(s)
+        progress.finish("time to first byte: " + ", ".join(
+            f"{LABELS[n]} {t['ttfb_ms']['p50']:.2f} ms" for n, t in ttfb.items() if t["ttfb_ms"]["p50"] is not None))
+        progress.close()
+    except KeyboardInterrupt:
+        progress.close()
+        print("\nload_tests: interrupted; stopping the servers", file=sys.stderr)
+        return 130
+    finally:
+        if runner is not None and runner.current is not None and runner.current.poll() is None:
+            runner.current.kill()
+        children.stop_all()
+        signal.signal(signal.SIGTERM, old_term)
+        with contextlib.suppress(OSError):
+            import shutil
+
+            shutil.rmtree(workdir)
+
+    budget_page = budget_spec.get("page", B.DEFAULT_BUDGET_PAGE)
+    figures_by_page = {page: B.compute_figures(runs, ttfb, page) for page in pages}
+    figures = figures_by_page.get(budget_page, {})
+    verdicts = B.check_budgets(budget_spec, figures) if budget_page in pages else []
+    broken = [f"{LABELS[s.name]}: {s.error}" for s in systems.values() if s.error]
+    for r in runs:
+        ok = sum(v for k, v in r.get("statuses", {}).items() if k in ("200", "2xx/3xx"))
+        if r["requests"] == 0 or ok < r["requests"] or r.get("errors"):
+            broken.append(f"{LABELS[r['system']]} {r['page']} {r['mode']}: {r['requests']} requests, {ok} OK, "
+                          f"{r.get('errors', 0)} errors {r.get('error_samples', [])}")
+    meta = {
+        "started": started.isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "generator_cpus": sorted(gen_cpus) if gen_cpus else None,
+        "server_cpus": sorted(server_cpus) if server_cpus else None,
+        "closed_loop_generator": "wrk" if runner and runner.use_wrk else "bundled",
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "commit": _git_commit(),
+        "page_bytes": {p: len(make_page(PAGE_SIZES[p])) for p in pages},
+    }
+    report = {
+        "meta": meta,
+        "systems": {n: {"label": LABELS[n], "skipped": s.skipped, "error": s.error, "edits": s.edits,
+                        "expected_edits": s.expected_edits, "notes": s.notes} for n, s in systems.items()},
+        "runs": runs,
+        "ttfb": ttfb,
+        "figures": figures_by_page,
+        "budget_page": budget_page,
+        "budgets": [v.__dict__ for v in verdicts],
+        "problems": problems + broken,
+    }
+    print_report(report, LABELS, verdicts, budgets_enabled=args.budgets_enabled)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    json_path = args.out / f"run-{stamp}.json"
+    json_path.write_text(json.dumps(report, indent=1))
+    html_path = write_html(report, LABELS, args.out / f"run-{stamp}.html")
+    print(f"\nwrote {json_path}\n      {html_path}")
+    if broken:
+        print("\nbroken runs (not a timing problem):\n  " + "\n  ".join(broken), file=sys.stderr)
+        return EXIT_BROKEN
+    if args.budgets_enabled and any(v.failed for v in verdicts):
+        return EXIT_BUDGET
+    return 0
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
