@@ -51,13 +51,17 @@ class BodyTransform:
     def _rewrite(self, plain: bytes) -> bytes:
         if not plain:
             return b""
+        room = self._cap - self._decoded
         self._decoded += len(plain)
-        out = self._rewriter.feed(plain)
-        if not self._stopped and self._decoded > self._cap:
-            # The page is larger than the rewrite cap: stop rewriting here.
-            self._stopped = True
-            out += self._rewriter.stop(OVER_CAP)
-        return out
+        if self._stopped or len(plain) <= room:
+            return self._rewriter.feed(plain)
+        # The page is larger than the rewrite cap: stop rewriting at the cap.
+        # (Bug fixed: a chunk that crossed the cap used to be rewritten whole,
+        # so a page arriving in one read was personalised past the cap.)
+        self._stopped = True
+        out = self._rewriter.feed(plain[:room]) if room > 0 else b""
+        out += self._rewriter.stop(OVER_CAP)
+        return out + self._rewriter.feed(plain[room:])
 
     def feed(self, chunk: bytes) -> bytes:
         return self._encoder.compress(self._rewrite(self._decoder.decompress(chunk)))

@@ -1,0 +1,668 @@
+"""The proxy end to end: a real origin, the real proxy, HTTP between them.
+
+Every behaviour of the proxy core (issue 2, CONTRACT §1 and §4) is checked on
+the wire: personalisation applied, methods and bodies proxied, status codes
+passed through, caching headers, Server-Timing, content codings, charsets,
+preview, origin failures and fail-open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import os
+import socket
+
+import aiohttp
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxyharness import (
+    BROWSER,
+    decode,
+    encode,
+    raw_get,
+    raw_request,
+    read_response,
+    request_bytes,
+    run_origin,
+    run_proxy,
+    write_variant,
+)
+
+PAGE = (
+    b'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>\n'
+    b"<body>\n<!-- data-edge-slot=\"hero\" in a comment is not a slot -->\n"
+    b'<section  data-edge-slot="hero" class=\'hero\'>Default hero</section>\n'
+    b"<p>Middle   stays\tas-is</p>\n"
+    b'<div data-edge-slot="banner"></div>\n'
+    b"</body></html>\n"
+)
+HERO = "<h1>Variant hero</h1>"
+BANNER = "<b>Free delivery</b>"
+
+
+def personalised(page: bytes = PAGE) -> bytes:
+    """What the proxy should make of ``page`` with the hero and banner variants."""
+    out = page.replace(b"Default hero</section>", HERO.encode() + b"</section>", 1)
+    return out.replace(b'<div data-edge-slot="banner"></div>', b'<div data-edge-slot="banner">' + BANNER.encode() + b"</div>", 1)
+
+
+# ---------------------------------------------------------------------------
+# The origin
+# ---------------------------------------------------------------------------
+class Origin:
+    """A test origin recording what it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+        self.pages: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self.first_body_chunk = asyncio.Event()
+        self.release_slow = asyncio.Event()
+
+    def page(self, path: str, body: bytes, **headers: str) -> None:
+        headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        headers.setdefault("Content-Type", "text/html; charset=utf-8")
+        self.pages[path] = (body, headers)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/echo", self.echo)
+        app.router.add_route("*", "/stream-echo", self.stream_echo)
+        app.router.add_get("/redirect", self.redirect)
+        app.router.add_route("*", "/status/{code}", self.status)
+        app.router.add_get("/big.bin", self.big)
+        app.router.add_get("/slow", self.slow)
+        app.router.add_get("/chunked", self.chunked)
+        app.router.add_route("*", "/{tail:.*}", self.serve_page)
+        return app
+
+    def _note(self, request: web.Request, **extra) -> None:
+        self.seen.append({"method": request.method, "path": request.path_qs, "headers": list(request.headers.items()), **extra})
+
+    async def serve_page(self, request: web.Request) -> web.StreamResponse:
+        self._note(request)
+        if request.path not in self.pages:
+            return web.Response(status=404, text="no such page")
+        body, headers = self.pages[request.path]
+        etag = headers.get("ETag")
+        if etag and request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        resp = web.Response(body=body, headers=headers)
+        return resp
+
+    async def echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self._note(request, body=body)
+        data = {
+            "method": request.method,
+            "path": request.path_qs,
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "headers": list(request.headers.items()),
+        }
+        return web.json_response(data)
+
+    async def stream_echo(self, request: web.Request) -> web.Response:
+        """Reads the body in chunks; flags the first so a test can prove the
+        proxy forwarded it before the client finished sending."""
+        digest = hashlib.sha256()
+        total = 0
+        async for chunk in request.content.iter_any():
+            if not self.first_body_chunk.is_set():
+                self.first_body_chunk.set()
+            digest.update(chunk)
+            total += len(chunk)
+        return web.json_response({"length": total, "sha256": digest.hexdigest()})
+
+    async def redirect(self, request: web.Request) -> web.Response:
+        self._note(request)
+        return web.Response(status=302, headers={"Location": "/elsewhere"}, text="moved")
+
+    async def status(self, request: web.Request) -> web.Response:
+        self._note(request)
+        code = int(request.match_info["code"])
+        if code in (204, 304):
+            return web.Response(status=code)
+        return web.Response(status=code, body=PAGE, content_type="text/html")
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = BIG_SIZE
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        block = bytes(range(256)) * 1024  # 256 KiB
+        for _ in range(BIG_SIZE // len(block)):
+            await resp.write(block)
+        await resp.write_eof()
+        return resp
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await self.release_slow.wait()
+        return web.Response(body=PAGE, content_type="text/html")
+
+    async def chunked(self, request: web.Request) -> web.StreamResponse:
+        """PAGE cut at the offsets in ``?cuts=`` (comma-separated)."""
+        cuts = [int(x) for x in request.query.get("cuts", "").split(",") if x]
+        resp = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+        await resp.prepare(request)
+        last = 0
+        for cut in [*cuts, len(PAGE)]:
+            await resp.write(PAGE[last:cut])
+            await asyncio.sleep(0)
+            last = cut
+        await resp.write_eof()
+        return resp
+
+
+BIG_SIZE = 24 * 1024 * 1024
+
+
+@pytest.fixture
+def slots(tmp_path):
+    d = tmp_path / "slots"
+    write_variant(d, "hero", "everyone", HERO)
+    write_variant(d, "banner", "free-delivery", BANNER)
+    return d
+
+
+@pytest.fixture
+async def origin():
+    o = Origin()
+    o.page("/", PAGE, Cache_Control="public, max-age=60, s-maxage=600", ETag='"v1"', Last_Modified="Mon, 02 Nov 2026 10:00:00 GMT")
+    async with run_origin(o.app()) as url:
+        o.url = url
+        yield o
+        o.release_slow.set()
+
+
+@pytest.fixture
+async def proxy(origin, slots):
+    async with run_proxy(origin.url, slots, preview_token="s3cret", first_byte_timeout=2) as server:
+        yield server
+
+
+@pytest.fixture
+async def client():
+    # identity: bodies compare as bytes (the coding tests use raw sockets)
+    headers = {**BROWSER, "Accept-Encoding": "identity"}
+    async with aiohttp.ClientSession(auto_decompress=False, headers=headers) as session:
+        yield session
+
+
+def url(proxy, path: str = "/") -> str:
+    return f"http://127.0.0.1:{proxy.port}{path}"
+
+
+# ---------------------------------------------------------------------------
+# Personalisation
+# ---------------------------------------------------------------------------
+async def test_variants_replace_slot_inner_html_and_nothing_else(proxy, client):
+    async with client.get(url(proxy)) as resp:
+        assert resp.status == 200
+        body = await resp.read()
+    assert body == personalised()
+
+
+async def test_bot_user_agent_gets_the_origins_page(proxy):
+    async with aiohttp.ClientSession(auto_decompress=False) as session:  # aiohttp's own UA: a bot
+        async with session.get(url(proxy)) as resp:
+            assert await resp.read() == PAGE
+            assert "Set-Cookie" not in resp.headers
+
+
+async def test_page_without_any_of_the_catalogs_slots_is_byte_identical(proxy, origin, client):
+    other = b"<!DOCTYPE html><html><body><div data-edge-slot='sidebar'>side</div>\n</body></html>"
+    origin.page("/other", other, ETag='"o1"')
+    async with client.get(url(proxy, "/other")) as resp:
+        assert await resp.read() == other
+        assert resp.headers["Content-Length"] == str(len(other))
+
+
+async def test_empty_catalog_passes_the_page_through_with_its_headers(origin, tmp_path, client):
+    async with run_proxy(origin.url, tmp_path / "empty") as proxy:
+        async with client.get(url(proxy)) as resp:
+            assert await resp.read() == PAGE
+            assert resp.headers["ETag"] == '"v1"'
+            assert resp.headers["Last-Modified"] == "Mon, 02 Nov 2026 10:00:00 GMT"
+
+
+async def test_personalised_response_is_private_and_keeps_max_age(proxy, client):
+    async with client.get(url(proxy)) as resp:
+        await resp.read()
+        cc = [d.strip() for d in resp.headers["Cache-Control"].split(",")]
+    assert "private" in cc
+    assert "max-age=60" in cc
+    assert "public" not in cc
+    assert not any(d.startswith("s-maxage") for d in cc)
+
+
+async def test_personalised_response_drops_etag_and_last_modified(proxy, client):
+    async with client.get(url(proxy)) as resp:
+        await resp.read()
+        assert "ETag" not in resp.headers
+        assert "Last-Modified" not in resp.headers
+
+
+async def test_conditional_request_for_a_personalised_page_gets_the_full_page(proxy, client):
+    # The visitor's copy may hold another variant: the origin's 304 must not
+    # reach them; the proxy asks for the whole page.
+    async with client.get(url(proxy), headers={"If-None-Match": '"v1"'}) as resp:
+        assert resp.status == 200
+        assert await resp.read() == personalised()
+
+
+@pytest.mark.parametrize("path", ["/", "/other"])
+async def test_server_timing_names_every_stage_on_html(proxy, origin, client, path):
+    origin.page("/other", b"<html><body>no slots</body></html>")
+    async with client.get(url(proxy, path)) as resp:
+        await resp.read()
+        timing = resp.headers["Server-Timing"]
+    names = {part.split(";")[0].strip() for part in timing.split(",")}
+    assert {"classify", "choose", "origin", "rewrite", "total"} <= names, timing
+
+
+async def test_response_streamed_in_many_chunks_is_rewritten_the_same(proxy, client):
+    cuts = ",".join(str(i) for i in range(7, len(PAGE), 13))
+    async with client.get(url(proxy, f"/chunked?cuts={cuts}")) as resp:
+        assert await resp.read() == personalised()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(PAGE) - 1), max_size=12, unique=True).map(sorted))
+async def test_any_chunking_of_the_origin_body_gives_the_same_page(proxy, client, cuts):
+    path = "/chunked?cuts=" + ",".join(map(str, cuts))
+    async with client.get(url(proxy, path)) as resp:
+        assert await resp.read() == personalised()
+
+
+# ---------------------------------------------------------------------------
+# Methods, bodies, status codes
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "PURGE"])
+async def test_every_method_reaches_the_origin(proxy, method):
+    body = b"payload" if method not in ("GET", "OPTIONS") else b""
+    resp = await raw_request(proxy.port, request_bytes(method, "/echo?x=1", {"Content-Type": "text/plain"}, body))
+    assert resp.status == 200
+    data = json.loads(resp.body)
+    assert data["method"] == method
+    assert data["path"] == "/echo?x=1"
+    assert data["length"] == len(body)
+
+
+async def test_request_body_reaches_the_origin_intact(proxy, client):
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    async with client.post(url(proxy, "/echo"), data=payload, headers={"Content-Type": "application/octet-stream"}) as resp:
+        data = await resp.json()
+    assert data["length"] == len(payload)
+    assert data["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+async def test_request_body_is_streamed_to_the_origin_before_the_client_finishes(proxy, origin, client):
+    # The client holds back the end of its body until the origin has seen the
+    # start: a proxy that buffered the body would never get there.
+    part = b"x" * 65536
+
+    async def body():
+        yield part
+        await asyncio.wait_for(origin.first_body_chunk.wait(), 10)
+        yield part
+
+    async with client.post(url(proxy, "/stream-echo"), data=body()) as resp:
+        data = await resp.json()
+    assert data["length"] == 2 * len(part)
+
+
+async def test_redirect_is_passed_through_not_followed(proxy, client):
+    async with client.get(url(proxy, "/redirect"), allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/elsewhere"
+        assert await resp.read() == b"moved"
+
+
+@pytest.mark.parametrize("code", [201, 400, 403, 404, 410, 418, 500, 503])
+async def test_status_codes_are_passed_through_with_the_origins_body(proxy, client, code):
+    async with client.get(url(proxy, f"/status/{code}")) as resp:
+        assert resp.status == code
+        assert await resp.read() == PAGE  # only 200 pages are personalised
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        ("HEAD", "/"),
+        ("GET", "/status/204"),
+        ("GET", "/status/304"),
+        ("HEAD", "/big.bin"),
+    ],
+)
+async def test_head_204_304_carry_no_body(proxy, first):
+    # The next response on the same connection must parse: any stray body
+    # byte would corrupt it.
+    method, target = first
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(request_bytes(method, target, {"Connection": "keep-alive"}))
+        writer.write(request_bytes("GET", "/echo", {"Connection": "close"}))
+        await writer.drain()
+        first_resp = await asyncio.wait_for(read_response(reader, head_only=(method == "HEAD")), 10)
+        assert first_resp.status in (200, 204, 304)
+        assert (first_resp.get("transfer-encoding") or "") == ""
+        second = await asyncio.wait_for(read_response(reader), 10)
+        assert second.status == 200
+        assert json.loads(second.body)["path"] == "/echo"
+    finally:
+        writer.close()
+
+
+async def test_head_of_a_personalised_page_has_the_same_cache_headers_as_get(proxy):
+    head = await raw_get(proxy.port, "/", method="HEAD")
+    assert head.status == 200
+    assert head.get("cache-control").startswith("private")
+    assert head.get("etag") is None
+
+
+# ---------------------------------------------------------------------------
+# Non-HTML
+# ---------------------------------------------------------------------------
+async def test_non_html_is_streamed_unchanged(proxy, origin, client):
+    data = b'{"hero": "<section data-edge-slot=\\"hero\\">x</section>"}'
+    origin.page("/api.json", data, Content_Type="application/json", ETag='"j"')
+    async with client.get(url(proxy, "/api.json")) as resp:
+        assert await resp.read() == data
+        assert resp.headers["ETag"] == '"j"'
+
+
+async def test_html_with_a_slot_served_as_text_plain_is_not_rewritten(proxy, origin, client):
+    origin.page("/page.txt", PAGE, Content_Type="text/plain")
+    async with client.get(url(proxy, "/page.txt")) as resp:
+        assert await resp.read() == PAGE
+
+
+async def test_a_big_binary_body_passes_through_intact(proxy, client):
+    digest = hashlib.sha256()
+    total = 0
+    async with client.get(url(proxy, "/big.bin")) as resp:
+        assert resp.headers["Content-Length"] == str(BIG_SIZE)
+        async for chunk in resp.content.iter_any():
+            digest.update(chunk)
+            total += len(chunk)
+    block = bytes(range(256)) * 1024
+    expected = hashlib.sha256(block * (BIG_SIZE // len(block))).hexdigest()
+    assert total == BIG_SIZE
+    assert digest.hexdigest() == expected
+
+
+# ---------------------------------------------------------------------------
+# Content codings
+# ---------------------------------------------------------------------------
+CODINGS = ["gzip", "deflate", "br", "zstd"]
+
+
+@pytest.mark.parametrize("origin_coding", CODINGS)
+@pytest.mark.parametrize("accept", ["gzip", "deflate", "br", "zstd", "br, gzip", "identity", None])
+async def test_encoded_page_is_decoded_rewritten_and_reencoded_for_the_client(proxy, origin, origin_coding, accept):
+    origin.page(f"/{origin_coding}", encode(origin_coding, PAGE), Content_Encoding=origin_coding, Vary="Accept-Encoding")
+    headers = dict(BROWSER)
+    if accept is not None:
+        headers["Accept-Encoding"] = accept
+    resp = await raw_get(proxy.port, f"/{origin_coding}", headers)
+    assert resp.status == 200 and resp.complete
+    coding = resp.get("content-encoding")
+    expected = {"gzip": "gzip", "deflate": "deflate", "br": "br", "zstd": "zstd", "br, gzip": "br"}.get(accept or "")
+    assert coding == expected
+    assert decode(coding, resp.body) == personalised()
+    if resp.get("content-length") is not None:
+        assert int(resp.get("content-length")) == len(resp.body)
+    assert "accept-encoding" in (resp.get("vary") or "").lower()
+
+
+async def test_the_origin_is_only_asked_for_codings_the_proxy_can_decode(proxy, origin):
+    origin.seen.clear()
+    await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "gzip, compress, exi, br;q=0.5, x-foo"})
+    sent = dict((k.lower(), v) for k, v in origin.seen[-1]["headers"]).get("accept-encoding", "")
+    codings = {c.split(";")[0].strip() for c in sent.split(",") if c.strip()}
+    assert codings and codings <= {"gzip", "deflate", "br", "zstd", "identity"}
+    assert "gzip" in codings and "br" in codings
+
+
+@pytest.mark.parametrize(
+    "content_encoding, body",
+    [
+        ("gzip, br", encode("br", encode("gzip", PAGE))),  # stacked
+        ("compress", b"\x1f\x9d not really LZW " + PAGE),  # unknown
+        ("x-custom", PAGE),
+    ],
+)
+async def test_stacked_or_unknown_encodings_pass_through_untouched(proxy, origin, content_encoding, body):
+    origin.page("/odd", body, Content_Encoding=content_encoding)
+    resp = await raw_get(proxy.port, "/odd", {**BROWSER, "Accept-Encoding": "gzip, br, compress, x-custom"})
+    assert resp.status == 200
+    assert resp.get("content-encoding") == content_encoding
+    assert resp.body == body
+
+
+async def test_no_transform_page_passes_through_untouched(proxy, origin):
+    body = gzip.compress(PAGE)
+    origin.page("/nt", body, Content_Encoding="gzip", Cache_Control="no-transform, max-age=5", ETag='"nt"')
+    resp = await raw_get(proxy.port, "/nt", {**BROWSER, "Accept-Encoding": "gzip"})
+    assert resp.body == body
+    assert resp.get("content-encoding") == "gzip"
+    assert resp.get("etag") == '"nt"'
+
+
+async def test_corrupt_gzip_body_is_served_as_the_origin_sent_it(proxy, origin):
+    body = gzip.compress(PAGE)[:20] + b"garbage" * 10
+    origin.page("/corrupt", body, Content_Encoding="gzip")
+    resp = await raw_get(proxy.port, "/corrupt", {**BROWSER, "Accept-Encoding": "gzip"})
+    assert resp.status in (200, 502)
+    if resp.status == 200 and resp.complete:
+        assert resp.body == body
+        assert resp.get("content-encoding") == "gzip"
+
+
+# ---------------------------------------------------------------------------
+# Size cap, charsets
+# ---------------------------------------------------------------------------
+async def test_page_over_the_rewrite_cap_passes_through_unchanged(origin, slots, client):
+    big = PAGE.replace(b"</body>", b"<p>" + b"filler " * 2000 + b"</p></body>")
+    origin.page("/big", big, ETag='"big"')
+    async with run_proxy(origin.url, slots, max_rewrite_bytes=4096) as proxy:
+        async with client.get(url(proxy, "/big")) as resp:
+            assert await resp.read() == big
+
+
+async def test_streamed_page_over_the_cap_keeps_its_tail_unchanged(origin, slots, client):
+    # Chunked (no Content-Length): the cap is found while streaming; a slot
+    # past it goes out as the origin sent it, and the page is never cut.
+    filler = b"<p>" + b"filler " * 2000 + b"</p>\n"
+    big = PAGE.replace(b"<section", filler + b"<section", 1)
+
+    async def handler(request):
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await resp.prepare(request)
+        for i in range(0, len(big), 1000):
+            await resp.write(big[i : i + 1000])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    async with run_origin(app) as origin_url, run_proxy(origin_url, slots, max_rewrite_bytes=4096) as proxy:
+        async with client.get(url(proxy)) as resp:
+            assert await resp.read() == big
+
+
+@pytest.mark.parametrize("label", ["windows-1252", "iso-8859-1"])
+async def test_non_utf8_page_gets_the_fragment_in_its_charset(origin, tmp_path, client, label):
+    slots = tmp_path / "slots"
+    write_variant(slots, "hero", "everyone", "Café – 10 € ✓")
+    page = '<html><head><title>Caf\u00e9</title></head><body><section data-edge-slot="hero">Déjà</section></body></html>'.encode("cp1252")
+    origin.page("/latin", page, Content_Type=f"text/html; charset={label}")
+    async with run_proxy(origin.url, slots) as proxy:
+        async with client.get(url(proxy, "/latin")) as resp:
+            body = await resp.read()
+    fragment = "Café – 10 € ✓".encode("cp1252", "xmlcharrefreplace")
+    assert fragment == b"Caf\xe9 \x96 10 \x80 &#10003;"
+    assert body == page.replace("Déjà".encode("cp1252"), fragment)
+
+
+async def test_utf16_page_passes_through(origin, slots, client):
+    page = '<html><body><section data-edge-slot="hero">x</section></body></html>'.encode("utf-16")
+    origin.page("/u16", page, Content_Type="text/html; charset=utf-16")
+    async with run_proxy(origin.url, slots) as proxy:
+        async with client.get(url(proxy, "/u16")) as resp:
+            assert await resp.read() == page
+
+
+# ---------------------------------------------------------------------------
+# Preview
+# ---------------------------------------------------------------------------
+async def test_preview_token_header_adds_the_explain_trace(proxy, client):
+    async with client.get(url(proxy), headers={"X-Edge-Preview-Token": "s3cret"}) as resp:
+        await resp.read()
+        trace = json.loads(resp.headers["X-Edge-Explain"])
+    assert "slots" in json.dumps(trace)
+    assert "hero" in json.dumps(trace)
+
+
+async def test_preview_token_with_edge_preview_forces_the_default(proxy, client):
+    async with client.get(url(proxy, "/?edge_preview=hero:none"), headers={"X-Edge-Preview-Token": "s3cret"}) as resp:
+        body = await resp.read()
+    assert b"Default hero" in body
+    assert HERO.encode() not in body
+
+
+async def test_without_the_token_preview_does_nothing_and_reveals_nothing(proxy, client):
+    for headers in ({}, {"X-Edge-Preview-Token": "wrong"}):
+        async with client.get(url(proxy, "/?edge_preview=hero:none"), headers=headers) as resp:
+            body = await resp.read()
+            assert "X-Edge-Explain" not in resp.headers
+            assert not any(k.lower().startswith("x-edge") for k in resp.headers)
+        assert body == personalised()
+
+
+async def test_the_preview_token_is_never_sent_to_the_origin(proxy, origin, client):
+    origin.seen.clear()
+    async with client.get(url(proxy, "/?edge_preview_token=s3cret&a=1"), headers={"X-Edge-Preview-Token": "s3cret"}) as resp:
+        await resp.read()
+    seen = origin.seen[-1]
+    assert "s3cret" not in seen["path"]
+    assert seen["path"] == "/?a=1"
+    assert not any("s3cret" in v for _, v in seen["headers"])
+
+
+# ---------------------------------------------------------------------------
+# Origin failures
+# ---------------------------------------------------------------------------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_origin_down_is_a_502(tmp_path, client):
+    async with run_proxy(f"http://127.0.0.1:{_closed_port()}", tmp_path / "slots", connect_timeout=1) as proxy:
+        async with client.get(url(proxy)) as resp:
+            assert resp.status == 502
+            assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_origin_slow_to_answer_is_a_504(origin, slots, client):
+    async with run_proxy(origin.url, slots, first_byte_timeout=0.2) as proxy:
+        async with client.get(url(proxy, "/slow")) as resp:
+            assert resp.status == 504
+        origin.release_slow.set()
+        async with client.get(url(proxy)) as resp:  # and it keeps serving
+            assert resp.status == 200
+
+
+async def _dying_origin(head: bytes, parts: list[bytes], sent: asyncio.Event):
+    """A raw origin that sends ``head`` and ``parts`` then drops the connection."""
+
+    async def serve(reader, writer):
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(head)
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        sent.set()
+        writer.transport.abort()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["binary-content-length", "html-chunked-rewritten", "html-content-length-rewritten"],
+)
+async def test_origin_dying_mid_body_aborts_the_client_response(slots, kind):
+    if kind == "binary-content-length":
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+        parts = [b"a" * 5000, b"b" * 5000]
+    elif kind == "html-chunked-rewritten":
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+        parts = [b"%x\r\n%s\r\n" % (len(PAGE[:60]), PAGE[:60]), b"%x\r\n%s\r\n" % (len(PAGE[60:150]), PAGE[60:150])]
+    else:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(PAGE)
+        parts = [PAGE[:60], PAGE[60:150]]
+    sent = asyncio.Event()
+    server = await _dying_origin(head, parts, sent)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(f"http://127.0.0.1:{port}", slots) as proxy:
+            resp = await raw_get(proxy.port, "/", BROWSER)
+            # Either a clean 502 before any byte of the page, or an aborted
+            # body: never a "complete" 200 with half a page.
+            assert resp.status == 502 or not resp.complete, (resp.status, resp.headers, resp.body)
+            # ...and the proxy keeps serving.
+            again = await raw_get(proxy.port, "/", BROWSER)
+            assert again.status in (200, 502)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# ---------------------------------------------------------------------------
+# Fail open
+# ---------------------------------------------------------------------------
+async def test_slot_without_an_end_tag_is_left_alone_while_others_are_rewritten(proxy, origin, client):
+    page = (
+        b"<html><body>\n<div data-edge-slot=\"banner\"></div>\n"
+        b'<section data-edge-slot="hero">Default hero <p>never closed</p>\n</body></html>\n'
+    )
+    origin.page("/broken", page)
+    async with client.get(url(proxy, "/broken")) as resp:
+        body = await resp.read()
+        assert resp.status == 200
+    assert body == page.replace(b'banner"></div>', b'banner">' + BANNER.encode() + b"</div>")
+
+
+async def test_tiny_budget_serves_the_origins_page_never_a_5xx(origin, slots, client):
+    async with run_proxy(origin.url, slots, budget_ms=0.0001) as proxy:
+        for _ in range(3):
+            async with client.get(url(proxy)) as resp:
+                assert resp.status == 200
+                assert await resp.read() == PAGE
+
+
+async def test_a_fragment_that_fails_to_render_leaves_the_origins_slot(origin, tmp_path, client):
+    # A sort variant on a slot whose children are not elements to sort: the
+    # rewriter gives up on that slot only.
+    slots = tmp_path / "slots"
+    write_variant(slots, "banner", "free-delivery", BANNER)
+    (slots / "hero").mkdir()
+    (slots / "hero" / "by-price.toml").write_text('priority = 1\nsort = ["data-price"]\n')
+    async with run_proxy(origin.url, slots) as proxy:
+        async with client.get(url(proxy)) as resp:
+            body = await resp.read()
+            assert resp.status == 200
+    assert b"Default hero" in body
+    assert BANNER.encode() in body
