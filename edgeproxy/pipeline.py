@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import fnmatch
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -30,11 +32,12 @@ from aiohttp import web
 
 from . import choose as choosing
 from . import classify as classifying
+from .classify import cookies as cookie_rules
 from . import fetch as fetching
 from .catalog.watch import CatalogStore
 from .errors import UpstreamError
 from .headers import forward_request_headers, is_trusted, request_facts
-from .model import NO_DECISION, RequestFacts, SetCookie, Visitor
+from .model import NO_DECISION, Observe, RequestFacts, SetCookie, Visitor
 from .record import Metrics, Record
 from .respond import Plan, send
 from .rewrite.codec import AVAILABLE, _parse_accept
@@ -43,6 +46,10 @@ from .websocket import tunnel_websocket
 
 log = logging.getLogger("edgeproxy.pipeline")
 
+OBSERVE = Observe()
+# The conversion beacon (CONTRACT §7), answered by the proxy itself:
+# GET or POST /_edge/convert?value=12.50 -> 204, one conversion line.
+BEACON_PATH = "/_edge/convert"
 PREVIEW_HEADER = "X-Edge-Preview-Token"
 PREVIEW_COOKIE = "edge_preview_token"
 PREVIEW_PARAM = "edge_preview"
@@ -66,6 +73,7 @@ class State:
     classifiers: Any
     metrics: Metrics
     cache: Any = None
+    events: Any = None  # events.EventLog when an exposure/conversion log is configured
     preview_digest: str | None = None
     draining: bool = False
 
@@ -77,6 +85,8 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await tunnel_websocket(request, state.session, state.settings, rec)
         facts = _facts(request, state.settings)
+        if facts.path == BEACON_PATH and state.events is not None:
+            return _beacon(state, facts, rec)
         now = dt.datetime.now(dt.timezone.utc)
         visitor = _classify(state, facts, now, rec)  # 1
         plan = _choose(state, request, facts, visitor, now, rec)  # 2
@@ -84,7 +94,10 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         if isinstance(upstream, web.StreamResponse):  # the origin failed
             return upstream
         s = state.settings
-        return await send(request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes)  # 4, 5
+        response = await send(request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes)  # 4, 5
+        if state.events is not None:
+            _log_events(state, facts, visitor, plan, rec)  # 6
+        return response
     finally:
         state.metrics.in_flight.dec()
         state.metrics.observe(rec)  # 6
@@ -181,6 +194,12 @@ def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Vi
         decision = NO_DECISION
     rec.add("choose", time.perf_counter() - started)
     edits = dict(decision.edits)
+    if state.events is not None and visitor.visitor_id:
+        # The control arm is logged, like a variant, only if its slot is on
+        # the page: watch for it without changing it.
+        for name, d in decision.slots.items():
+            if d.experiment is not None and d.edit is None:
+                edits[name] = OBSERVE
     deadline = rec.started + state.settings.budget_s
     if edits and time.perf_counter() > deadline:
         rec.fail_open("budget")
@@ -258,11 +277,15 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
     started = time.perf_counter()
     try:
         if state.cache is not None and request.method in ("GET", "HEAD"):
+            def with_headers(sent):
+                return fetching.fetch(state.session, settings, method=request.method, url=url, headers=sent, body=None)
+
             upstream = await state.cache.fetch(
-                lambda: fetching.fetch(state.session, settings, method=request.method, url=url, headers=headers, body=None),
+                lambda: with_headers(headers),
                 method=request.method,
-                url=str(url),
+                url=url,
                 request_headers=headers,
+                fetch_with_headers=with_headers,
             )
         else:
             upstream = await fetching.fetch(
@@ -285,3 +308,65 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
     rec.add("origin", time.perf_counter() - started)
     rec.cache = upstream.cache_status
     return upstream
+
+
+# ---------------------------------------------------------------------------
+# 6. record: experiment exposures and conversions (metrics: record.Metrics)
+# ---------------------------------------------------------------------------
+def _log_events(state: State, facts: RequestFacts, visitor: Visitor | None, plan: Plan, rec: Record) -> None:
+    """One exposure per experiment slot that really rendered (its variant
+    applied, or its control slot seen on the page); one conversion when the
+    path is a configured conversion path."""
+    events = state.events
+    vid = visitor.visitor_id if visitor is not None else None
+    if vid is None or visitor is None:
+        vid = _visitor_id(state, facts)
+        if vid is not None and _is_conversion(state.settings, facts.path):
+            events.conversion(ts=time.time(), visitor=vid, path=facts.path, value=_value(facts), kind="path")
+        return
+    ts = time.time()
+    ctx = visitor.context
+    for name, d in plan.decision.slots.items():
+        if d.experiment is None or d.arm is None:
+            continue
+        if rec.outcomes.get(name) not in ("applied", "seen"):
+            continue
+        events.exposure(
+            ts=ts, visitor=vid, experiment=d.experiment, arm=d.arm, slot=name, path=facts.path,
+            device=ctx.get("device"), country=ctx.get("country"), source=ctx.get("source"),
+        )
+    if _is_conversion(state.settings, facts.path):
+        events.conversion(ts=ts, visitor=vid, path=facts.path, value=_value(facts), kind="path")
+
+
+def _is_conversion(settings: Settings, path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, glob) for glob in settings.conversion_path)
+
+
+def _value(facts: RequestFacts) -> float | None:
+    raw = dict(facts.query).get("value")
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _visitor_id(state: State, facts: RequestFacts) -> str | None:
+    """The visitor id from the proxy's cookie, for requests that were not
+    classified (a POST to a conversion path, the beacon).  ``None`` without
+    consent or a valid cookie."""
+    c = state.classifiers
+    names = c.names
+    if not cookie_rules.has_consent(facts.cookies, facts.headers, names.consent, names.consent_value):
+        return None
+    known = cookie_rules.read_visitor(c.codec, names.visitor, facts.cookies.get(names.visitor))
+    return known.id if known is not None else None
+
+
+def _beacon(state: State, facts: RequestFacts, rec: Record) -> web.Response:
+    rec.status = 204
+    vid = _visitor_id(state, facts)
+    if vid is not None:
+        state.events.conversion(ts=time.time(), visitor=vid, path=facts.headers.get("referer", facts.path)[:512], value=_value(facts), kind="beacon")
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})

@@ -91,6 +91,11 @@ class ProxyServer:
             cache=_open_cache(s),
             preview_digest=preview_digest(s),
         )
+        if s.exposure_log or s.conversion_log:
+            from .events import EventLog
+
+            state.events = EventLog(s.exposure_log, s.conversion_log)
+            await state.events.start()
         self.state = state
         server = web.Server(
             _bind(state),
@@ -141,6 +146,8 @@ class ProxyServer:
         if self.state is not None:
             state, self.state = self.state, None
             await state.session.close()
+            if state.events is not None:
+                await state.events.close()  # flushes: nothing lost on a clean stop
             close = getattr(state.cache, "close", None)
             if callable(close):
                 result = close()
