@@ -288,39 +288,45 @@ async def _send_through(client: _Client, upstream: Upstream, headers: list[tuple
     await client.end()
 
 
-async def _read_ready(upstream: Upstream) -> tuple[list[bytes], bool]:
-    """The body bytes available now (waiting for the first), and whether the
-    body is complete."""
-    if upstream.body_bytes is not None:
-        return ([upstream.body_bytes] if upstream.body_bytes else []), True
-    assert upstream.response is not None
-    content = upstream.response.content
-    chunks: list[bytes] = []
-    try:
-        first = await content.readany()
-        if first:
-            chunks.append(first)
-        while True:
-            more = content.read_nowait()
-            if not more:
-                break
-            chunks.append(more)
-    except Exception as exc:  # aiohttp payload/connection errors, timeouts
-        raise UpstreamBodyError(f"origin body broke off: {exc!r}") from exc
-    return chunks, content.at_eof()
+class _Body:
+    """The origin's body for the rewrite path: ``ready()`` waits for the
+    first bytes and takes whatever else has already arrived (so a page that
+    came in one go is known complete before the head is sent); ``rest()``
+    continues the same stream."""
 
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self._it = upstream.body().__aiter__() if upstream.body_bytes is None else None
 
-async def _rest(upstream: Upstream):
-    assert upstream.response is not None
-    content = upstream.response.content
-    try:
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                return
+    async def ready(self) -> tuple[list[bytes], bool]:
+        upstream = self.upstream
+        if self._it is None:
+            return ([upstream.body_bytes] if upstream.body_bytes else []), True
+        try:
+            first = await self._it.__anext__()
+        except StopAsyncIteration:
+            return [], True
+        chunks = [first]
+        response = upstream.response
+        if type(upstream) is Upstream and response is not None:
+            # A plain origin stream: take what is buffered without waiting.
+            content = response.content
+            try:
+                while True:
+                    more = content.read_nowait()
+                    if not more:
+                        break
+                    chunks.append(more)
+            except Exception as exc:  # aiohttp payload/connection errors
+                raise UpstreamBodyError(f"origin body broke off: {exc!r}") from exc
+            return chunks, content.at_eof()
+        return chunks, False
+
+    async def rest(self):
+        if self._it is None:
+            return
+        async for chunk in self._it:
             yield chunk
-    except Exception as exc:
-        raise UpstreamBodyError(f"origin body broke off: {exc!r}") from exc
 
 
 async def _send_rewritten(
@@ -329,7 +335,8 @@ async def _send_rewritten(
     request = client.request
     coding = negotiate(request.headers.get("Accept-Encoding"))
     try:
-        chunks, complete = await _read_ready(upstream)
+        body_stream = _Body(upstream)
+        chunks, complete = await body_stream.ready()
     except UpstreamBodyError as exc:
         # Nothing sent yet: the client gets a 502 rather than half a page.
         log.warning("%s %s: %s", request.method, request.path, exc)
@@ -392,7 +399,7 @@ async def _send_rewritten(
         await client.start(upstream.status, upstream.reason, headers, length=upstream.content_length)
         await client.write(first)
         try:
-            async for chunk in _rest(upstream):
+            async for chunk in body_stream.rest():
                 await client.write(chunk)
         except UpstreamBodyError:
             client.abort()
@@ -419,7 +426,7 @@ async def _send_rewritten(
         await client.write(b"".join(pending))
         pending = []
     try:
-        async for chunk in _rest(upstream):
+        async for chunk in body_stream.rest():
             t = time.perf_counter()
             out = transform.feed(chunk)
             rec.add("rewrite", time.perf_counter() - t)
