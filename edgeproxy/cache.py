@@ -107,11 +107,12 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 from cachetools import Cache, LRUCache
 
 from .errors import UpstreamBodyError, UpstreamError
@@ -450,24 +451,59 @@ class _Store(LRUCache):
         return item
 
 
-@dataclasses.dataclass(slots=True)
-class _PrefixedUpstream(Upstream):
-    """An origin response whose first bytes were already read: ``body()``
-    yields them, then the rest of the stream (or re-raises its error)."""
+class _PrefixedContent:
+    """The origin body's reader with the bytes the cache already read put
+    back in front.  Whoever reads ``response.content`` (``readany``,
+    ``read_nowait``, ``at_eof``) or ``Upstream.body()`` sees the whole body,
+    or the error that broke it off after the bytes read before it."""
 
-    prefix: list[bytes] = dataclasses.field(default_factory=list)
-    rest: AsyncIterator[bytes] | None = None
-    error: BaseException | None = None
+    def __init__(self, content: Any, prefix: list[bytes], error: BaseException | None) -> None:
+        self._content = content
+        self._prefix = deque(chunk for chunk in prefix if chunk)
+        self._error = error
 
-    async def body(self) -> AsyncIterator[bytes]:
-        prefix, self.prefix = self.prefix, []
-        for chunk in prefix:
+    async def readany(self) -> bytes:
+        if self._prefix:
+            return self._prefix.popleft()
+        if self._error is not None:
+            raise self._error
+        return await self._content.readany()
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        if self._prefix:
+            chunk = self._prefix.popleft()
+            if 0 <= n < len(chunk):
+                chunk, rest = chunk[:n], chunk[n:]
+                self._prefix.appendleft(rest)
+            return chunk
+        if self._error is not None:
+            return b""
+        return self._content.read_nowait(n)
+
+    def at_eof(self) -> bool:
+        return not self._prefix and self._error is None and self._content.at_eof()
+
+    def is_eof(self) -> bool:
+        return not self._prefix and self._error is None and self._content.is_eof()
+
+    async def iter_any(self) -> AsyncIterator[bytes]:  # pragma: no cover - aiohttp's API, for completeness
+        while chunk := await self.readany():
             yield chunk
-        if self.error is not None:
-            raise self.error
-        if self.rest is not None:
-            async for chunk in self.rest:
-                yield chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._content, name)
+
+
+class _PrefixedResponse:
+    """The origin's ``ClientResponse`` with a ``_PrefixedContent``; every
+    other attribute (``release``, ``close``, ``status`` …) is the real one."""
+
+    def __init__(self, response: Any, content: _PrefixedContent) -> None:
+        self._response = response
+        self.content = content
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
 
 
 # Outcomes a coalesced fetch hands its waiters besides an entry.
@@ -793,11 +829,11 @@ class UpstreamCache:
                     self._drop(url, key)  # the origin changed its mind: stop serving the old copy
             return upstream
 
-        body, upstream = await self._buffer(upstream)
+        body, upstream, broke = await self._buffer(upstream)
         if body is None:  # too big, or the body broke off
             if flight is not None:
                 flight.resolve(_UNSHAREABLE)
-            if key is not None and upstream.error is None:
+            if key is not None and not broke:
                 self._pass[key] = received + self.hit_for_pass
             return upstream
         try:
@@ -862,35 +898,43 @@ class UpstreamCache:
                 flight.resolve(_UNSHAREABLE)
         return self._serve(refreshed, "REVALIDATED", "GET", received)
 
-    async def _buffer(self, upstream: Upstream) -> tuple[bytes | None, Any]:
-        """Read the body into memory up to ``max_entry_bytes``.  Returns the
-        body and an in-memory Upstream, or None and an Upstream that streams
-        what was read and then the rest."""
-        limit = self.max_entry_bytes
+    async def _buffer(self, upstream: Upstream) -> tuple[bytes | None, Upstream, bool]:
+        """Read the body into memory up to ``max_entry_bytes``.
+
+        Returns ``(body, in-memory Upstream, False)``; or, for a body too long
+        to store, ``(None, Upstream, False)`` whose reader yields the bytes
+        already read and then the rest of the stream; or, when the body broke
+        off, ``(None, Upstream, True)`` yielding what arrived, then the error.
+        """
         if upstream.body_bytes is not None:
-            if len(upstream.body_bytes) > limit:
-                return None, _prefixed(upstream, [upstream.body_bytes], None, None)
-            return upstream.body_bytes, upstream
+            if len(upstream.body_bytes) > self.max_entry_bytes:
+                return None, upstream, False
+            return upstream.body_bytes, upstream, False
+        response = upstream.response
+        if response is None:  # a head without a body
+            return b"", dataclasses.replace(upstream, body_bytes=b""), False
         length = upstream.content_length
-        if length is not None and length > limit:
-            return None, _prefixed(upstream, [], upstream.body(), None)
+        if length is not None and length > self.max_entry_bytes:
+            return None, upstream, False  # nothing read: it streams as it is
+        content = response.content
         chunks: list[bytes] = []
         size = 0
-        stream = upstream.body()
         try:
             while True:
                 try:
-                    chunk = await stream.__anext__()
-                except StopAsyncIteration:
+                    chunk = await content.readany()
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                    error = UpstreamBodyError(f"origin body broke off: {exc!r}")
+                    error.__cause__ = exc
+                    return None, _prefixed(upstream, chunks, error), True
+                if not chunk:
                     break
-                except UpstreamBodyError as exc:
-                    return None, _prefixed(upstream, chunks, None, exc)
                 chunks.append(chunk)
                 size += len(chunk)
-                if size > limit:
-                    return None, _prefixed(upstream, chunks, stream, None)
+                if size > self.max_entry_bytes:
+                    return None, _prefixed(upstream, chunks, None), False
         except BaseException:
-            upstream.close()
+            upstream.close()  # cancelled (client gone): drop the half-read connection
             raise
         upstream.release()
         body = b"".join(chunks)
@@ -900,7 +944,7 @@ class UpstreamCache:
             headers=upstream.headers,
             body_bytes=body,
             cache_status=upstream.cache_status,
-        )
+        ), False
 
     def _make_entry(
         self, upstream: Upstream, body: bytes, policy: Policy, req: _Request, started: float, received: float
@@ -974,19 +1018,10 @@ def _mark(upstream: Upstream, status: str) -> Upstream:
     return upstream
 
 
-def _prefixed(
-    upstream: Upstream, prefix: list[bytes], rest: AsyncIterator[bytes] | None, error: BaseException | None
-) -> _PrefixedUpstream:
-    return _PrefixedUpstream(
-        status=upstream.status,
-        reason=upstream.reason,
-        headers=upstream.headers,
-        response=upstream.response,
-        cache_status=upstream.cache_status,
-        prefix=prefix,
-        rest=rest,
-        error=error,
-    )
+def _prefixed(upstream: Upstream, chunks: list[bytes], error: BaseException | None) -> Upstream:
+    assert upstream.response is not None
+    content = _PrefixedContent(upstream.response.content, chunks, error)
+    return dataclasses.replace(upstream, response=_PrefixedResponse(upstream.response, content))
 
 
 def _entry_size(url: str, entry: _Entry) -> int:

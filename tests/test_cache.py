@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from edgeproxy import cache as cache_mod
 from edgeproxy import fetch
 from edgeproxy.cache import UpstreamCache, normalise_accept_encoding, parse_cache_control, response_policy
-from edgeproxy.errors import UpstreamConnectError
+from edgeproxy.errors import UpstreamBodyError, UpstreamConnectError
 from edgeproxy.settings import build_settings
 
 Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
@@ -498,6 +498,69 @@ async def test_oversize_chunked_body_streams_through_complete_and_uncached(origi
     again, body2 = await get(c, "/big")
     assert again.cache_status == "MISS" and body2 == body
     assert origin.hits["/big"] == 2 and len(c) == 0
+
+
+async def _read_content_directly(up) -> bytes:
+    """Read as respond.py's rewriter does: ``response.content`` chunks via
+    ``readany`` and ``read_nowait`` until ``at_eof``."""
+    content = up.response.content
+    out = []
+    while not content.at_eof():
+        first = await content.readany()
+        if not first:
+            break
+        out.append(first)
+        while more := content.read_nowait():
+            out.append(more)
+    return b"".join(out)
+
+
+async def test_oversize_chunked_body_is_complete_for_readers_of_response_content(origin, make_cache, upstream):
+    settings, session = upstream
+    parts = [bytes([65 + i]) * 700 for i in range(10)]
+
+    async def handler(request, hit):
+        return await _chunked(request, parts, {"Cache-Control": "max-age=60"})
+
+    origin.route("/big", handler)
+    c = make_cache(max_entry_bytes=1000)
+    url = fetch.upstream_url(settings, "/big")
+    up = await c.fetch(
+        lambda: fetch.fetch(session, settings, method="GET", url=url, headers=[]),
+        method="GET", url=url, request_headers=[],
+    )
+    try:
+        assert up.body_bytes is None
+        assert await _read_content_directly(up) == b"".join(parts)
+    finally:
+        up.release()
+
+
+async def test_body_that_breaks_off_while_buffered_yields_what_arrived_then_the_error(origin, make_cache, upstream):
+    settings, session = upstream
+
+    async def handler(request, hit):
+        resp = web.StreamResponse(headers={"Cache-Control": "max-age=60"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"first bytes")
+        request.transport.close()  # the origin dies mid-body
+        return resp
+
+    origin.route("/broken", handler)
+    c = make_cache()
+    url = fetch.upstream_url(settings, "/broken")
+    up = await c.fetch(
+        lambda: fetch.fetch(session, settings, method="GET", url=url, headers=[]),
+        method="GET", url=url, request_headers=[],
+    )
+    got = []
+    with pytest.raises(UpstreamBodyError):
+        async for chunk in up.body():
+            got.append(chunk)
+    up.close()
+    assert b"".join(got) == b"first bytes"
+    assert len(c) == 0
 
 
 async def test_oversize_body_with_content_length_is_not_buffered(origin, make_cache, get):
