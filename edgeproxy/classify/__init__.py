@@ -145,13 +145,6 @@ def encode_caps(caps: Mapping[str, CapCount], classifiers: Classifiers, *, secur
 # ---------------------------------------------------------------------------
 # The work.
 # ---------------------------------------------------------------------------
-def _own_sites(facts: RequestFacts, classifiers: Classifiers) -> frozenset[str]:
-    if not facts.host:
-        return classifiers.own_sites
-    site = site_of(facts.host)
-    return classifiers.own_sites if site in classifiers.own_sites else classifiers.own_sites | {site}
-
-
 def _classify(facts: RequestFacts, c: Classifiers, now: dt.datetime) -> Visitor:
     headers = facts.headers
     cookies = facts.cookies
@@ -163,7 +156,7 @@ def _classify(facts: RequestFacts, c: Classifiers, now: dt.datetime) -> Visitor:
     geo = locate(headers, facts.client_ip, header=c.geo_header, peer_trusted=facts.peer_trusted, reader=c.geo)
     hour, weekday, daypart = clock_context(now, geo.timezone)
     consent = not dev.bot and ck.has_consent(cookies, headers, names.consent, names.consent_value)
-    request_source = source_of(facts.query, headers.get("referer"), _own_sites(facts, c))
+    request_source = source_of(facts.query, headers.get("referer"), c.own_sites, facts.host)
 
     ctx: dict[str, ContextValue] = {}
     full = consent  # full context (beyond CONTEXTUAL_KEYS) only with consent
@@ -200,22 +193,19 @@ def _classify(facts: RequestFacts, c: Classifiers, now: dt.datetime) -> Visitor:
     ts = int(now.timestamp())
     set_cookies: list[SetCookie] = []
 
-    # Session: continue it, or start one (none, idle over 30 min, new campaign).
+    # Session: continue it, or start one (none / expired in the browser, or a new campaign).
     session = ck.read_session(c.codec, names.session, cookies.get(names.session))
     if session is not None and (
-        ts - session.last > ck.SESSION_MAX_AGE
-        or session.start > ts + 60
+        session.start > ts + 60
         or (request_source.campaign and _campaign(session) != _campaign_of(request_source))
     ):
         session = None
     new_session = session is None
     if session is None:
         session = ck.SessionCookie(
-            ck.new_id(), ts, ts, request_source.source,
+            ck.new_id(), ts, request_source.source,
             request_source.utm_source, request_source.utm_medium, request_source.utm_campaign,
         )
-    else:
-        session = dataclasses.replace(session, last=max(ts, session.last))
 
     # Visitor id: keep a valid one, else mint; refresh its year once a session.
     visitor = ck.read_visitor(c.codec, names.visitor, cookies.get(names.visitor))

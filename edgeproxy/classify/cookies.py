@@ -8,8 +8,8 @@ The proxy's cookies
 cookie         fields (``|``-separated, after the version ``1``)  Max-Age
 =============  ===============================================  =============
 ``edge_vid``   visitor id, first seen (unix s, base 36)          1 year
-``edge_ses``   session id, start, last request (unix s, base     30 min,
-               36), first source, utm source/medium/campaign     sliding
+``edge_ses``   session id, start (unix s, base 36), first        30 min,
+               source, utm source/medium/campaign                sliding
 ``edge_aff``   ``category:weight``, strongest first, at most 5   90 days
 ``edge_cap``   ``slot/variant:period:views`` per capped variant  7 days
 =============  ===============================================  =============
@@ -27,8 +27,10 @@ if absent) and replaced by a fresh one; nothing here raises on input.
 Visitor "new" or "returning": returning when the visitor id was first seen
 before the current session started, i.e. from the second session on.
 
-Sessions last 30 minutes after the last request (checked server-side from
-the signed ``last`` field as well as by the cookie's Max-Age).  A request
+Sessions last 30 minutes after the last request: every response sends
+``edge_ses`` again with ``Max-Age=1800``, so the browser drops it after 30
+idle minutes.  The value stays the same for the whole session, so its
+signature is computed once (the codec's cache), not per request.  A request
 carrying campaign tags (utm parameters or a click id) that differ from the
 session's starts a new session, as classic Google Analytics did, so a
 newsletter click mid-visit counts as ``email`` from then on.  Referrer-only
@@ -57,7 +59,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from ..model import SOURCES, CapCount, SetCookie
@@ -67,6 +70,7 @@ MAX_COOKIE_CHARS = 1024
 MAX_CAP_COOKIE_CHARS = 3072
 MAX_CAP_ENTRIES = 40
 SIG_BYTES = 12
+DEFAULT_CODEC_CACHE_SIZE = 4096
 
 VISITOR_MAX_AGE = 365 * 86400
 SESSION_MAX_AGE = 30 * 60
@@ -120,32 +124,41 @@ def new_id() -> str:
 
 
 class CookieCodec:
-    """Seals and opens the proxy's cookie values (see the module docstring)."""
+    """Seals and opens the proxy's cookie values (see the module docstring).
 
-    __slots__ = ("_key",)
+    Both directions are memoised (LRU): a visitor's cookies repeat from one
+    request to the next, so most requests check no HMAC at all."""
 
-    def __init__(self, secret: str) -> None:
-        self._key = hashlib.sha256(b"edgeproxy cookie key v1\x00" + secret.encode("utf-8")).digest()
+    __slots__ = ("_key", "seal", "_open")
+
+    def __init__(self, secret: str, *, cache_size: int = DEFAULT_CODEC_CACHE_SIZE) -> None:
+        self._key = hashlib.sha256(b"edgeproxy cookie key v1\x00" + secret.encode("utf-8", "surrogatepass")).digest()
+        self.seal = lru_cache(maxsize=cache_size)(self._seal)
+        self._open = lru_cache(maxsize=cache_size)(self._open_uncached)
 
     def _sign(self, name: str, body: str) -> str:
         mac = hmac.digest(self._key, f"{name}={body}".encode("utf-8", "surrogatepass"), "sha256")
         return base64.urlsafe_b64encode(mac[:SIG_BYTES]).decode("ascii")
 
-    def seal(self, name: str, fields: Iterable[str]) -> str:
+    def _seal(self, name: str, fields: tuple[str, ...]) -> str:
+        """``seal(name, fields)``: the signed value (``fields`` a tuple)."""
         body = "|".join([VERSION, *(_esc(f) for f in fields)])
         return f"{body}.{self._sign(name, body)}"
 
-    def open(self, name: str, value: str | None, *, max_chars: int = MAX_COOKIE_CHARS) -> list[str] | None:
+    def open(self, name: str, value: str | None, *, max_chars: int = MAX_COOKIE_CHARS) -> tuple[str, ...] | None:
         """The fields of a valid value, or ``None`` (absent, oversized,
         tampered, another version)."""
         if not value or len(value) > max_chars:
             return None
+        return self._open(name, value)
+
+    def _open_uncached(self, name: str, value: str) -> tuple[str, ...] | None:
         body, dot, sig = value.rpartition(".")
         if not dot or len(sig) != 16 or not body.startswith(VERSION + "|"):
             return None
         if not hmac.compare_digest(sig, self._sign(name, body)):
             return None
-        return [_unesc(f) for f in body.split("|")[1:]]
+        return tuple(_unesc(f) for f in body.split("|")[1:])
 
 
 # ---------------------------------------------------------------------------
@@ -161,7 +174,6 @@ class VisitorCookie:
 class SessionCookie:
     id: str
     start: int
-    last: int
     source: str
     utm_source: str | None = None
     utm_medium: str | None = None
@@ -182,16 +194,16 @@ def write_visitor(codec: CookieCodec, name: str, v: VisitorCookie) -> SetCookie:
 
 def read_session(codec: CookieCodec, name: str, value: str | None) -> SessionCookie | None:
     fields = codec.open(name, value)
-    if fields is None or len(fields) != 7 or not _ID.match(fields[0]) or fields[3] not in SOURCES:
+    if fields is None or len(fields) != 6 or not _ID.match(fields[0]) or fields[2] not in SOURCES:
         return None
-    start, last = _time(fields[1]), _time(fields[2])
-    if start is None or last is None or last < start:
+    start = _time(fields[1])
+    if start is None:
         return None
-    return SessionCookie(fields[0], start, last, fields[3], fields[4] or None, fields[5] or None, fields[6] or None)
+    return SessionCookie(fields[0], start, fields[2], fields[3] or None, fields[4] or None, fields[5] or None)
 
 
 def write_session(codec: CookieCodec, name: str, s: SessionCookie) -> SetCookie:
-    fields = (s.id, _b36(s.start), _b36(s.last), s.source, s.utm_source or "", s.utm_medium or "", s.utm_campaign or "")
+    fields = (s.id, _b36(s.start), s.source, s.utm_source or "", s.utm_medium or "", s.utm_campaign or "")
     return SetCookie(name, codec.seal(name, fields), SESSION_MAX_AGE)
 
 
@@ -212,7 +224,7 @@ def read_affinity(codec: CookieCodec, name: str, value: str | None) -> list[tupl
 
 
 def write_affinity(codec: CookieCodec, name: str, entries: Sequence[tuple[str, int]]) -> SetCookie:
-    return SetCookie(name, codec.seal(name, (f"{c}:{w}" for c, w in entries)), AFFINITY_MAX_AGE)
+    return SetCookie(name, codec.seal(name, tuple(f"{c}:{w}" for c, w in entries)), AFFINITY_MAX_AGE)
 
 
 def bump_affinity(entries: Sequence[tuple[str, int]], category: str) -> list[tuple[str, int]]:
@@ -259,7 +271,7 @@ def write_caps(codec: CookieCodec, name: str, caps: Mapping[str, CapCount]) -> S
         entries.append(f"{key.replace(':', '')}:{count.period}:{min(count.views, 100_000)}")
     if not entries:
         return None
-    return SetCookie(name, codec.seal(name, entries[:MAX_CAP_ENTRIES]), CAP_MAX_AGE)
+    return SetCookie(name, codec.seal(name, tuple(entries[:MAX_CAP_ENTRIES])), CAP_MAX_AGE)
 
 
 # ---------------------------------------------------------------------------

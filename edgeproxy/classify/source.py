@@ -185,37 +185,50 @@ def _host_of(netloc: str) -> str:
     return host.partition(":")[0].rstrip(".").lower()
 
 
+@lru_cache(maxsize=4096)
 def site_of(host: str) -> str:
     """A host without port and ``www.``, lower-cased: what "same site" compares."""
     h = _host_of(host)
     return h[4:] if h.startswith("www.") else h
 
 
-def referer_medium(referer: str | None, own_sites: frozenset[str] | Sequence[str]) -> str | None:
-    """The medium of a ``Referer`` value: ``internal`` for one of
-    ``own_sites`` (see ``site_of``), a known medium, ``referral`` for
-    another site; ``None`` for no (usable) referer."""
-    if not referer or len(referer) > MAX_REFERER_CHARS:
-        return None
+@lru_cache(maxsize=8192)
+def _referer(referer: str) -> tuple[str, str] | None:
+    """``(site, medium if external)`` of a ``Referer`` value, or ``None``."""
     m = _SCHEME_HOST.match(referer.strip())
     if m is None:
         return None
     scheme = m.group(1).lower()
     if scheme == "android-app":
-        return EXACT_FACTS.get(m.group(2).lower(), "referral")
+        return "", EXACT_FACTS.get(m.group(2).lower(), "referral")
     if scheme not in ("http", "https"):
         return None
     host = _host_of(m.group(2))
     if not host:
         return None
-    site = host[4:] if host.startswith("www.") else host
-    if site in own_sites:
+    return (host[4:] if host.startswith("www.") else host), host_medium(host) or "referral"
+
+
+def referer_medium(referer: str | None, own_sites: frozenset[str] = frozenset(), host: str = "") -> str | None:
+    """The medium of a ``Referer`` value: ``internal`` for the request's own
+    ``host`` or one of ``own_sites`` (compared by ``site_of``), a known
+    medium, ``referral`` for another site; ``None`` for no usable referer."""
+    if not referer or len(referer) > MAX_REFERER_CHARS:
+        return None
+    parsed = _referer(referer)
+    if parsed is None:
+        return None
+    site, medium = parsed
+    if site and (site in own_sites or (host and site == site_of(host))):
         return "internal"
-    return host_medium(host) or "referral"
+    return medium
 
 
-def source_of(query: Sequence[tuple[str, str]], referer: str | None, own_sites: frozenset[str]) -> Source:
-    """This request's ``Source`` from its query pairs and ``Referer``."""
+def source_of(
+    query: Sequence[tuple[str, str]], referer: str | None, own_sites: frozenset[str] = frozenset(), host: str = ""
+) -> Source:
+    """This request's ``Source`` from its query pairs and ``Referer``;
+    ``host`` is the request's own host (its referers are ``internal``)."""
     utm_source = utm_medium = utm_campaign = None
     click = None
     for key, value in query:
@@ -232,14 +245,14 @@ def source_of(query: Sequence[tuple[str, str]], referer: str | None, own_sites: 
                 click = "paid"
             elif k in EMAIL_IDS:
                 click = "email"
+    from_referer = referer_medium(referer, own_sites, host) if referer else None
     if click is None and utm_source is None and utm_medium is None and utm_campaign is None:
-        return Source(referer_medium(referer, own_sites) or "direct") if referer else DIRECT
-    medium = _tagged(click, utm_source, utm_medium, referer, own_sites)
+        return Source(from_referer) if from_referer else DIRECT
+    medium = _tagged(click, utm_source, utm_medium, from_referer)
     return Source(medium, utm_source, utm_medium, utm_campaign, campaign=True)
 
 
-def _tagged(click: str | None, utm_source: str | None, utm_medium: str | None, referer: str | None,
-            own_sites: frozenset[str]) -> str:
+def _tagged(click: str | None, utm_source: str | None, utm_medium: str | None, from_referer: str | None) -> str:
     if click is not None:
         return click
     if utm_medium is not None:
@@ -249,7 +262,6 @@ def _tagged(click: str | None, utm_source: str | None, utm_medium: str | None, r
             known = "paid"
         if known is not None and known != "direct":
             return known
-    from_referer = referer_medium(referer, own_sites)
     if from_referer is not None and from_referer not in ("referral", "internal"):
         return from_referer
     if utm_source is not None:
