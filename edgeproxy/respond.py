@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -48,6 +49,8 @@ _SHARED_DIRECTIVES = frozenset({"public", "s-maxage", "proxy-revalidate", "priva
 # Origin headers that no longer describe a rewritten body.
 _REPRESENTATION = frozenset({"content-length", "content-encoding", "content-md5", "digest", "repr-digest", "content-digest", "accept-ranges"})
 _VALIDATORS = frozenset({"etag", "last-modified"})
+# One Cache-Control directive: token[=token or quoted-string], up to a comma.
+_DIRECTIVE = re.compile(r'(?:[^,"]|"(?:[^"\\]|\\.)*"?)+')
 MAX_EXPLAIN_BYTES = 6 * 1024
 
 
@@ -96,8 +99,11 @@ def private_cache_control(value: str | None) -> str:
     origin's ``max-age`` and other browser directives kept, every directive
     that lets a shared cache store it removed (CONTRACT §4)."""
     kept = ["private"]
-    for part in (value or "").split(","):
-        directive = part.strip()
+    # Split on commas outside quoted strings (RFC 9111 §5.2): a qualified
+    # ``private="Set-Cookie, X-Foo"`` is one directive.  (Bug fixed: a plain
+    # split left ``X-Foo"`` behind as a broken directive.)
+    for match in _DIRECTIVE.finditer(value or ""):
+        directive = match.group(0).strip()
         if not directive:
             continue
         name = directive.split("=", 1)[0].strip().lower()
@@ -153,7 +159,10 @@ def response_headers(
             continue
         if lower == "cache-control" and private:
             if not seen_cc:
-                out.append((name, private_cache_control(value)))
+                # Every Cache-Control line is one list (RFC 9110 §5.3).  (Bug
+                # fixed: lines after the first were dropped with their max-age.)
+                lines = [v for k, v in origin if k.lower() == "cache-control"]
+                out.append((name, private_cache_control(", ".join(lines))))
                 seen_cc = True
             continue
         out.append((name, value))
@@ -168,8 +177,21 @@ def response_headers(
     return out
 
 
+# Stages every HTML response names in Server-Timing (CONTRACT §4).
+HTML_STAGES = ("classify", "choose", "origin", "rewrite")
+
+
 def server_timing(rec: Record) -> str:
-    return rec.server_timing()
+    """``Server-Timing`` for the client.  On HTML every stage is named, a
+    stage that did not run (no variant to apply, a bot, an XHR) as ``dur=0``.
+    (Bug fixed: a page with nothing to rewrite carried no ``rewrite``.)  The
+    zeros go in the header only, not into the record's stage metrics."""
+    timing = rec.server_timing()
+    if rec.html:
+        missing = [f"{stage};dur=0.00" for stage in HTML_STAGES if stage not in rec.timings]
+        if missing:
+            timing = ", ".join(missing) + ", " + timing
+    return timing
 
 
 def explain_header(trace: dict) -> str:
@@ -221,7 +243,7 @@ class _Client:
             resp.headers.add(name, value)
         if length is not None:
             resp.content_length = length
-        resp.headers["Server-Timing"] = self.rec.server_timing()
+        resp.headers["Server-Timing"] = server_timing(self.rec)
         self.rec.status = status
         self.response = resp
         await resp.prepare(self.request)

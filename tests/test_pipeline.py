@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from proxyharness import (
     BROWSER,
+    BROWSER_UA,
     decode,
     encode,
     raw_get,
@@ -265,6 +266,16 @@ async def test_server_timing_names_every_stage_on_html(proxy, origin, client, pa
         timing = resp.headers["Server-Timing"]
     names = {part.split(";")[0].strip() for part in timing.split(",")}
     assert {"classify", "choose", "origin", "rewrite", "total"} <= names, timing
+
+
+@pytest.mark.parametrize("ua", [BROWSER_UA, "curl/8.5.0"])
+async def test_server_timing_on_html_that_is_not_personalised(origin, tmp_path, ua):
+    # No variants at all (and a bot): still every stage, so dashboards that
+    # split Server-Timing see the same names on every HTML response.
+    async with run_proxy(origin.url, tmp_path / "empty") as proxy:
+        resp = await raw_get(proxy.port, "/", {"User-Agent": ua})
+    names = {part.split(";")[0].strip() for part in resp.get("server-timing").split(",")}
+    assert {"classify", "choose", "origin", "rewrite", "total"} <= names, resp.get("server-timing")
 
 
 async def test_response_streamed_in_many_chunks_is_rewritten_the_same(proxy, client):

@@ -1,0 +1,316 @@
+"""Header hygiene (RFC 9110 §7.6.1), forwarding headers and the one upstream.
+
+On the wire through the real proxy (raw sockets, so nothing in between adds
+or hides a header), then the pure functions of ``edgeproxy.headers`` as
+tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+
+import pytest
+from aiohttp import web
+
+from edgeproxy.headers import client_ip, forward_request_headers, request_facts, strip_hop_by_hop
+from proxyharness import raw_request, request_bytes, run_origin, run_proxy
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response({"body": body.decode("latin-1"), "path": request.path_qs, "raw_path": request.raw_path, "headers": list(request.headers.items())})
+
+
+@pytest.fixture
+async def origin():
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    async with run_origin(app) as url:
+        yield url
+
+
+@pytest.fixture
+async def proxy(origin, tmp_path):
+    async with run_proxy(origin, tmp_path / "slots") as server:
+        yield server
+
+
+@pytest.fixture
+async def trusting_proxy(origin, tmp_path):
+    async with run_proxy(origin, tmp_path / "slots", trust_proxy="127.0.0.0/8") as server:
+        yield server
+
+
+def seen_by_origin(resp) -> dict:
+    assert resp.status == 200, (resp.status, resp.body[:200])
+    data = json.loads(resp.body)
+    data["names"] = {k.lower() for k, _ in data["headers"]}
+    data["h"] = {}
+    for k, v in data["headers"]:
+        data["h"].setdefault(k.lower(), v)
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Client -> origin
+# ---------------------------------------------------------------------------
+async def test_hop_by_hop_request_headers_are_not_forwarded(proxy):
+    resp = await raw_request(
+        proxy.port,
+        request_bytes(
+            "GET",
+            "/echo",
+            [
+                ("Host", "shop.example"),
+                ("Connection", "close, X-Listed, x-also-listed"),
+                ("X-Listed", "secret"),
+                ("X-Also-Listed", "secret"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Trailer", "Expires"),
+                ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+                ("Proxy-Connection", "keep-alive"),
+                ("X-Kept", "yes"),
+            ],
+        ),
+    )
+    seen = seen_by_origin(resp)
+    for name in ("x-listed", "x-also-listed", "keep-alive", "te", "trailer", "proxy-authorization", "proxy-connection"):
+        assert name not in seen["names"], name
+    assert seen["h"]["x-kept"] == "yes"
+    # the origin's connection header is the proxy's own business, not the client's list
+    assert "x-listed" not in seen["h"].get("connection", "").lower()
+
+
+async def test_request_transfer_encoding_is_not_forwarded_verbatim(proxy):
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    resp = await raw_request(
+        proxy.port,
+        request_bytes("POST", "/echo", [("Transfer-Encoding", "chunked"), ("Content-Type", "text/plain")], body),
+    )
+    seen = seen_by_origin(resp)
+    # The proxy re-frames the body itself; the client's framing is hop-by-hop.
+    assert seen["body"] == "hello"
+    assert seen["h"].get("transfer-encoding", "chunked").lower() == "chunked"
+
+
+async def test_forwarding_headers_are_set_for_the_origin(proxy):
+    resp = await raw_request(proxy.port, request_bytes("GET", "/echo", {"Host": "www.shop.example"}))
+    seen = seen_by_origin(resp)
+    assert seen["h"]["x-forwarded-for"] == "127.0.0.1"
+    assert seen["h"]["x-forwarded-proto"] == "http"
+    assert seen["h"]["x-forwarded-host"] == "www.shop.example"
+
+
+async def test_forged_forwarding_headers_from_an_untrusted_client_are_dropped(proxy):
+    resp = await raw_request(
+        proxy.port,
+        request_bytes(
+            "GET",
+            "/echo",
+            {
+                "X-Forwarded-For": "6.6.6.6",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "evil.example",
+                "Forwarded": "for=6.6.6.6",
+                "X-Real-IP": "6.6.6.6",
+            },
+        ),
+    )
+    seen = seen_by_origin(resp)
+    assert seen["h"]["x-forwarded-for"] == "127.0.0.1"
+    assert seen["h"]["x-forwarded-proto"] == "http"
+    assert seen["h"]["x-forwarded-host"] == "shop.example"
+    assert "forwarded" not in seen["names"]
+    assert "x-real-ip" not in seen["names"]
+    assert not any("6.6.6.6" in v for _, v in seen["headers"])
+
+
+async def test_a_trusted_proxys_forwarding_chain_is_extended(trusting_proxy):
+    resp = await raw_request(
+        trusting_proxy.port,
+        request_bytes(
+            "GET",
+            "/echo",
+            {"X-Forwarded-For": "203.0.113.7, 10.0.0.2", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "www.shop.example"},
+        ),
+    )
+    seen = seen_by_origin(resp)
+    assert seen["h"]["x-forwarded-for"] == "203.0.113.7, 10.0.0.2, 127.0.0.1"
+    assert seen["h"]["x-forwarded-proto"] == "https"
+    assert seen["h"]["x-forwarded-host"] == "www.shop.example"
+
+
+async def test_the_origin_gets_its_own_host_header(proxy, origin):
+    resp = await raw_request(proxy.port, request_bytes("GET", "/echo", {"Host": "www.shop.example"}))
+    seen = seen_by_origin(resp)
+    assert seen["h"]["host"] == origin.removeprefix("http://")
+
+
+async def test_the_proxys_preview_header_never_reaches_the_origin(proxy):
+    resp = await raw_request(proxy.port, request_bytes("GET", "/echo", {"X-Edge-Preview-Token": "abc"}))
+    assert "x-edge-preview-token" not in seen_by_origin(resp)["names"]
+
+
+# ---------------------------------------------------------------------------
+# Origin -> client
+# ---------------------------------------------------------------------------
+async def _raw_origin(head: bytes, body: bytes):
+    async def serve(reader, writer):
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(head + body)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/html"])
+async def test_hop_by_hop_response_headers_are_not_passed_to_the_client(tmp_path, content_type):
+    body = b'{"ok": true}' if content_type == "application/json" else b"<p>hi</p>"
+    head = (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: " + content_type.encode() + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: keep-alive, X-Origin-Hop\r\n"
+        b"X-Origin-Hop: internal\r\n"
+        b"Keep-Alive: timeout=5, max=100\r\n"
+        b"Proxy-Authenticate: Basic realm=x\r\n"
+        b"Proxy-Connection: keep-alive\r\n"
+        b"Trailer: Expires\r\n"
+        b"Upgrade: h2c\r\n"
+        b"X-Kept: yes\r\n\r\n"
+    )
+    server = await _raw_origin(head, body)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(f"http://127.0.0.1:{port}", tmp_path / "slots") as proxy:
+            resp = await raw_request(proxy.port, request_bytes("GET", "/", {"Accept": "text/html"}))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert resp.status == 200
+    assert resp.body == body
+    names = resp.names()
+    for name in ("x-origin-hop", "keep-alive", "proxy-authenticate", "proxy-connection", "trailer", "upgrade"):
+        assert name not in names, name
+    assert resp.get("x-kept") == "yes"
+    assert "x-origin-hop" not in (resp.get("connection") or "").lower()
+
+
+# ---------------------------------------------------------------------------
+# The upstream is only ever --upstream
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "target, expected_path",
+    [
+        ("http://evil.example/echo?a=1", "/echo?a=1"),
+        ("https://evil.example:8443/echo", "/echo"),
+        # a path starting "//" is a path here, never an authority
+        ("//evil.example/echo", "/evil.example/echo"),
+        ("/echo/../secret", "/echo/../secret"),
+        ("/a%2Fb?x=%20", "/a%2Fb?x=%20"),  # the target's bytes are kept
+    ],
+)
+async def test_absolute_form_targets_never_pick_another_upstream(proxy, origin, target, expected_path):
+    resp = await raw_request(proxy.port, request_bytes("GET", target, {"Host": "evil.example"}))
+    seen = seen_by_origin(resp)  # answered by our origin, not evil.example
+    assert seen["raw_path"] == expected_path
+    assert seen["h"]["host"] == origin.removeprefix("http://")
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example", "127.0.0.1:1", "user@evil.example", "evil.example:80@127.0.0.1", "[::1]:9", "localhost", ""],
+)
+async def test_odd_host_headers_never_pick_another_upstream(proxy, origin, host):
+    resp = await raw_request(proxy.port, request_bytes("GET", "/echo", [("Host", host)]))
+    if resp.status == 400:  # refusing a malformed Host is fine too
+        return
+    seen = seen_by_origin(resp)
+    assert seen["h"]["host"] == origin.removeprefix("http://")
+
+
+async def test_duplicate_host_headers_never_pick_another_upstream(proxy, origin):
+    resp = await raw_request(proxy.port, request_bytes("GET", "/echo", [("Host", "a.example"), ("Host", "b.example")]))
+    if resp.status == 400:
+        return
+    assert seen_by_origin(resp)["h"]["host"] == origin.removeprefix("http://")
+
+
+# ---------------------------------------------------------------------------
+# Pure functions, as tables
+# ---------------------------------------------------------------------------
+NETS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
+
+
+@pytest.mark.parametrize(
+    "peer, xff, expected",
+    [
+        # untrusted peer: its X-Forwarded-For is ignored entirely
+        ("198.51.100.1", ["1.2.3.4"], "198.51.100.1"),
+        ("198.51.100.1", [], "198.51.100.1"),
+        # trusted peer: walk from the right while hops are trusted
+        ("10.0.0.1", ["1.2.3.4"], "1.2.3.4"),
+        ("10.0.0.1", ["1.2.3.4, 10.0.0.9"], "1.2.3.4"),
+        ("10.0.0.1", ["6.6.6.6, 1.2.3.4"], "1.2.3.4"),  # the spoofed left hop is not believed
+        ("10.0.0.1", ["6.6.6.6", "1.2.3.4"], "1.2.3.4"),  # several header lines
+        ("10.0.0.1", ["1.2.3.4:5678"], "1.2.3.4"),
+        ("10.0.0.1", ["[2001:db9::1]:443"], "2001:db9::1"),
+        ("10.0.0.1", ["garbage"], "10.0.0.1"),
+        ("10.0.0.1", ["1.2.3.4, garbage"], "10.0.0.1"),
+        ("10.0.0.1", [], "10.0.0.1"),
+        ("::ffff:10.0.0.1", ["1.2.3.4"], "1.2.3.4"),  # v4-mapped peer
+        ("2001:db8::5", ["1.2.3.4"], "1.2.3.4"),
+        # every hop trusted: the leftmost
+        ("10.0.0.1", ["10.1.1.1, 10.2.2.2"], "10.1.1.1"),
+    ],
+)
+def test_client_ip_comes_from_x_forwarded_for_only_through_trusted_proxies(peer, xff, expected):
+    assert client_ip(peer, xff, NETS) == expected
+
+
+def test_client_ip_with_no_trusted_networks_is_the_peer():
+    assert client_ip("10.0.0.1", ["1.2.3.4"], ()) == "10.0.0.1"
+
+
+def test_request_facts_trust_and_client_ip():
+    facts = request_facts(
+        method="GET", path="/", query=(), headers=[("X-Forwarded-For", "1.2.3.4"), ("Cookie", "a=1; b=2")],
+        peer="10.0.0.1", networks=NETS, scheme="http", host="shop.example",
+    )
+    assert facts.peer_trusted and facts.client_ip == "1.2.3.4"
+    assert dict(facts.cookies) == {"a": "1", "b": "2"}
+
+
+@pytest.mark.parametrize(
+    "headers, kept",
+    [
+        ([("Connection", "close"), ("X-A", "1")], [("X-A", "1")]),
+        ([("Connection", "X-A"), ("X-A", "1"), ("X-B", "2")], [("X-B", "2")]),
+        ([("connection", " x-a , ,X-B"), ("X-A", "1"), ("x-b", "2"), ("X-C", "3")], [("X-C", "3")]),
+        ([("Connection", "a"), ("Connection", "b"), ("A", "1"), ("B", "2"), ("C", "3")], [("C", "3")]),
+        ([("Transfer-Encoding", "chunked"), ("TE", "trailers"), ("Upgrade", "h2c"), ("Keep-Alive", "1")], []),
+        ([("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")], [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]),
+    ],
+)
+def test_strip_hop_by_hop(headers, kept):
+    assert strip_hop_by_hop(headers) == kept
+
+
+def test_forward_request_headers_sets_forwarding_and_host():
+    out = forward_request_headers(
+        [("Host", "www.shop.example"), ("Accept", "text/html"), ("Expect", "100-continue"), ("X-Forwarded-For", "6.6.6.6")],
+        peer="198.51.100.1", peer_trusted=False, scheme="https", host="www.shop.example", upstream_host="origin:8080",
+    )
+    assert out == [
+        ("Accept", "text/html"),
+        ("X-Forwarded-For", "198.51.100.1"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "www.shop.example"),
+        ("Host", "origin:8080"),
+    ]
+
