@@ -682,6 +682,19 @@ class UpstreamCache:
             upstream = await self._from_origin(call, url, req, key=None, entry=None, flight=None)
             return _mark(upstream, "BYPASS")
 
+        if method == "HEAD":
+            # Answered from a stored GET; otherwise the origin's HEAD response
+            # passes through (it has no body to store, and waits for nobody).
+            entry, key = self._lookup(url, req)
+            now = self._clock()
+            if entry is not None and not req.no_cache:
+                age = entry.age(now)
+                if entry.fresh(age):
+                    return self._serve(entry, "HIT", method, now)
+                if entry.within_swr(age):
+                    return self._serve(entry, "STALE", method, now)
+            return _mark(await call(), "MISS")
+
         for _attempt in range(3):
             entry, key = self._lookup(url, req)
             now = self._clock()
@@ -690,7 +703,7 @@ class UpstreamCache:
                 if entry.fresh(age) and not req.no_cache:
                     return self._serve(entry, "HIT", method, now)
                 if entry.within_swr(age) and not req.no_cache:
-                    if method == "GET" and (call.rewrites or not req.conditional):
+                    if call.rewrites or not req.conditional:
                         self._refresh_in_background(call, url, req, key, entry)
                     return self._serve(entry, "STALE", method, now)
 
@@ -708,8 +721,6 @@ class UpstreamCache:
                 # Not shareable, or the leader failed: our own origin request.
                 return await self._from_origin(call, url, req, key=key, entry=None, flight=None)
 
-            if method == "HEAD":
-                return _mark(await call(), "MISS")
             if passing or (req.conditional and (entry is None or not call.rewrites)):
                 # A conditional or Range miss goes as sent; it leads nothing.
                 return await self._from_origin(call, url, req, key=key, entry=entry, flight=None, as_sent=True)
@@ -862,6 +873,25 @@ class UpstreamCache:
         """A 304 for our validators: update the stored headers (§4.3.4)."""
         not_modified = upstream.headers
         upstream.release()
+        try:
+            return self._merge_304(url, req, key, entry, not_modified, flight, delay, received)
+        except Exception:
+            log.exception("cannot merge the 304 for %s; serving the stored copy", url)
+            if flight is not None:
+                flight.resolve(_UNSHAREABLE)
+            return self._serve(entry, "REVALIDATED", "GET", received)
+
+    def _merge_304(
+        self,
+        url: str,
+        req: _Request,
+        key: Any,
+        entry: _Entry,
+        not_modified: Headers,
+        flight: _Flight | None,
+        delay: float,
+        received: float,
+    ) -> Upstream:
         etag = next((v.strip() for n, v in not_modified if n.lower() == "etag"), None)
         if etag is not None and entry.etag is not None and etag != entry.etag:
             # A 304 for another representation: it does not refresh ours.

@@ -583,6 +583,16 @@ async def test_body_up_to_the_entry_limit_is_stored(origin, make_cache, get):
 # Coalescing
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for an event the test cannot await directly; a watchdog, not a timing."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), 30)
+
+
 async def _held(origin: Origin, path: str, gate: asyncio.Event, headers: dict[str, str]) -> None:
     async def handler(request, hit):
         await gate.wait()
@@ -631,12 +641,7 @@ async def test_uncacheable_key_is_not_coalesced_afterwards(origin, make_cache, g
     gate = asyncio.Event()
     await _held(origin, "/me", gate, {"Cache-Control": "private"})
     tasks = [asyncio.create_task(get(c, "/me")) for _ in range(5)]
-
-    async def all_at_the_origin():  # all five arrive while the origin holds them: nobody queued
-        while origin.hits["/me"] < 6:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(all_at_the_origin(), 30)
+    await _until(lambda: origin.hits["/me"] == 6)  # all five arrive while the origin holds them: nobody queued
     gate.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert c.stats["in_flight"] == 0
@@ -715,6 +720,22 @@ async def test_a_cancelled_waiter_does_not_cancel_the_leader(origin, make_cache,
     assert up.cache_status == "MISS" and body == b"page#1" and len(c) == 1
 
 
+async def test_head_does_not_wait_for_a_get_in_flight_and_is_never_stored(origin, make_cache, get):
+    gate = asyncio.Event()
+    await _held(origin, "/p", gate, {"Cache-Control": "max-age=60"})
+    c = make_cache()
+    leader = asyncio.create_task(get(c, "/p"))
+    await origin.arrived.wait()
+    head = asyncio.create_task(get(c, "/p", method="HEAD"))
+    await _until(lambda: origin.hits["/p"] == 2)  # the HEAD reaches the origin while the GET is held
+    gate.set()
+    head_up, head_body = await asyncio.wait_for(head, 30)
+    assert head_up.cache_status == "MISS" and head_body == b""
+    await leader
+    up, body = await get(c, "/p")
+    assert up.cache_status == "HIT" and body.startswith(b"page#")
+
+
 # ---------------------------------------------------------------------------
 # Stale content and revalidation (RFC 5861, RFC 9111 §4.3)
 
@@ -765,6 +786,30 @@ async def test_stale_if_error_serves_stale_when_the_origin_is_down(origin, make_
     clock.advance(250)
     with pytest.raises(UpstreamConnectError):
         await get(c, "/p")
+
+
+async def test_stale_if_error_serves_every_waiter_stale_when_the_leader_fails(origin, upstream, make_cache, get, clock):
+    settings, session = upstream
+    origin.static("/p", cache_control="max-age=10, stale-if-error=300")
+    c = make_cache()
+    await get(c, "/p")
+    clock.advance(20)
+    gate = asyncio.Event()
+    attempts = 0
+
+    async def failing():
+        nonlocal attempts
+        attempts += 1
+        await gate.wait()
+        raise UpstreamConnectError("cannot connect to the origin: refused")
+
+    url = fetch.upstream_url(settings, "/p")
+    tasks = [asyncio.create_task(c.fetch(failing, method="GET", url=url, request_headers=[])) for _ in range(10)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert attempts == 1
+    assert {(up.cache_status, up.body_bytes) for up in results} == {("STALE", b"page#1")}
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -842,6 +887,21 @@ async def test_client_conditional_on_a_stale_entry_revalidates_with_the_caches_o
     assert (up.status, up.cache_status, body) == (200, "REVALIDATED", b"page")
     sent = origin.seen["/p"][1]
     assert sent["If-None-Match"] == '"v1"' and "Range" not in sent
+
+
+async def test_304_that_sets_a_cookie_is_served_to_its_client_and_drops_the_entry(origin, make_cache, get, clock):
+    async def handler(request, hit):
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"', "Set-Cookie": "sid=9"})
+        return web.Response(body=b"page", headers={"ETag": '"v1"', "Cache-Control": "max-age=10"})
+
+    origin.route("/p", handler)
+    c = make_cache()
+    await get(c, "/p")
+    clock.advance(11)
+    up, body = await get(c, "/p")
+    assert (up.cache_status, body, up.header("Set-Cookie")) == ("REVALIDATED", b"page", "sid=9")
+    assert len(c) == 0
 
 
 async def test_stale_entry_with_last_modified_is_revalidated_with_if_modified_since(origin, make_cache, get, clock):
