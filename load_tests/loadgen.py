@@ -114,6 +114,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     service_times: list[float] = field(default_factory=list)
     cpu_seconds: float | None = None
+    generator_cpu_seconds: float | None = None
     error_samples: list[str] = field(default_factory=list)
     concurrency: int = 0
     rate: float | None = None
@@ -142,6 +143,8 @@ class LoadResult:
             "rate": self.rate,
             "latency_ms": latency_summary(lat),
             "cpu_seconds": self.cpu_seconds,
+            # Near 1.0: the generator, not the server, limited the run.
+            "generator_busy": (self.generator_cpu_seconds / self.elapsed) if self.generator_cpu_seconds is not None and self.elapsed else None,
             "cpu_us_per_request": (self.cpu_seconds / self.requests * 1e6) if self.cpu_seconds is not None and self.requests else None,
         }
         if self.service_times:
@@ -154,7 +157,8 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     values at or below it.  ``sorted_values`` must be sorted and non-empty."""
     if not sorted_values:
         raise ValueError("percentile of no values")
-    rank = math.ceil(p / 100.0 * len(sorted_values))
+    # Rounded first: 99.9 / 100 * 1000 is 999.0000000000001 in floating point.
+    rank = math.ceil(round(p * len(sorted_values) / 100.0, 9))
     return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
 
 
@@ -190,6 +194,7 @@ class _Window:
         """Sample CPU at the window's edges; report progress in between."""
         await asyncio.sleep(max(0.0, self.start - time.perf_counter()))
         self.cpu_start = self._cpu()
+        self.own_cpu_start = time.process_time()
         self.started_at = time.perf_counter()
         while True:
             now = time.perf_counter()
@@ -199,11 +204,13 @@ class _Window:
             if self.progress is not None and time.perf_counter() < self.end:
                 self.progress({"elapsed": time.perf_counter() - self.started_at, "requests": result.requests})
         self.cpu_end = self._cpu()
+        self.own_cpu_end = time.process_time()
         self.ended_at = time.perf_counter()
 
     def finish(self, result: LoadResult) -> None:
         assert self.started_at is not None and self.ended_at is not None
         result.elapsed = self.ended_at - self.started_at
+        result.generator_cpu_seconds = self.own_cpu_end - self.own_cpu_start
         if self.cpu_start is not None and self.cpu_end is not None:
             result.cpu_seconds = self.cpu_end - self.cpu_start
 

@@ -5,7 +5,9 @@ foreground (``daemon off``) with one worker, its own pid file, error log and
 temp paths, so it needs no root and touches nothing outside that directory.
 Upstream connections are kept alive (``keepalive``, HTTP/1.1), the origin is
 asked for identity bodies (``sub_filter`` cannot see into gzip) and the hero
-and banner get the same contents edgeproxy puts there.  ``sub_filter`` cannot
+and banner get the same contents edgeproxy puts there (``sub_filter`` acts on
+``text/html``, its default).  Proxy buffers are sized so no page spills to a
+temp file.  ``sub_filter`` cannot
 reorder the product grid, so nginx does two of the three edits.
 """
 
@@ -72,7 +74,13 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Accept-Encoding "";
-            sub_filter_types text/html;
+            # Buffers that hold a 500 KB page: nginx's defaults (8 x 4/8 KB)
+            # spill a 120 KB response to a temp file, which more than doubles
+            # its CPU per request (184 vs 80 us measured).
+            proxy_buffer_size 16k;
+            proxy_buffers 64 16k;
+            proxy_busy_buffers_size 64k;
+            proxy_max_temp_file_size 0;
             sub_filter_once on;
             sub_filter {_quote(HERO_DEFAULT)} {_quote(HERO_VARIANT)};
             sub_filter {_quote(BANNER_EMPTY)} {_quote(BANNER_EMPTY.replace('></div>', '>' + BANNER_VARIANT + '</div>'))};

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -101,7 +102,38 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
+def host_busy_cpu_seconds() -> float:
+    """CPU seconds all CPUs of the machine spent busy since boot (/proc/stat)."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now, below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` comes from the ephemeral range, where any
+    outgoing connection on the machine (a proxy's upstream pool, another
+    test run) may take it before our server binds it."""
+    low = _ephemeral_low()
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(20000, max(20001, low))
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

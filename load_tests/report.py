@@ -10,6 +10,8 @@ from pathlib import Path
 from . import budgets as B
 
 TABLE_PERCENTILES = ("p50", "p90", "p99", "p99.9")
+#: Other processes' CPU use during a run (in CPUs) above which a row is flagged.
+NOISY_CPUS = 0.15
 COLOURS = {
     B.DIRECT: "#7f7f7f",
     B.BARE: "#1f77b4",
@@ -72,6 +74,13 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
                 edits = info["edits"] if i == 0 else ""
                 if i == 0 and info["expected_edits"] and info["edits"] != info["expected_edits"]:
                     edits += f" (expected {info['expected_edits']}!)"
+                flags = []
+                if (r.get("other_cpus") or 0) > NOISY_CPUS:
+                    flags.append(f"noisy: others used {r['other_cpus']:.0%} CPU")
+                if (r.get("generator_busy") or 0) > 0.9:
+                    flags.append("generator-bound")
+                if flags:
+                    edits = (edits + "  " if edits else "") + "[" + "; ".join(flags) + "]"
                 rss = r.get("rss_kib")
                 print(f"{labels[name] if i == 0 else '':<22} {mode:<14} {r['rps']:9,.0f} "
                       + " ".join(_num(lat.get(p), ".2f", 9) for p in TABLE_PERCENTILES)
@@ -109,6 +118,11 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
         failed = [v for v in verdicts if v.failed]
         if failed:
             print(f"{len(failed)} budget(s) missed" + ("" if budgets_enabled else " (--no-budgets: not failing the run)"))
+    noisy = [r for r in runs if (r.get("other_cpus") or 0) > NOISY_CPUS]
+    if noisy:
+        print(f"\nwarning: {len(noisy)} of {len(runs)} runs shared the machine with other busy processes "
+              f"(up to {max(r['other_cpus'] for r in noisy):.0%} of a CPU): their latencies and req/s are pessimistic; "
+              "CPU per request is the least affected figure")
     if report["problems"]:
         print("\nproblems:\n  " + "\n  ".join(report["problems"]))
 

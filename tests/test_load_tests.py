@@ -1,0 +1,346 @@
+"""load_tests/: the generator measures a real local server correctly, and the
+budget checker fails a missed budget.
+
+The generator runs against an aiohttp server on a spare port; every assertion
+is about counts, statuses, bytes and arithmetic, never about how fast
+anything was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from load_tests import budgets as B
+from load_tests import nginx, wrk
+from load_tests.loadgen import build_request, closed_loop, latency_summary, open_loop, percentile, read_response, time_to_first_byte
+from load_tests.pages import PAGE_SIZES, check_personalised, describe, make_page
+
+BODY = b"x" * 5000
+CHUNKS = (b"a" * 100, b"b" * 3000, b"c" * 7)
+
+
+class CountingServer:
+    """An aiohttp server that counts the requests it answered, per path."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+        app = web.Application()
+        app.router.add_get("/fixed", self.fixed)
+        app.router.add_get("/chunked", self.chunked)
+        app.router.add_get("/missing", self.missing)
+        app.router.add_get("/close", self.close)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    def _seen(self, request: web.Request) -> None:
+        self.count[request.path] = self.count.get(request.path, 0) + 1
+
+    async def fixed(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.Response(body=BODY, content_type="text/html")
+
+    async def chunked(self, request: web.Request) -> web.StreamResponse:
+        self._seen(request)
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for part in CHUNKS:
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    async def missing(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.Response(status=404, text="nope")
+
+    async def close(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.Response(body=BODY, headers={"Connection": "close"})
+
+
+@pytest.fixture
+async def server():
+    s = CountingServer()
+    await s.server.start_server()
+    yield s
+    await s.server.close()
+
+
+def _request(s: CountingServer, path: str) -> bytes:
+    return build_request("127.0.0.1", s.server.port, path)
+
+
+# -- closed loop against a real server ---------------------------------------
+
+
+@pytest.mark.parametrize("path, size", [("/fixed", len(BODY)), ("/chunked", sum(map(len, CHUNKS))), ("/close", len(BODY))])
+async def test_closed_loop_counts_every_answered_request_and_its_body(server, path, size):
+    res = await closed_loop("127.0.0.1", server.server.port, _request(server, path), concurrency=3, duration=0.3)
+    answered = server.count[path]
+    assert res.errors == 0, res.error_samples
+    # Responses that end after the window closes are not counted: at most one per connection.
+    assert answered - 3 <= res.requests <= answered
+    assert res.requests > 0
+    assert dict(res.statuses) == {200: res.requests}
+    assert res.body_bytes == res.requests * size
+    assert len(res.latencies) == res.requests
+    assert all(lat > 0 for lat in res.latencies)
+
+
+async def test_closed_loop_reports_error_statuses_as_statuses(server):
+    res = await closed_loop("127.0.0.1", server.server.port, _request(server, "/missing"), concurrency=2, duration=0.2)
+    assert res.requests > 0
+    assert dict(res.statuses) == {404: res.requests}
+    summary = res.summary()
+    assert summary["statuses"] == {"404": res.requests}
+
+
+async def test_closed_loop_counts_connection_failures_as_errors():
+    from load_tests.procs import free_port
+
+    port = free_port()  # nothing listens there
+    res = await closed_loop("127.0.0.1", port, build_request("127.0.0.1", port, "/"), concurrency=1, duration=0.1)
+    assert res.requests == 0
+    assert res.errors > 0
+    assert "ConnectionRefusedError" in res.error_samples[0]
+
+
+async def test_closed_loop_reads_the_cpu_of_the_given_pids(server):
+    import os
+
+    res = await closed_loop("127.0.0.1", server.server.port, _request(server, "/fixed"), concurrency=2, duration=0.2, cpu_pids=[os.getpid()])
+    # The server runs in this very process: it used some CPU, and the figure is per request.
+    assert res.cpu_seconds is not None and res.cpu_seconds >= 0
+    assert res.summary()["cpu_us_per_request"] == pytest.approx(res.cpu_seconds / res.requests * 1e6)
+
+
+# -- open loop: the schedule, not the server, sets the count -----------------
+
+
+async def test_open_loop_sends_the_scheduled_number_of_requests(server):
+    rate, duration, connections = 200.0, 0.4, 4
+    res = await open_loop("127.0.0.1", server.server.port, _request(server, "/fixed"), rate=rate, connections=connections, duration=duration)
+    assert res.errors == 0, res.error_samples
+    # Every request scheduled inside the window is sent and counted, however late.
+    assert abs(res.requests - rate * duration) <= connections + 1
+    assert server.count["/fixed"] == res.requests
+    assert dict(res.statuses) == {200: res.requests}
+
+
+async def test_open_loop_latency_is_measured_from_the_schedule(server):
+    res = await open_loop("127.0.0.1", server.server.port, _request(server, "/fixed"), rate=100, connections=2, duration=0.2)
+    assert len(res.latencies) == len(res.service_times) == res.requests
+    # From the schedule is never shorter than from the actual send.
+    assert all(lat >= svc for lat, svc in zip(res.latencies, res.service_times))
+    assert "service_ms" in res.summary()
+
+
+async def test_open_loop_rejects_a_rate_of_zero(server):
+    with pytest.raises(ValueError, match="rate must be positive"):
+        await open_loop("127.0.0.1", server.server.port, _request(server, "/fixed"), rate=0, connections=1, duration=0.1)
+
+
+async def test_time_to_first_byte_reads_whole_responses_on_one_connection(server):
+    out = await time_to_first_byte("127.0.0.1", server.server.port, _request(server, "/chunked"), count=5)
+    assert out["statuses"] == {"200": 5}
+    assert server.count["/chunked"] == 5
+    assert out["ttfb_ms"]["p50"] <= out["total_ms"]["p50"]
+
+
+# -- response framing ---------------------------------------------------------
+
+
+def _reader(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # Content-Length
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", (200, 5, True)),
+        # chunked, with a chunk extension and a trailer
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n", (200, 5, True)),
+        # Connection: close
+        (b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 2\r\n\r\nno", (404, 2, False)),
+        # no framing: the body runs to EOF
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", (200, 13, False)),
+        # 304 has no body whatever the headers say
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", (304, 0, True)),
+    ],
+)
+async def test_read_response_frames_the_body(raw, expected):
+    assert await read_response(_reader(raw)) == expected
+
+
+async def test_read_response_leaves_the_next_response_on_the_connection():
+    reader = _reader(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert await read_response(reader) == (200, 1, True)
+    assert await read_response(reader) == (201, 0, True)
+
+
+def test_build_request_sends_a_desktop_browser_user_agent_unless_overridden():
+    req = build_request("127.0.0.1", 80, "/p").decode()
+    assert req.startswith("GET /p HTTP/1.1\r\nHost: 127.0.0.1:80\r\n")
+    assert "Windows NT 10.0" in req and req.endswith("\r\n\r\n")
+    assert "User-Agent: bot\r\n" in build_request("h", 1, "/", [("user-agent", "bot")]).decode().replace("user-agent", "User-Agent")
+
+
+# -- percentiles from known data ----------------------------------------------
+
+
+@pytest.mark.parametrize("p, value", [(50, 500), (90, 900), (99, 990), (99.9, 999), (100, 1000), (0, 1), (0.05, 1)])
+def test_percentile_is_nearest_rank(p, value):
+    assert percentile(list(range(1, 1001)), p) == value
+
+
+def test_percentile_of_a_single_value_is_that_value():
+    assert percentile([7.0], 99.99) == 7.0
+
+
+def test_percentile_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+
+
+def test_latency_summary_is_in_milliseconds():
+    seconds = sorted([0.001 * i for i in range(1, 101)])  # 1 … 100 ms
+    s = latency_summary(seconds)
+    assert s["p50"] == pytest.approx(50.0)
+    assert s["p99"] == pytest.approx(99.0)
+    assert s["p99.9"] == pytest.approx(100.0)
+    assert s["max"] == pytest.approx(100.0)
+    assert s["mean"] == pytest.approx(50.5)
+    assert latency_summary([])["p99"] is None
+
+
+# -- budgets ------------------------------------------------------------------
+
+
+def _runs(**cpu_rps):
+    """Closed-loop run dicts: system=(cpu µs/req, req/s, p99 ms)."""
+    return [
+        {"system": name, "page": "120k", "mode": "closed", "concurrency": 4, "cpu_us_per_request": cpu, "rps": rps,
+         "latency_ms": {"p99": p99}}
+        for name, (cpu, rps, p99) in cpu_rps.items()
+    ]
+
+
+RUNS = _runs(**{
+    B.DIRECT: (40.0, 10000.0, 1.0),
+    B.NGINX: (80.0, 6000.0, 1.5),
+    B.BARE: (320.0, 2500.0, 2.5),
+    B.REPARSE: (1900.0, 450.0, 12.0),
+    B.EDGEPROXY: (400.0, 2000.0, 4.0),
+    B.EDGEPROXY_CACHED: (100.0, 5000.0, 1.2),
+})
+TTFB = {B.DIRECT: {"ttfb_ms": {"p50": 0.2}}, B.EDGEPROXY: {"ttfb_ms": {"p50": 0.9}}}
+
+
+def test_figures_are_ratios_against_peers_of_the_same_page():
+    f = B.compute_figures(RUNS, TTFB, "120k")
+    assert f["cpu_per_request_vs_nginx"] == pytest.approx(5.0)
+    assert f["cpu_per_request_vs_bare_aiohttp"] == pytest.approx(1.25)
+    assert f["cached_cpu_per_request_vs_nginx"] == pytest.approx(1.25)
+    assert f["cached_requests_per_second_vs_nginx"] == pytest.approx(5000 / 6000)
+    assert f["reparse_cpu_per_request_vs_edgeproxy"] == pytest.approx(4.75)
+    assert f["added_latency_p99_ms"] == pytest.approx(3.0)
+    assert f["added_ttfb_ms"] == pytest.approx(0.7)
+
+
+def test_a_missed_budget_fails_and_a_met_one_passes():
+    figures = B.compute_figures(RUNS, TTFB, "120k")
+    verdicts = {v.key: v for v in B.check_budgets(
+        {"cpu_per_request_vs_nginx_max": 2.5, "reparse_cpu_per_request_vs_edgeproxy_min": 4.0, "added_ttfb_ms_max": 1.0},
+        figures,
+    )}
+    assert verdicts["cpu_per_request_vs_nginx_max"].status == "fail"
+    assert verdicts["cpu_per_request_vs_nginx_max"].failed
+    assert verdicts["cpu_per_request_vs_nginx_max"].why == "5 > 2.5"
+    assert verdicts["reparse_cpu_per_request_vs_edgeproxy_min"].status == "pass"
+    assert verdicts["added_ttfb_ms_max"].status == "pass"
+
+
+def test_a_min_budget_fails_below_its_limit():
+    [v] = B.check_budgets({"cached_requests_per_second_vs_nginx_min": 1.0}, {"cached_requests_per_second_vs_nginx": 0.5})
+    assert v.failed and v.why == "0.5 < 1"
+
+
+def test_a_budget_whose_peer_was_not_measured_is_skipped_not_failed():
+    runs = [r for r in RUNS if r["system"] != B.NGINX]  # nginx not installed
+    [v] = B.check_budgets({"cpu_per_request_vs_nginx_max": 2.5}, B.compute_figures(runs, TTFB, "120k"))
+    assert v.status == "skipped" and not v.failed
+
+
+def test_figures_of_another_page_are_not_mixed_in():
+    assert B.compute_figures(RUNS, TTFB, "500k")["cpu_per_request_vs_nginx"] is None
+
+
+def test_an_unknown_budget_key_is_an_error_naming_it():
+    with pytest.raises(B.BudgetError, match="unknown budget 'cpu_per_request_vs_haproxy_max'"):
+        B.check_budgets({"cpu_per_request_vs_haproxy_max": 1.0}, {})
+
+
+def test_a_budget_must_be_a_number():
+    with pytest.raises(B.BudgetError, match="added_ttfb_ms_max must be a number, not 'fast'"):
+        B.validate_budgets({"added_ttfb_ms_max": "fast"})
+
+
+def test_the_shipped_budgets_file_holds_the_issue_targets():
+    spec = B.load_budgets()
+    assert spec["page"] == "120k"
+    assert spec["cpu_per_request_vs_nginx_max"] == 2.5
+    assert spec["cpu_per_request_vs_bare_aiohttp_max"] == 1.1
+    assert spec["reparse_cpu_per_request_vs_edgeproxy_min"] == 5.0
+
+
+def test_a_malformed_budgets_file_names_the_file(tmp_path: Path):
+    bad = tmp_path / "budgets.toml"
+    bad.write_text("page = \n")
+    with pytest.raises(B.BudgetError, match="budgets.toml"):
+        B.load_budgets(bad)
+
+
+# -- the systems' inputs --------------------------------------------------------
+
+
+def test_pages_have_the_three_slots_and_their_size():
+    for name, size in PAGE_SIZES.items():
+        page = make_page(size)
+        assert abs(len(page) - size) < 1000, name
+        for marker in (b'data-edge-slot="hero"', b'data-edge-slot="banner"', b'data-edge-slot="product-grid"'):
+            assert marker in page
+        assert describe(check_personalised(page)) == "none"
+
+
+def test_the_reparse_baseline_applies_all_three_edits():
+    from load_tests.proxies import _rewrite_dom
+
+    out = _rewrite_dom(make_page(PAGE_SIZES["60k"]))
+    assert check_personalised(out) == {"hero": True, "banner": True, "sort": True}
+
+
+def test_nginx_config_substitutes_hero_and_banner_in_a_private_prefix(tmp_path: Path):
+    conf = nginx.write_config(tmp_path, port=20001, upstream_port=20002).read_text()
+    assert "listen 127.0.0.1:20001" in conf and "server 127.0.0.1:20002" in conf
+    assert conf.count("sub_filter '") == 2
+    assert f"pid {tmp_path}/nginx.pid;" in conf
+    assert "daemon off;" in conf
+
+
+def test_wrk_report_line_is_parsed_into_a_summary():
+    line = (wrk.MARK + '{"requests": 1000, "duration_us": 2000000, "bytes": 5000, '
+            '"errors": {"connect": 0, "read": 1, "write": 0, "status": 3, "timeout": 0}, '
+            '"latency_ms": {"p50": 1.000, "p99": 2.500, "mean": 1.100, "max": 3.000}}')
+    s = wrk.parse_output("Running 2s test\n" + line + "\n")
+    assert s["rps"] == 500.0
+    assert s["errors"] == 1
+    assert s["statuses"] == {"2xx/3xx": 997, "other": 3}
+    assert s["latency_ms"]["p99"] == 2.5
