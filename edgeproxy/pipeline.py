@@ -73,6 +73,7 @@ class State:
     classifiers: Any
     metrics: Metrics
     cache: Any = None
+    render_cache: Any = None  # render_cache.RenderCache for bodies served from memory
     events: Any = None  # events.EventLog when an exposure/conversion log is configured
     preview_digest: str | None = None
     draining: bool = False
@@ -94,7 +95,10 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         if isinstance(upstream, web.StreamResponse):  # the origin failed
             return upstream
         s = state.settings
-        response = await send(request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes)  # 4, 5
+        response = await send(
+            request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes,
+            render_cache=state.render_cache, url=request.raw_path,
+        )  # 4, 5
         if state.events is not None:
             _log_events(state, facts, visitor, plan, rec)  # 6
         return response
@@ -200,8 +204,9 @@ def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Vi
         for name, d in decision.slots.items():
             if d.experiment is not None and d.edit is None:
                 edits[name] = OBSERVE
-    deadline = rec.started + state.settings.budget_s
-    if edits and time.perf_counter() > deadline:
+    # The budget covers classify + choose + rewrite, not the origin's time.
+    budget = state.settings.budget_s - (time.perf_counter() - rec.started) if state.settings.budget_ms > 0 else None
+    if edits and budget is not None and budget <= 0:
         rec.fail_open("budget")
         edits = {}
     rec.variants.update({name: d.variant for name, d in decision.slots.items()})
@@ -229,7 +234,7 @@ def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Vi
         cookies=tuple(cookies),
         secure=secure,
         explain=explain,
-        deadline=deadline if state.settings.budget_ms > 0 else None,
+        budget=budget,
         capped=capped,
         on_applied=on_applied if capped else None,
     )

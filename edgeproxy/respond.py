@@ -35,6 +35,7 @@ from .errors import UpstreamBodyError
 from .fetch import Upstream
 from .model import Decision, SetCookie
 from .record import Record
+from .render_cache import RenderCache, render_key
 from .rewrite import decoder_for, encoder_for, negotiate, page_charset
 from .rewrite.body import BodyTransform
 from .rewrite.codec import DEFAULT_MAX_DECODED_BYTES, CodecError
@@ -61,7 +62,9 @@ class Plan:
     ``edits`` may be empty (nothing to rewrite).  ``cookies`` are set on an
     HTML response only.  ``explain`` (preview token holders only) becomes the
     ``X-Edge-Explain`` header; ``secure`` says the client came over HTTPS.
-    ``deadline`` is the ``perf_counter`` value the rewriter must finish by.
+    ``budget`` is the rewriting time left of the request's personalisation
+    budget, in seconds (``None``: unlimited); time waiting for the origin
+    does not count against it.
     ``on_applied`` runs once the rewriter knows which slots were applied and
     returns extra cookies (the frequency-cap cookie) for the head.
     """
@@ -71,7 +74,7 @@ class Plan:
     cookies: tuple[SetCookie, ...] = ()
     secure: bool = False
     explain: Callable[[], dict] | None = None
-    deadline: float | None = None
+    budget: float | None = None
     capped: frozenset[str] = frozenset()
     on_applied: Callable[[dict[str, str]], SetCookie | None] | None = None
     extra_cookies: tuple[str, ...] = ()
@@ -236,6 +239,8 @@ class _Client:
         self.request = request
         self.rec = rec
         self.response: web.StreamResponse | None = None
+        self.render_cache: RenderCache | None = None
+        self.url = ""
 
     async def start(self, status: int, reason: str, headers: list[tuple[str, str]], *, length: int | None = None) -> None:
         resp = web.StreamResponse(status=status, reason=reason or None)
@@ -266,9 +271,24 @@ class _Client:
             transport.abort()
 
 
-async def send(request: web.Request, upstream: Upstream, plan: Plan, rec: Record, *, max_rewrite_bytes: int, max_slot_bytes: int) -> web.StreamResponse:
-    """Send ``upstream`` to the client, rewritten per ``plan`` where it can be."""
+async def send(
+    request: web.Request,
+    upstream: Upstream,
+    plan: Plan,
+    rec: Record,
+    *,
+    max_rewrite_bytes: int,
+    max_slot_bytes: int,
+    render_cache: RenderCache | None = None,
+    url: str = "",
+) -> web.StreamResponse:
+    """Send ``upstream`` to the client, rewritten per ``plan`` where it can be.
+
+    ``render_cache`` memoises rewritten bodies that came from memory (the
+    upstream cache), keyed by ``url``, the body and the edits."""
     client = _Client(request, rec)
+    client.render_cache = render_cache
+    client.url = url
     html = is_html(upstream.header("content-type"))
     rec.html = html
     why_not = rewrite_reason(upstream, request.method, plan, max_rewrite_bytes)
@@ -375,7 +395,8 @@ async def _send_rewritten(
         decoder = decoder_for(upstream.header("content-encoding"), max_bytes=max(DEFAULT_MAX_DECODED_BYTES, max_rewrite_bytes * 4))
         encoder = encoder_for(coding)
         assert decoder is not None and encoder is not None
-        return BodyTransform(decoder, _rewriter(plan, upstream, max_slot_bytes, first_plain), encoder, max_rewrite_bytes=max_rewrite_bytes)
+        rewriter = _rewriter(plan, upstream, max_slot_bytes, first_plain)
+        return BodyTransform(decoder, rewriter, encoder, max_rewrite_bytes=max_rewrite_bytes, budget=plan.budget)
 
     # The charset sniff needs the start of the decoded page.
     first_plain = _peek_plain(upstream.header("content-encoding"), first)
@@ -384,10 +405,22 @@ async def _send_rewritten(
 
     if complete:
         # The whole body is here: transform it before the head, fall back to
-        # the origin's bytes on any error.
+        # the origin's bytes on any error.  A body from memory may have been
+        # rendered with these very edits before.
+        memo = client.render_cache if upstream.body_bytes is not None else None
+        key = render_key(plan.edits, coding, upstream.header("content-type")) if memo is not None else ()
+        found = memo.get(client.url, first, key) if memo is not None else None
+        if found is not None:
+            body, outcomes = found
+            rec.add("rewrite", time.perf_counter() - started)
+            rec.cache = f"{rec.cache}+RENDER"
+            await _send_rendered(client, upstream, plan, rec, coding, cookies, body, outcomes)
+            return
         try:
             transform = make_transform()
             body = transform.feed(first) + transform.finish()
+            if memo is not None:
+                memo.put(client.url, first, key, body, transform.outcomes)
         except Exception as exc:  # CodecError, anything unexpected: fail open
             if not isinstance(exc, CodecError):
                 log.exception("rewriting %s failed; serving the origin's bytes", request.path)
@@ -399,14 +432,7 @@ async def _send_rewritten(
             await client.end()
             return
         rec.add("rewrite", time.perf_counter() - started)
-        _note_outcomes(rec, transform.outcomes)
-        all_cookies = cookies + _cap_cookies(plan, transform.outcomes)
-        headers = response_headers(upstream.headers, personalised=True, coding=coding, cookies=all_cookies)
-        if plan.explain is not None:
-            headers.append(("X-Edge-Explain", explain_header(plan.explain())))
-        await client.start(upstream.status, upstream.reason, headers, length=len(body))
-        await client.write(body)
-        await client.end()
+        await _send_rendered(client, upstream, plan, rec, coding, cookies, body, transform.outcomes)
         return
 
     # Streaming: the head goes out with the first rewritten bytes (later for a
@@ -482,6 +508,20 @@ async def _send_rewritten(
     await client.end()
 
 
+async def _send_rendered(
+    client: _Client, upstream: Upstream, plan: Plan, rec: Record, coding: str, cookies: list[str], body: bytes, outcomes: dict[str, str]
+) -> None:
+    """A whole rewritten body, with an exact Content-Length."""
+    _note_outcomes(rec, outcomes)
+    all_cookies = cookies + _cap_cookies(plan, outcomes)
+    headers = response_headers(upstream.headers, personalised=True, coding=coding, cookies=all_cookies)
+    if plan.explain is not None:
+        headers.append(("X-Edge-Explain", explain_header(plan.explain())))
+    await client.start(upstream.status, upstream.reason, headers, length=len(body))
+    await client.write(body)
+    await client.end()
+
+
 def _peek_plain(content_encoding: str | None, first: bytes) -> bytes:
     """The first decoded bytes of the body, for the charset sniff; empty if
     they cannot be decoded (the real decoder will report it)."""
@@ -496,7 +536,7 @@ def _peek_plain(content_encoding: str | None, first: bytes) -> bytes:
 
 def _rewriter(plan: Plan, upstream: Upstream, max_slot_bytes: int, head: bytes) -> SlotRewriter:
     charset = page_charset(upstream.header("content-type"), head)
-    return SlotRewriter(plan.edits, charset=charset, max_slot_bytes=max_slot_bytes, deadline=plan.deadline)
+    return SlotRewriter(plan.edits, charset=charset, max_slot_bytes=max_slot_bytes)
 
 
 def _note_outcomes(rec: Record, outcomes: dict[str, str]) -> None:

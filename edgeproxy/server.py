@@ -39,6 +39,7 @@ from .catalog.watch import CatalogStore, watch
 from .fetch import open_session
 from .pipeline import State, handle, preview_digest
 from .record import Metrics
+from .render_cache import RenderCache
 from .settings import Settings, build_settings
 
 log = logging.getLogger("edgeproxy.server")
@@ -89,6 +90,7 @@ class ProxyServer:
             classifiers=classifiers,
             metrics=Metrics(),
             cache=_open_cache(s),
+            render_cache=RenderCache(s.render_cache_bytes, keys_per_url=s.render_cache_keys_per_url) if s.render_cache_bytes > 0 else None,
             preview_digest=preview_digest(s),
         )
         if s.exposure_log or s.conversion_log:

@@ -65,6 +65,8 @@ DEFAULT_AFFINITY_PATTERNS = ("/c/{category}", "/collections/{category}")
 # In-memory upstream cache (issue "latency budget"): bytes, 0 disables.
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_RENDER_CACHE_KEYS_PER_URL = 64
+# Rendered (rewritten + re-encoded) pages of cached origin bodies: bytes, 0 disables.
+DEFAULT_RENDER_CACHE_BYTES = 32 * 1024 * 1024
 
 ENV_PREFIX = "EDGEPROXY_"
 
@@ -201,6 +203,7 @@ class Settings:
 
     cache_bytes: int = DEFAULT_CACHE_BYTES
     render_cache_keys_per_url: int = DEFAULT_RENDER_CACHE_KEYS_PER_URL
+    render_cache_bytes: int = DEFAULT_RENDER_CACHE_BYTES
     access_log: bool = False
     log_level: str = "info"
 
@@ -250,6 +253,7 @@ _PARSERS: dict[str, Any] = {
     "affinity_patterns": lambda k, v: _check_affinity_patterns(k, _parse_list(v)),
     "cache_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
     "render_cache_keys_per_url": lambda k, v: _parse_int(k, v, 0, 1 << 20),
+    "render_cache_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
     "access_log": _parse_bool,
     "log_level": lambda k, v: _check_choice(k, str(v).lower(), ("debug", "info", "warning", "error")),
 }

@@ -16,12 +16,18 @@ What holds:
 * Past ``max_rewrite_bytes`` of decoded HTML the rewriter stops: the rest of
   the page passes through unchanged (slots already rewritten stay so; a slot
   being held goes out as the origin sent it).  The page is never cut.
+* ``budget`` (seconds, ``None`` = none) is the rewriting time this body may
+  use: it is spent only inside ``feed``/``finish``, so time spent waiting for
+  a slow origin's next chunk does not count.  Once spent, the rewriter leaves
+  the remaining slots as the origin sent them (outcome ``deadline``).
 * Decoder errors (``CorruptBody``, ``DecodedTooLarge``) propagate: once
   re-encoded bytes were sent there is no honest way to continue, so the
   caller aborts the response (the origin's own body was broken).
 """
 
 from __future__ import annotations
+
+import time
 
 from .codec import Decoder, Encoder
 from .stream import OVER_CAP, SlotRewriter
@@ -30,15 +36,18 @@ from .stream import OVER_CAP, SlotRewriter
 class BodyTransform:
     """decode -> rewrite -> encode for one body (see the module docstring)."""
 
-    __slots__ = ("_decoder", "_rewriter", "_encoder", "_cap", "_decoded", "_stopped")
+    __slots__ = ("_decoder", "_rewriter", "_encoder", "_cap", "_decoded", "_stopped", "_budget")
 
-    def __init__(self, decoder: Decoder, rewriter: SlotRewriter, encoder: Encoder, *, max_rewrite_bytes: int) -> None:
+    def __init__(
+        self, decoder: Decoder, rewriter: SlotRewriter, encoder: Encoder, *, max_rewrite_bytes: int, budget: float | None = None
+    ) -> None:
         self._decoder = decoder
         self._rewriter = rewriter
         self._encoder = encoder
         self._cap = max_rewrite_bytes
         self._decoded = 0
         self._stopped = False
+        self._budget = budget
 
     @property
     def outcomes(self) -> dict[str, str]:
@@ -48,9 +57,20 @@ class BodyTransform:
     def decoded_bytes(self) -> int:
         return self._decoded
 
-    def _rewrite(self, plain: bytes) -> bytes:
-        if not plain:
+    def _rewrite(self, plain: bytes, final: bool = False) -> bytes:
+        if not plain and not final:
             return b""
+        started = time.perf_counter()
+        if self._budget is not None:
+            self._rewriter.deadline = started + self._budget
+        out = self._capped(plain) if plain else b""
+        if final:
+            out += self._rewriter.finish()
+        if self._budget is not None:
+            self._budget = max(0.0, self._budget - (time.perf_counter() - started))
+        return out
+
+    def _capped(self, plain: bytes) -> bytes:
         room = self._cap - self._decoded
         self._decoded += len(plain)
         if self._stopped or len(plain) <= room:
@@ -67,6 +87,5 @@ class BodyTransform:
         return self._encoder.compress(self._rewrite(self._decoder.decompress(chunk)))
 
     def finish(self) -> bytes:
-        tail = self._rewrite(self._decoder.flush())
-        tail += self._rewriter.finish()
+        tail = self._rewrite(self._decoder.flush(), final=True)
         return self._encoder.compress(tail) + self._encoder.flush()

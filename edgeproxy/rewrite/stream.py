@@ -131,6 +131,17 @@ class SlotRewriter:
         self._finished = False
 
     # -- public -------------------------------------------------------------
+    @property
+    def deadline(self) -> float | None:
+        """The ``perf_counter`` value after which slots are left alone; the
+        caller may move it between feeds (e.g. not to count time spent
+        waiting for the origin's next chunk)."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self._deadline = value
+
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk of the body; return the bytes ready to send."""
         if self._finished:
