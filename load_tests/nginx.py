@@ -23,14 +23,9 @@ from .pages import BANNER_EMPTY, BANNER_VARIANT, HERO_DEFAULT, HERO_VARIANT
 
 
 def nginx_binary() -> str | None:
-    """The ``nginx`` on PATH (or in /usr/sbin, where Debian puts it), or None."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """The ``nginx`` on PATH, or None (Debian installs it in /usr/sbin, which
+    is on root's PATH but not always on other users')."""
+    return shutil.which("nginx")
 
 
 def nginx_version(binary: str) -> str:

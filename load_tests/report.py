@@ -124,7 +124,7 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
               f"(up to {max(r['other_cpus'] for r in noisy):.0%} of a CPU): their latencies and req/s are pessimistic; "
               "CPU per request is the least affected figure")
     if report["problems"]:
-        print("\nproblems:\n  " + "\n  ".join(report["problems"]))
+        print("\nproblems:\n  " + "\n  ".join(p.splitlines()[0] for p in report["problems"]))
 
 
 # ---------------------------------------------------------------- HTML / SVG

@@ -173,7 +173,7 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
         s = systems[B.NGINX]
         binary = nginx.nginx_binary()
         if binary is None:
-            s.skipped = "skipped: nginx not installed"
+            s.skipped = "skipped: nginx not installed (no nginx on PATH)"
         else:
             s.port = free_port()
             prefix = workdir / "nginx"
@@ -210,7 +210,7 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             for other in systems.values():
                 if other.child is s.child:
                     other.error = f"failed to start: {exc}"
-            progress_note(f"{LABELS[s.name]}: failed to start\n{exc}")
+            progress_note(f"{LABELS[s.name]}: failed to start: {str(exc).splitlines()[0]}")
     return systems, origin
 
 
@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     html_path = write_html(report, LABELS, args.out / f"run-{stamp}.html")
     print(f"\nwrote {json_path}\n      {html_path}")
     if broken:
-        print("\nbroken runs (not a timing problem):\n  " + "\n  ".join(broken), file=sys.stderr)
+        print("\nbroken (not a timing problem):\n  " + "\n  ".join(b.replace("\n", "\n    ") for b in broken), file=sys.stderr)
         return EXIT_BROKEN
     if args.budgets_enabled and any(v.failed for v in verdicts):
         return EXIT_BUDGET
