@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--geo-db", dest="geo_db", metavar="PATH")
     explain.add_argument("--json", action="store_true", help="print the decision trace as JSON")
 
+    report = sub.add_parser("report", help="per experiment and arm: conversion rate, uplift vs control, p-value, SRM check")
+    report.add_argument("exposures", help="exposure log (JSON lines, as --exposure-log writes; .gz is fine)")
+    report.add_argument("conversions", nargs="?", help="conversion log (as --conversion-log writes)")
+    report.add_argument("--html", metavar="OUT", help="also write a self-contained HTML report with charts")
+    report.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    report.add_argument("--weights", action="append", default=[], metavar="EXP:ARM=PCT,...",
+                        help="intended split for the SRM check, e.g. bf-hero:control=70,promo=30 (repeatable; default: equal split)")
+
     geo = sub.add_parser("geo-build", help="build a .mmdb from a CSV of networks (see geo/README.md)")
     geo.add_argument("csv", help="CSV: network,country,region,city,continent,timezone")
     geo.add_argument("out", help="output .mmdb path")
@@ -95,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .explain import run_explain
 
             return run_explain(args)
+        if args.command == "report":
+            from .report import run_report
+
+            return run_report(args)
         if args.command == "geo-build":
             from .classify.geo_build import run_geo_build
 
