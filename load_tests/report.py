@@ -101,6 +101,20 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
         for name, t in report["ttfb"].items():
             print(f"{labels[name]:<22} {_num(t['ttfb_ms']['p50'], '.2f', 12)} {_num(t['ttfb_ms']['p90'], '.2f', 12)} "
                   f"{_num(t['total_ms']['p50'], '.2f', 16)}")
+    for name, prof in report.get("profiles", {}).items():
+        if prof.get("skipped"):
+            print(f"\nprofile of {labels[name]}: {prof['skipped']}")
+            continue
+        print(f"\n== where {labels[name]}'s CPU goes (py-spy, {prof['page']} page, {prof['samples']:,} samples, "
+              f"{prof['busy_share']:.0%} busy; shares of the busy samples) ==")
+        print("  self time by function:")
+        for fn, share in prof["self"][:12]:
+            print(f"    {share:6.1%}  {fn}")
+        print("  self time by file: " + ", ".join(f"{f} {share:.0%}" for f, share in prof["files"][:8]))
+        print("  inclusive, edgeproxy frames:")
+        for fn, share in prof["inclusive"][:12]:
+            print(f"    {share:6.1%}  {fn}")
+        print(f"  collapsed stacks: {prof['file']} (flamegraph.pl or speedscope.app read them)")
     page = report["budget_page"]
     figures = report["figures"].get(page)
     if figures is not None:

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gzip", action="store_true", help="clients send Accept-Encoding: gzip (default identity, as the issue's figures)")
     ap.add_argument("--ttfb-count", type=int, help=f"sequential requests for the TTFB check (default {DEFAULT_TTFB_COUNT})")
     ap.add_argument("--edgeproxy-arg", action="append", default=[], metavar="ARG", help="extra argument for `edgeproxy serve` (repeatable, e.g. --edgeproxy-arg=--workers=2)")
+    ap.add_argument("--profile", action="store_true", help="after the measured runs, sample edgeproxy under load with py-spy and print where its CPU goes")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON and HTML go (default load_tests/results)")
     return ap
 
@@ -373,6 +374,30 @@ class Runner:
         res["generator"] = "bundled"
         return res
 
+    def profile(self, s: System, page: str, out: Path) -> dict:
+        """An extra, unmeasured closed-loop run while py-spy samples the server."""
+        from . import profile
+
+        binary = profile.py_spy_binary()
+        if binary is None:
+            return {"skipped": "skipped: py-spy not installed (pip install py-spy)"}
+        duration = max(2.0, self.args.duration)
+        rec = profile.start_recording(binary, s.child.pid, out, duration, preexec=self._preexec())
+        try:
+            self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--concurrency",
+                           str(self.args.concurrency), "--duration", str(duration + 1.0), "--warmup", "0"])
+            text = rec.communicate(timeout=duration + 30)[0]
+        finally:
+            if rec.poll() is None:
+                rec.kill()
+                rec.wait()
+        if rec.returncode or not out.exists():
+            return {"skipped": f"py-spy failed ({rec.returncode}): {text.strip()[-300:]}"}
+        with open(out) as f:
+            summary = profile.summarise(f)
+        summary.update(page=page, file=str(out))
+        return summary
+
     def ttfb(self, s: System) -> dict:
         return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)])
 
@@ -428,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     workdir = Path(tempfile.mkdtemp(prefix="edgeproxy-load-"))
     children = Children(workdir, server_cpus)
-    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1)
+    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1) + (2 if args.profile else 0)
     planned = steps * (args.duration + args.warmup) + len(wanted) * args.ttfb_count * 0.06
     progress = Progress(steps + 1, planned)
     runner: Runner | None = None
@@ -468,6 +493,17 @@ def main(argv: list[str] | None = None) -> int:
                     ores.update(other_cpus=noise.other_cpus, system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid))
                     runs.append(ores)
                     progress.finish(_fmt_step(s, page, ores))
+        profiles: dict[str, dict] = {}
+        if args.profile:
+            profile_page = B.DEFAULT_BUDGET_PAGE if B.DEFAULT_BUDGET_PAGE in pages else pages[0]
+            args.out.mkdir(parents=True, exist_ok=True)
+            for s in systems.values():
+                if s.runnable and s.name.startswith("edgeproxy"):
+                    progress.start(f"profile {LABELS[s.name]} ({profile_page}, py-spy)", max(2.0, args.duration) + 1)
+                    stem = started.strftime("%Y%m%dT%H%M%SZ")
+                    profiles[s.name] = runner.profile(s, profile_page, args.out / f"profile-{stem}-{s.name}.txt")
+                    progress.finish(f"profile {LABELS[s.name]}: " + (profiles[s.name].get("skipped")
+                                    or f"{profiles[s.name]['samples']} samples"))
         ttfb: dict[str, dict] = {}
         progress.start("time to first byte, origin streams (/stream)", len(wanted) * args.ttfb_count * 0.06)
         for s in systems.values():
@@ -518,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                         "expected_edits": s.expected_edits, "notes": s.notes} for n, s in systems.items()},
         "runs": runs,
         "ttfb": ttfb,
+        "profiles": profiles,
         "figures": figures_by_page,
         "budget_page": budget_page,
         "budgets": [v.__dict__ for v in verdicts],
