@@ -344,3 +344,25 @@ def test_wrk_report_line_is_parsed_into_a_summary():
     assert s["errors"] == 1
     assert s["statuses"] == {"2xx/3xx": 997, "other": 3}
     assert s["latency_ms"]["p99"] == 2.5
+
+
+# -- profile summary ------------------------------------------------------------
+
+
+def test_profile_summary_separates_idle_and_ranks_functions_by_self_time():
+    from load_tests.profile import summarise
+
+    stacks = [
+        "main (edgeproxy/cli.py:93);Runner.run (asyncio/runners.py:118) 50",
+        "main (edgeproxy/cli.py:93);handle (edgeproxy/pipeline.py:98);feed (edgeproxy/rewrite/stream.py:171) 30",
+        "main (edgeproxy/cli.py:93);handle (edgeproxy/pipeline.py:98);feed (edgeproxy/rewrite/stream.py:180) 10",
+        "main (edgeproxy/cli.py:93);handle (edgeproxy/pipeline.py:99);_write (aiohttp/http_writer.py:104) 10",
+    ]
+    s = summarise(stacks)
+    assert s["samples"] == 100
+    assert s["busy_share"] == 0.5
+    # Line numbers are folded: one function, one row.
+    assert s["self"] == [("feed (edgeproxy/rewrite/stream.py)", 0.8), ("_write (aiohttp/http_writer.py)", 0.2)]
+    assert s["files"][0] == ("edgeproxy/rewrite/stream.py", 0.8)
+    # The entry chain (on every stack) is not listed as inclusive time.
+    assert s["inclusive"] == [("feed (edgeproxy/rewrite/stream.py)", 0.8)]
