@@ -41,9 +41,16 @@ async def metrics(request: web.Request) -> web.Response:
     catalog = state.catalog.current
     state.metrics.catalog_variants.set(len(catalog))
     state.metrics.catalog_errors.set(len(catalog.errors))
-    cache = state.cache
-    if cache is not None and hasattr(cache, "update_metrics"):
-        cache.update_metrics(state.metrics)
+    m = state.metrics
+    if state.cache is not None:
+        m.cache_bytes.set(state.cache.bytes)
+        m.cache_entries.set(len(state.cache))
+    if state.render_cache is not None:
+        stats = state.render_cache.stats
+        m.render_bytes.set(stats["bytes"])
+        m.render_entries.set(stats["entries"])
+        m.render_overflows.set(stats["key_overflows"])
+        m.render_keys_per_url.set(stats["max_keys_per_url"])
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # --workers N: every worker's series, summed by prometheus_client.
         registry = CollectorRegistry()

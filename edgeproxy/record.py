@@ -92,6 +92,18 @@ class Metrics:
         self.catalog_variants = Gauge("edgeproxy_catalog_variants", "Live variants", registry=r, multiprocess_mode="max")
         self.catalog_errors = Gauge("edgeproxy_catalog_errors", "Slot files rejected at the last load", registry=r, multiprocess_mode="max")
         self.bytes_out = Counter("edgeproxy_response_bytes", "Body bytes sent to clients", registry=r)
+        # Cache sizes, read from the caches when /metrics is scraped.
+        self.cache_bytes = Gauge("edgeproxy_cache_bytes", "Bytes held by the upstream cache", registry=r, multiprocess_mode="livesum")
+        self.cache_entries = Gauge("edgeproxy_cache_entries", "Responses held by the upstream cache", registry=r, multiprocess_mode="livesum")
+        self.render_bytes = Gauge("edgeproxy_render_cache_bytes", "Bytes held by the render cache", registry=r, multiprocess_mode="livesum")
+        self.render_entries = Gauge("edgeproxy_render_cache_entries", "Rendered pages held", registry=r, multiprocess_mode="livesum")
+        self.render_overflows = Gauge(
+            "edgeproxy_render_cache_overflows", "Rendered pages dropped because a URL had too many distinct decisions",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.render_keys_per_url = Gauge(
+            "edgeproxy_render_cache_max_keys_per_url", "Most distinct decisions cached for one URL", registry=r, multiprocess_mode="max"
+        )
         # A short in-memory window of recent latencies for the dashboard.
         self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)
 
