@@ -204,8 +204,16 @@ def run_one(settings: Settings, *, reuse_port: bool = False, admin: bool = True)
         return runner.run(_run(settings, reuse_port=reuse_port, admin=admin))
 
 
+def setup_logging(settings: Settings, worker: int | None = None) -> None:
+    """Logs to stderr at ``log_level``; one access line per request only
+    with ``access_log`` (``edgeproxy.access`` at INFO)."""
+    tag = f" w{worker}" if worker is not None else ""
+    logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edgeproxy.access").setLevel(logging.INFO if settings.access_log else logging.WARNING)
+
+
 def _worker(settings: Settings, index: int) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings, index)
     sys.exit(run_one(settings, reuse_port=True, admin=index == 0))
 
 
@@ -244,9 +252,5 @@ def serve_from_args(args: argparse.Namespace) -> int:
     """``edgeproxy serve``: settings from flags > env > TOML > defaults."""
     flags = {k: v for k, v in vars(args).items() if k not in ("command",)}
     settings = build_settings(flags)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.access_log:
-        logging.getLogger("edgeproxy.access").setLevel(logging.INFO)
-    else:
-        logging.getLogger("edgeproxy.access").setLevel(logging.WARNING)
+    setup_logging(settings)
     return serve(settings)
