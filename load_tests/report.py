@@ -55,6 +55,8 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
           + f"; {'gzip' if a['gzip'] else 'identity'} responses")
     print("CPU µs/req: the server process tree's user+system CPU over the measured window ÷ requests (origin excluded, "
           "except for 'direct')")
+    if any(r.get("rate_capped") for r in runs):
+        print("open */s: rate capped at half the bundled generator's ceiling (wrk found a higher max than it can drive)")
     pages = list(dict.fromkeys(r["page"] for r in runs)) or list(meta["page_bytes"])
     head = (f"{'system':<22} {'loop':<14} {'req/s':>9} " + " ".join(f"{p + ' ms':>9}" for p in TABLE_PERCENTILES)
             + f" {'CPU µs/req':>11} {'RSS MiB':>8}  edits")
@@ -71,6 +73,8 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
             for i, r in enumerate(mine):
                 lat = r.get("latency_ms") or {}
                 mode = f"closed c={r['concurrency']}" if r["mode"] == "closed" else f"open {r['rate']:.0f}/s"
+                if r.get("rate_capped"):
+                    mode += "*"
                 edits = info["edits"] if i == 0 else ""
                 if i == 0 and info["expected_edits"] and info["edits"] != info["expected_edits"]:
                     edits += f" (expected {info['expected_edits']}!)"

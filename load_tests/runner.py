@@ -58,6 +58,8 @@ QUICK_DURATION = 0.6
 QUICK_WARMUP = 0.2
 QUICK_TTFB_COUNT = 5
 VERIFY_TRIES = 5
+#: Open-loop rates stay below this share of the bundled generator's ceiling.
+GENERATOR_SHARE = 0.5
 
 SYSTEM_ORDER = (B.DIRECT, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED)
 LABELS = {
@@ -213,6 +215,10 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
                     other.error = f"failed to start: {exc}"
             progress_note(f"{LABELS[s.name]}: failed to start: {str(exc).splitlines()[0]}")
     return systems, origin
+
+
+def origin_port_of(origin: Child) -> int:
+    return int(origin.argv[origin.argv.index("--port") + 1])
 
 
 def verify(systems: dict[str, System], page: str, headers: list[tuple[str, str]]) -> list[str]:
@@ -398,6 +404,12 @@ class Runner:
         summary.update(page=page, file=str(out))
         return summary
 
+    def calibrate(self, s: System, page: str) -> dict:
+        """The bundled generator's own ceiling: a short closed loop against ``s``
+        (the origin, the fastest server) with the open loop's connections."""
+        return self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--concurrency",
+                              str(self.args.open_connections), "--duration", "1.0", "--warmup", str(self.args.warmup)])
+
     def ttfb(self, s: System) -> dict:
         return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)])
 
@@ -453,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     workdir = Path(tempfile.mkdtemp(prefix="edgeproxy-load-"))
     children = Children(workdir, server_cpus)
-    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1) + (2 if args.profile else 0)
+    calibrations = len(pages) if (args.open_loop and not args.rate and args.generator != "bundled" and args.duration >= 1.0
+                                  and wrk.wrk_binary()) else 0
+    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1) + (2 if args.profile else 0) + calibrations
     planned = steps * (args.duration + args.warmup) + len(wanted) * args.ttfb_count * 0.06
     progress = Progress(steps + 1, planned)
     runner: Runner | None = None
@@ -463,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.note(f"load_tests: {len(wanted)} systems, pages {','.join(pages)}, {args.duration:g}s runs "
                       f"(+{args.warmup:g}s warm-up), {pin}")
         systems, origin = start_systems(args, children, workdir, wanted, progress.note)
+        origin_system = systems.get(B.DIRECT) or System(B.DIRECT, port=origin_port_of(origin), child=origin)
         for s in systems.values():
             if s.skipped:
                 progress.note(f"{LABELS[s.name]}: {s.skipped}")
@@ -475,7 +490,14 @@ def main(argv: list[str] | None = None) -> int:
                          + (f"{args.rate:g} req/s" if args.rate else f"{args.open_fraction:.0%} of each system's max")
                          if args.open_loop else "no open loop"))
         runs: list[dict] = []
+        gen_capacity: dict[str, float] = {}
         for page in pages:
+            if args.open_loop and not args.rate and runner.use_wrk and origin_system.runnable:
+                progress.start(f"{page} bundled generator capacity (against the origin)", 1.0 + args.warmup)
+                cal = runner.calibrate(origin_system, page)
+                gen_capacity[page] = cal["rps"]
+                progress.finish(f"{page:>5} bundled generator capacity: {cal['rps']:,.0f} req/s against the origin; "
+                                f"open-loop rates are capped at {GENERATOR_SHARE:.0%} of it")
             for s in systems.values():
                 if not s.runnable:
                     continue
@@ -487,10 +509,15 @@ def main(argv: list[str] | None = None) -> int:
                 progress.finish(_fmt_step(s, page, res))
                 if args.open_loop:
                     rate = args.rate or max(1.0, res["rps"] * args.open_fraction)
+                    capped = False
+                    if not args.rate and page in gen_capacity and rate > GENERATOR_SHARE * gen_capacity[page]:
+                        # wrk found a max the Python generator cannot drive:
+                        # an open loop above its capacity measures the generator.
+                        rate, capped = GENERATOR_SHARE * gen_capacity[page], True
                     progress.start(f"{page} {LABELS[s.name]} open {rate:.0f}/s", args.duration + args.warmup)
                     with NoiseMeter(children) as noise:
                         ores = runner.open(s, page, rate)
-                    ores.update(other_cpus=noise.other_cpus, system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid))
+                    ores.update(rate_capped=capped, other_cpus=noise.other_cpus, system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid))
                     runs.append(ores)
                     progress.finish(_fmt_step(s, page, ores))
         profiles: dict[str, dict] = {}
