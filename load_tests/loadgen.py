@@ -375,6 +375,34 @@ async def time_to_first_byte(host: str, port: int, request: bytes, *, count: int
     }
 
 
+async def download(host: str, port: int, request: bytes, *, rate_mb_s: float, chunk: int = 64 * 1024) -> dict:
+    """One GET whose body is read at no more than ``rate_mb_s`` MB/s (a slow
+    client, so a proxy that buffers instead of applying back-pressure shows it
+    in its memory).  Returns the status, the body bytes and the seconds."""
+    reader, writer = await _connect(host, port)
+    try:
+        t0 = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        i = lower.find(b"\r\ncontent-length:")
+        expected = int(lower[i + 17 : lower.index(b"\r\n", i + 2)]) if i >= 0 else None
+        got = 0
+        while expected is None or got < expected:
+            data = await reader.read(chunk)
+            if not data:
+                break
+            got += len(data)
+            # Sleep until the body so far is within the rate.
+            ahead = got / (rate_mb_s * 1e6) - (time.perf_counter() - t0)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        return {"status": status, "bytes": got, "expected": expected, "seconds": time.perf_counter() - t0}
+    finally:
+        writer.close()
+
+
 def _emit(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -382,7 +410,7 @@ def _emit(obj: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="bundled HTTP/1.1 load generator (prints JSON lines)")
-    ap.add_argument("mode", choices=("closed", "open", "ttfb"))
+    ap.add_argument("mode", choices=("closed", "open", "ttfb", "download"))
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--path", default="/")
@@ -393,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--count", type=int, default=20, help="ttfb: sequential requests")
+    ap.add_argument("--mb-per-second", type=float, default=200.0, help="download: client read rate")
     ap.add_argument("--cpu-pid", type=int, action="append", default=[], help="server pid whose CPU time to measure (repeatable)")
     ap.add_argument("--latencies", action="store_true", help="include every latency in the result")
     args = ap.parse_args(argv)
@@ -405,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     async def go() -> dict:
         if args.mode == "ttfb":
             return await time_to_first_byte(args.host, args.port, request, count=args.count)
+        if args.mode == "download":
+            return await download(args.host, args.port, request, rate_mb_s=args.mb_per_second)
         if args.mode == "closed":
             res = await closed_loop(
                 args.host, args.port, request, concurrency=args.concurrency, duration=args.duration,

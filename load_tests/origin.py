@@ -14,6 +14,9 @@ Endpoints (``NAME`` is a key of :data:`load_tests.pages.PAGE_SIZES`):
 ``/stream``                the 60 KB page, uncacheable, chunked: everything up
                            to the hero slot at once, the rest after
                            ``--stream-delay`` seconds (a slow backend render)
+``/blob/MB``               MB mebibytes of ``application/octet-stream``,
+                           written under flow control (for the proxies'
+                           memory with large non-HTML bodies)
 ``/healthz``               ``ok``
 
 Every page carries ``Vary: Accept-Encoding`` and is sent gzip-encoded when the
@@ -32,6 +35,8 @@ from .pages import PAGE_SIZES, hero_offset, make_page
 
 DEFAULT_STREAM_DELAY = 0.05
 MAX_HEAD = 64 * 1024
+BLOB_CHUNK = 256 * 1024
+MAX_BLOB_MB = 4096
 
 
 def _head(status: str, headers: list[tuple[str, str]]) -> bytes:
@@ -65,6 +70,7 @@ class Origin:
         page = make_page(PAGE_SIZES["60k"])
         cut = hero_offset(page)
         self.stream_parts = (page[:cut], page[cut:])
+        self.blob_chunk = bytes(range(256)) * (BLOB_CHUNK // 256)
         self.stream_head = _head(
             "200 OK",
             [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-cache"), ("Transfer-Encoding", "chunked")],
@@ -87,12 +93,36 @@ class OriginProtocol(asyncio.Protocol):
         self.buf = b""
         self.busy = False
         self.transport: asyncio.Transport | None = None
+        self.blob_left = 0  # bytes of /blob still to write
+        self.blob_close = False
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._write_blob()
+
+    def _write_blob(self) -> None:
+        """Write /blob chunks until the transport asks us to pause."""
+        chunk = self.origin.blob_chunk
+        while self.blob_left and not self.paused and self.transport is not None:
+            part = chunk if self.blob_left >= len(chunk) else chunk[: self.blob_left]
+            self.blob_left -= len(part)
+            self.transport.write(part)
+        if not self.blob_left and self.busy and self.transport is not None:
+            self.busy = False
+            if self.blob_close:
+                self.transport.close()
+            else:
+                self.process()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -133,6 +163,19 @@ class OriginProtocol(asyncio.Protocol):
             first, rest = self.origin.stream_parts
             transport.write(self.origin.stream_head + date + _chunk(first))
             asyncio.get_running_loop().call_later(self.origin.stream_delay, self._finish_stream, rest, close)
+            return
+        if path.startswith(b"/blob/"):
+            try:
+                size = min(int(path[6:]), MAX_BLOB_MB) * 1024 * 1024
+            except ValueError:
+                size = 0
+            self.busy = True
+            self.blob_left = size
+            self.blob_close = close
+            transport.write(
+                _head("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))]) + date
+            )
+            self._write_blob()
             return
         route = self.origin.routes.get(path)
         if route is None:

@@ -105,6 +105,13 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
         for name, t in report["ttfb"].items():
             print(f"{labels[name]:<22} {_num(t['ttfb_ms']['p50'], '.2f', 12)} {_num(t['ttfb_ms']['p90'], '.2f', 12)} "
                   f"{_num(t['total_ms']['p50'], '.2f', 16)}")
+    if report.get("memory"):
+        m0 = next(iter(report["memory"].values()))
+        print(f"\n== memory: a {m0['megabytes']} MiB non-HTML body (Content-Length) to a client reading "
+              f"{m0['megabytes'] * 1.048576 / m0['seconds']:.0f} MB/s ==")
+        print(f"{'system':<22} {'RSS before MiB':>15} {'peak MiB':>9} {'growth MiB':>11}")
+        for name, m in report["memory"].items():
+            print(f"{labels[name]:<22} {m['rss_before_mib']:15.0f} {m['rss_peak_mib']:9.0f} {m['rss_growth_mib']:11.1f}")
     for name, prof in report.get("profiles", {}).items():
         if prof.get("skipped"):
             print(f"\nprofile of {labels[name]}: {prof['skipped']}")

@@ -60,6 +60,9 @@ QUICK_TTFB_COUNT = 5
 VERIFY_TRIES = 5
 #: Open-loop rates stay below this share of the bundled generator's ceiling.
 GENERATOR_SHARE = 0.5
+#: The large non-HTML body of the memory check, and the client's read rate (MB/s).
+LARGE_BODY_MB = 128
+LARGE_BODY_RATE = 256.0
 
 SYSTEM_ORDER = (B.DIRECT, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED)
 LABELS = {
@@ -410,6 +413,35 @@ class Runner:
         return self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--concurrency",
                               str(self.args.open_connections), "--duration", "1.0", "--warmup", str(self.args.warmup)])
 
+    def large_body(self, s: System, megabytes: int, rate_mb_s: float) -> dict:
+        """A ``megabytes`` non-HTML body through ``s`` to a slow client, with
+        the server tree's RSS sampled every 20 ms: baseline and peak growth."""
+        before = tree_rss_kib(s.child.pid)
+        cmd = [sys.executable, "-m", "load_tests.loadgen", "download", "--host", HOST, "--port", str(s.port),
+               "--path", f"/blob/{megabytes}", "--mb-per-second", str(rate_mb_s)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                preexec_fn=self._preexec(), cwd=str(Path(__file__).resolve().parents[1]))
+        self.current = proc
+        peak = before
+        try:
+            while proc.poll() is None:
+                peak = max(peak, tree_rss_kib(s.child.pid))
+                self.progress.update()
+                time.sleep(0.02)
+            out, err = proc.communicate()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self.current = None
+        result = next((json.loads(line) for line in out.splitlines() if '"result"' in line), None)
+        if result is None:
+            raise RuntimeError(f"download through {s.name} failed: {err[-800:]}")
+        result.pop("event", None)
+        result.update(megabytes=megabytes, rss_before_mib=before / 1024, rss_peak_mib=peak / 1024,
+                      rss_growth_mib=(peak - before) / 1024)
+        return result
+
     def ttfb(self, s: System) -> dict:
         return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)])
 
@@ -458,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, on_term)
+    # Children import load_tests and edgeproxy from this checkout even when the
+    # project is not installed (they run from other directories).
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     gen_cpus, server_cpus = cpu_plan()
     if gen_cpus:
         os.sched_setaffinity(0, gen_cpus)
@@ -467,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     children = Children(workdir, server_cpus)
     calibrations = len(pages) if (args.open_loop and not args.rate and args.generator != "bundled" and args.duration >= 1.0
                                   and wrk.wrk_binary()) else 0
-    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1) + (2 if args.profile else 0) + calibrations
+    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1) + (2 if args.profile else 0) + calibrations + 1
     planned = steps * (args.duration + args.warmup) + len(wanted) * args.ttfb_count * 0.06
     progress = Progress(steps + 1, planned)
     runner: Runner | None = None
@@ -538,6 +574,13 @@ def main(argv: list[str] | None = None) -> int:
                 ttfb[s.name] = runner.ttfb(s)
         progress.finish("time to first byte: " + ", ".join(
             f"{LABELS[n]} {t['ttfb_ms']['p50']:.2f} ms" for n, t in ttfb.items() if t["ttfb_ms"]["p50"] is not None))
+        memory: dict[str, dict] = {}
+        proxies = [s for s in systems.values() if s.runnable and not s.cacheable and s.name != B.DIRECT]
+        progress.start(f"memory: a {LARGE_BODY_MB} MiB non-HTML body through each proxy", len(proxies) * 1.0)
+        for s in proxies:
+            memory[s.name] = runner.large_body(s, LARGE_BODY_MB, LARGE_BODY_RATE)
+        progress.finish(f"memory, {LARGE_BODY_MB} MiB non-HTML body at {LARGE_BODY_RATE:g} MB/s: " + ", ".join(
+            f"{LABELS[n]} +{m['rss_growth_mib']:.0f} MiB" for n, m in memory.items()))
         progress.close()
     except KeyboardInterrupt:
         progress.close()
@@ -554,10 +597,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir)
 
     budget_page = budget_spec.get("page", B.DEFAULT_BUDGET_PAGE)
-    figures_by_page = {page: B.compute_figures(runs, ttfb, page) for page in pages}
+    figures_by_page = {page: B.compute_figures(runs, ttfb, page, memory=memory) for page in pages}
     figures = figures_by_page.get(budget_page, {})
     verdicts = B.check_budgets(budget_spec, figures) if budget_page in pages else []
     broken = [f"{LABELS[s.name]}: {s.error}" for s in systems.values() if s.error]
+    for name, m in memory.items():
+        if m["status"] != 200 or m["bytes"] != m["expected"]:
+            broken.append(f"{LABELS[name]}: large body: status {m['status']}, {m['bytes']:,} of {m['expected']} bytes")
     for r in runs:
         ok = sum(v for k, v in r.get("statuses", {}).items() if k in ("200", "2xx/3xx"))
         if r["requests"] == 0 or ok < r["requests"] or r.get("errors"):
@@ -582,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "ttfb": ttfb,
         "profiles": profiles,
+        "memory": memory,
         "figures": figures_by_page,
         "budget_page": budget_page,
         "budgets": [v.__dict__ for v in verdicts],

@@ -17,7 +17,16 @@ from aiohttp.test_utils import TestServer
 
 from load_tests import budgets as B
 from load_tests import nginx, wrk
-from load_tests.loadgen import build_request, closed_loop, latency_summary, open_loop, percentile, read_response, time_to_first_byte
+from load_tests.loadgen import (
+    build_request,
+    closed_loop,
+    download,
+    latency_summary,
+    open_loop,
+    percentile,
+    read_response,
+    time_to_first_byte,
+)
 from load_tests.pages import PAGE_SIZES, check_personalised, describe, make_page
 
 BODY = b"x" * 5000
@@ -151,6 +160,12 @@ async def test_time_to_first_byte_reads_whole_responses_on_one_connection(server
     assert out["ttfb_ms"]["p50"] <= out["total_ms"]["p50"]
 
 
+async def test_download_reads_the_whole_body_at_the_given_rate_cap(server):
+    out = await download("127.0.0.1", server.server.port, _request(server, "/fixed"), rate_mb_s=1000.0, chunk=1000)
+    assert out["status"] == 200
+    assert out["bytes"] == out["expected"] == len(BODY)
+
+
 # -- response framing ---------------------------------------------------------
 
 
@@ -253,6 +268,12 @@ def test_figures_are_ratios_against_peers_of_the_same_page():
     assert f["reparse_cpu_per_request_vs_edgeproxy"] == pytest.approx(4.75)
     assert f["added_latency_p99_ms"] == pytest.approx(3.0)
     assert f["added_ttfb_ms"] == pytest.approx(0.7)
+
+
+def test_the_memory_figure_is_edgeproxys_rss_growth_whatever_the_page():
+    memory = {B.EDGEPROXY: {"rss_growth_mib": 2.5}, B.REPARSE: {"rss_growth_mib": 256.0}}
+    assert B.compute_figures(RUNS, TTFB, "500k", memory=memory)["large_body_rss_growth_mib"] == 2.5
+    assert B.compute_figures(RUNS, TTFB, "120k")["large_body_rss_growth_mib"] is None
 
 
 def test_a_missed_budget_fails_and_a_met_one_passes():
