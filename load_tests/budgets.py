@@ -40,6 +40,7 @@ FIGURES: dict[str, str] = {
     "reparse_cpu_per_request_vs_edgeproxy": "re-parse+serialise CPU/req ÷ edgeproxy",
     "added_latency_p99_ms": f"edgeproxy p99 − direct p99, closed loop at concurrency {LATENCY_CONCURRENCY} (ms)",
     "added_ttfb_ms": "edgeproxy TTFB − direct TTFB, origin streams (median, ms)",
+    "soak_rss_growth_pct": "edgeproxy RSS growth over the --soak run at 70 % of max (%)",
     "large_body_rss_growth_mib": "edgeproxy peak RSS growth, 128 MiB non-HTML body, slow client (MiB)",
 }
 
@@ -100,14 +101,20 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def compute_figures(
-    runs: Iterable[Mapping], ttfb: Mapping[str, Mapping], page: str = DEFAULT_BUDGET_PAGE, *, memory: Mapping[str, Mapping] | None = None
+    runs: Iterable[Mapping],
+    ttfb: Mapping[str, Mapping],
+    page: str = DEFAULT_BUDGET_PAGE,
+    *,
+    memory: Mapping[str, Mapping] | None = None,
+    soak: Mapping | None = None,
 ) -> dict[str, float | None]:
     """Every figure of :data:`FIGURES` for ``page`` (None where a system is missing).
 
     ``runs``: measurement dicts with ``system``, ``page``, ``mode``,
     ``concurrency``, ``rps``, ``cpu_us_per_request`` and ``latency_ms``;
     ``ttfb``: system -> ``{"ttfb_ms": {"p50": …}}``; ``memory``: system ->
-    ``{"rss_growth_mib": …}`` (the large-body check, page-independent)."""
+    ``{"rss_growth_mib": …}`` (the large-body check, page-independent);
+    ``soak``: the ``--soak`` run (``rss_growth_pct``), or empty."""
     runs = list(runs)
 
     def cpu(system: str) -> float | None:
@@ -136,6 +143,7 @@ def compute_figures(
         "reparse_cpu_per_request_vs_edgeproxy": _ratio(cpu(REPARSE), cpu(EDGEPROXY)),
         "added_latency_p99_ms": minus(p99(EDGEPROXY), p99(DIRECT)),
         "added_ttfb_ms": minus(first_byte(EDGEPROXY), first_byte(DIRECT)),
+        "soak_rss_growth_pct": (soak or {}).get("rss_growth_pct") if (soak or {}).get("page") == page else None,
         "large_body_rss_growth_mib": ((memory or {}).get(EDGEPROXY) or {}).get("rss_growth_mib"),
     }
 

@@ -32,6 +32,17 @@ PEER_RATIOS = (
 )
 
 
+def format_figure(figure: str, value: float) -> str:
+    """``2.31x`` for ratios, ``1.20 ms``, ``+3.1 %``, ``2.0 MiB``."""
+    if figure.endswith("_ms"):
+        return f"{value:.2f} ms"
+    if figure.endswith("_pct"):
+        return f"{value:+.1f} %"
+    if figure.endswith("_mib"):
+        return f"{value:.1f} MiB"
+    return f"{value:.2f}x"
+
+
 def _num(v: float | None, fmt: str, width: int) -> str:
     return f"{v:{width}{fmt}}" if v is not None else f"{'-':>{width}}"
 
@@ -112,6 +123,14 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
         print(f"{'system':<22} {'RSS before MiB':>15} {'peak MiB':>9} {'growth MiB':>11}")
         for name, m in report["memory"].items():
             print(f"{labels[name]:<22} {m['rss_before_mib']:15.0f} {m['rss_peak_mib']:9.0f} {m['rss_growth_mib']:11.1f}")
+    soak = report.get("soak")
+    if soak:
+        lat = soak["latency_ms"]
+        print(f"\n== soak: edgeproxy, {soak['page']} page, open loop {soak['rate']:.0f}/s for {soak['elapsed'] / 60:.1f} min ==")
+        print(f"{soak['requests']:,} requests, {soak['errors']} errors; latency from schedule p50 {lat['p50']:.2f} / p99 "
+              f"{lat['p99']:.2f} / p99.9 {lat['p99.9']:.2f} / max {lat['max']:.2f} ms; CPU {soak['cpu_us_per_request']:.0f} µs/req")
+        print(f"RSS {soak['rss_start_mib']:.1f} MiB after warm-up -> {soak['rss_end_mib']:.1f} MiB at the end "
+              f"(peak {soak['rss_peak_mib']:.1f}): {soak['rss_growth_pct']:+.1f} %")
     for name, prof in report.get("profiles", {}).items():
         if prof.get("skipped"):
             print(f"\nprofile of {labels[name]}: {prof['skipped']}")
@@ -135,7 +154,7 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
             by_figure[v.figure].append(v)
         for figure, what in B.FIGURES.items():
             value = figures.get(figure)
-            shown = "not measured" if value is None else (f"{value:.2f} ms" if figure.endswith("_ms") else f"{value:.2f}x")
+            shown = "not measured" if value is None else format_figure(figure, value)
             judged = "; ".join(
                 f"{'≤' if v.key.endswith('_max') else '≥'} {v.limit:g}: {v.status.upper()}" for v in by_figure.get(figure, [])
             ) or "no budget"
@@ -245,7 +264,7 @@ def write_html(report: Mapping, labels: Mapping[str, str], path: Path) -> Path:
         for figure, what in B.FIGURES.items():
             value = figures.get(figure)
             v = verdicts.get(figure)
-            parts.append(f"<tr><th>{html.escape(what)}</th><td>{'-' if value is None else f'{value:.2f}'}</td>"
+            parts.append(f"<tr><th>{html.escape(what)}</th><td>{'-' if value is None else html.escape(format_figure(figure, value))}</td>"
                          f"<td>{html.escape(v['status'] + ' (' + v['key'] + ' = ' + format(v['limit'], 'g') + ')') if v else ''}</td></tr>")
         parts.append("</table>")
     path.write_text("".join(parts))

@@ -63,6 +63,9 @@ GENERATOR_SHARE = 0.5
 #: The large non-HTML body of the memory check, and the client's read rate (MB/s).
 LARGE_BODY_MB = 128
 LARGE_BODY_RATE = 256.0
+SOAK_FRACTION = 0.7
+SOAK_SAMPLE_EVERY = 5.0
+SOAK_WARMUP = 10.0
 
 SYSTEM_ORDER = (B.DIRECT, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED)
 LABELS = {
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gzip", action="store_true", help="clients send Accept-Encoding: gzip (default identity, as the issue's figures)")
     ap.add_argument("--ttfb-count", type=int, help=f"sequential requests for the TTFB check (default {DEFAULT_TTFB_COUNT})")
     ap.add_argument("--edgeproxy-arg", action="append", default=[], metavar="ARG", help="extra argument for `edgeproxy serve` (repeatable, e.g. --edgeproxy-arg=--workers=2)")
+    ap.add_argument("--soak", type=float, metavar="MINUTES", help=f"also hold edgeproxy at {SOAK_FRACTION:.0%} of its max (open loop, budget page) for MINUTES and report RSS growth (the issue's soak: 10)")
     ap.add_argument("--profile", action="store_true", help="after the measured runs, sample edgeproxy under load with py-spy and print where its CPU goes")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON and HTML go (default load_tests/results)")
     return ap
@@ -313,7 +317,7 @@ class Runner:
 
         return setup
 
-    def _loadgen(self, argv: list[str]) -> dict:
+    def _loadgen(self, argv: list[str], on_progress=None) -> dict:
         cmd = [sys.executable, "-m", "load_tests.loadgen", *argv]
         for k, v in self.headers:
             cmd += ["--header", f"{k}: {v}"]
@@ -327,6 +331,8 @@ class Runner:
                 msg = json.loads(line)
                 if msg.get("event") == "progress":
                     self.progress.update(msg.get("requests"))
+                    if on_progress is not None:
+                        on_progress(msg)
                 elif msg.get("event") == "result":
                     result = msg
             err = proc.stderr.read() if proc.stderr else ""
@@ -406,6 +412,26 @@ class Runner:
             summary = profile.summarise(f)
         summary.update(page=page, file=str(out))
         return summary
+
+    def soak(self, s: System, page: str, rate: float, seconds: float) -> dict:
+        """An open loop at ``rate`` for ``seconds`` with the server's RSS sampled
+        every few seconds; growth is from the first sample after warm-up."""
+        samples: list[tuple[float, int]] = []
+
+        def sample(msg: dict) -> None:
+            if not samples or msg["elapsed"] - samples[-1][0] >= SOAK_SAMPLE_EVERY:
+                samples.append((msg["elapsed"], tree_rss_kib(s.child.pid)))
+
+        res = self._loadgen(["open", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--rate", f"{rate:.1f}",
+                             "--connections", str(self.args.open_connections), "--duration", str(seconds),
+                             "--warmup", str(max(self.args.warmup, SOAK_WARMUP)), "--cpu-pid", str(s.child.pid)], on_progress=sample)
+        samples.append((res["elapsed"], tree_rss_kib(s.child.pid)))
+        first, last = samples[0][1], samples[-1][1]
+        peak = max(kib for _, kib in samples)
+        res.update(system=s.name, page=page, rss_samples=[(round(t, 1), kib) for t, kib in samples],
+                   rss_start_mib=first / 1024, rss_end_mib=last / 1024, rss_peak_mib=peak / 1024,
+                   rss_growth_pct=(last - first) / first * 100 if first else None)
+        return res
 
     def calibrate(self, s: System, page: str) -> dict:
         """The bundled generator's own ceiling: a short closed loop against ``s``
@@ -504,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     calibrations = len(pages) if (args.open_loop and not args.rate and args.generator != "bundled" and args.duration >= 1.0
                                   and wrk.wrk_binary()) else 0
     steps = len(pages) * len(wanted) * (2 if args.open_loop else 1) + (2 if args.profile else 0) + calibrations + 1
-    planned = steps * (args.duration + args.warmup) + len(wanted) * args.ttfb_count * 0.06
+    steps += 1 if args.soak else 0
+    planned = steps * (args.duration + args.warmup) + len(wanted) * args.ttfb_count * 0.06 + (args.soak or 0) * 60
     progress = Progress(steps + 1, planned)
     runner: Runner | None = None
     try:
@@ -567,6 +594,16 @@ def main(argv: list[str] | None = None) -> int:
                     profiles[s.name] = runner.profile(s, profile_page, args.out / f"profile-{stem}-{s.name}.txt")
                     progress.finish(f"profile {LABELS[s.name]}: " + (profiles[s.name].get("skipped")
                                     or f"{profiles[s.name]['samples']} samples"))
+        soak: dict = {}
+        ep = systems.get(B.EDGEPROXY)
+        if args.soak and ep is not None and ep.runnable:
+            soak_page = B.DEFAULT_BUDGET_PAGE if B.DEFAULT_BUDGET_PAGE in pages else pages[0]
+            max_rps = next(r["rps"] for r in runs if r["system"] == B.EDGEPROXY and r["page"] == soak_page and r["mode"] == "closed")
+            rate = SOAK_FRACTION * max_rps
+            progress.start(f"soak: edgeproxy {soak_page} at {rate:.0f}/s for {args.soak:g} min", args.soak * 60 + SOAK_WARMUP)
+            soak = runner.soak(ep, soak_page, rate, args.soak * 60)
+            progress.finish(f"soak: {soak['requests']:,} requests, p99 {soak['latency_ms']['p99']:.2f} ms, RSS "
+                            f"{soak['rss_start_mib']:.0f} -> {soak['rss_end_mib']:.0f} MiB ({soak['rss_growth_pct']:+.1f} %)")
         ttfb: dict[str, dict] = {}
         progress.start("time to first byte, origin streams (/stream)", len(wanted) * args.ttfb_count * 0.06)
         for s in systems.values():
@@ -597,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir)
 
     budget_page = budget_spec.get("page", B.DEFAULT_BUDGET_PAGE)
-    figures_by_page = {page: B.compute_figures(runs, ttfb, page, memory=memory) for page in pages}
+    figures_by_page = {page: B.compute_figures(runs, ttfb, page, memory=memory, soak=soak) for page in pages}
     figures = figures_by_page.get(budget_page, {})
     verdicts = B.check_budgets(budget_spec, figures) if budget_page in pages else []
     broken = [f"{LABELS[s.name]}: {s.error}" for s in systems.values() if s.error]
@@ -629,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         "ttfb": ttfb,
         "profiles": profiles,
         "memory": memory,
+        "soak": soak,
         "figures": figures_by_page,
         "budget_page": budget_page,
         "budgets": [v.__dict__ for v in verdicts],

@@ -276,6 +276,20 @@ def test_the_memory_figure_is_edgeproxys_rss_growth_whatever_the_page():
     assert B.compute_figures(RUNS, TTFB, "120k")["large_body_rss_growth_mib"] is None
 
 
+def test_the_soak_figure_counts_only_for_its_page():
+    soak = {"page": "120k", "rss_growth_pct": 12.5}
+    assert B.compute_figures(RUNS, TTFB, "120k", soak=soak)["soak_rss_growth_pct"] == 12.5
+    assert B.compute_figures(RUNS, TTFB, "60k", soak=soak)["soak_rss_growth_pct"] is None
+    [v] = B.check_budgets({"soak_rss_growth_pct_max": 10.0}, B.compute_figures(RUNS, TTFB, "120k", soak=soak))
+    assert v.failed
+
+
+def test_every_figure_is_a_number_or_none():
+    figures = B.compute_figures(RUNS, TTFB, "120k", memory={B.EDGEPROXY: {"rss_growth_mib": 1.0}}, soak={"page": "120k", "rss_growth_pct": 1.0})
+    assert set(figures) == set(B.FIGURES)
+    assert all(isinstance(v, float) for v in figures.values())
+
+
 def test_a_missed_budget_fails_and_a_met_one_passes():
     figures = B.compute_figures(RUNS, TTFB, "120k")
     verdicts = {v.key: v for v in B.check_budgets(
