@@ -4,8 +4,9 @@ Order of the rules (first that applies wins):
 
 1. bots: an empty (blank) User-Agent; a known HTTP library or tool (``curl``,
    ``python-requests``, ``Go-http-client``… see ``HTTP_LIBRARIES``); any
-   pattern of the ``crawler-user-agents`` list; ua-parser's ``Spider``
-   device family;
+   pattern of the ``crawler-user-agents`` list (four bare-word patterns that
+   also name phones only when ua-parser sees no device); ua-parser's
+   ``Spider`` device family;
 2. ``Sec-CH-UA-Mobile: ?1`` (the browser says it wants the mobile
    experience; Android tablets send ``?0``) → mobile;
 3. tablets: ua-parser's device (``iPad``, Kindle, ``Generic_Android_Tablet``
@@ -46,33 +47,43 @@ MAX_UA_CHARS = 512
 DEFAULT_UA_CACHE_SIZE = 8192
 
 # Prefixes (lower-cased) of HTTP clients and tools that are not browsers.
-# Many are in crawler-user-agents too; this list makes them certain.
+# Most are in crawler-user-agents too; this list makes them certain.
 HTTP_LIBRARIES = (
     "curl/", "wget/", "python-requests/", "python-urllib/", "python-httpx/", "python/", "aiohttp/",
     "go-http-client/", "okhttp/", "java/", "apache-httpclient/", "libwww-perl/", "lwp::", "php/",
-    "guzzlehttp/", "node-fetch/", "axios/", "undici", "got ", "got/", "postmanruntime/", "insomnia/",
+    "guzzlehttp/", "node-fetch/", "node/", "axios/", "undici", "got ", "got/", "postmanruntime/", "insomnia/",
     "httpie/", "scrapy/", "ruby", "faraday", "http.rb/", "reqwest/", "dart:io", "dart/", "deno/",
     "rest-client/", "restsharp/", "winhttp", "powershell/", "microsoft-cryptoapi/", "zgrab/", "masscan",
     "nmap", "nikto", "sqlmap", "jakarta commons-httpclient", "httpclient/", "libcurl", "lua-resty-http",
     "fasthttp", "hackney/",
 )
-HTTP_LIBRARY_TOKENS = re.compile(
-    r"(?i)\b(?:HeadlessChrome|PhantomJS|python-requests|aiohttp|Go-http-client|okhttp|Apache-HttpClient|"
-    r"libwww-perl|node-fetch|axios|PostmanRuntime|Scrapy|curl|Wget)[/ ]"
-)
+# crawler-user-agents patterns that are bare words also naming phones ("HTC
+# Butterfly", "ViewSonic", "sprd-L008/1.0", "(speedy;HTC;…)"): they count only
+# when ua-parser does not recognise a device.
+WEAK_CRAWLER_PATTERNS = frozenset({"Butterfly", "Sonic", "008\\/", "speedy"})
 
-TABLET_FAMILIES = frozenset({"ipad", "generic tablet", "tablet", "kindle", "nook", "playbook", "surface"})
-TABLET_BRANDS = frozenset({"generic_android_tablet"})
-TABLET_WORDS = re.compile(r"(?i)tablet|\btab\b|\bpad\b|mi ?pad|ipad|kindle|nexus (?:7|9|10)\b|galaxy tab|xoom|playbook")
-# Big screens: smart TVs, set-top boxes, consoles (device family or brand).
-BIG_SCREEN_WORDS = re.compile(
-    r"(?i)\btv\b|smart-?tv|hbbtv|netcast|googletv|appletv|apple tv|android tv|bravia|roku|chromecast|"
-    r"fire ?tv|\baft[a-z]|playstation|xbox|nintendo|wii\b|inettv|viera|aquos|philipstv|tizen.*tv|webos.*tv|"
-    r"\bquest\b|oculus"
-)
+# Device family / brand (short strings, checked once per family).
 PHONE_FAMILIES = frozenset(
     {"iphone", "ipod", "ipod touch", "generic smartphone", "generic feature phone", "apple watch"}
 )
+TABLET_BRANDS = frozenset({"generic_android_tablet"})
+TABLET_FAMILY = re.compile(r"(?i)tablet|pad\b|pad[ _-]?\d|\btab|tab\d|kindle|xoom|playbook|nook|nexus (?:7|9|10)\b")
+BIG_SCREEN_FAMILY = re.compile(
+    r"(?i)\btv\b|tv$|smart-?tv|hbbtv|netcast|google ?tv|apple ?tv|bravia|roku|chromecast|fire ?tv|"
+    r"playstation|xbox|nintendo|\bwii\b|inettv|viera|aquos|\bquest\b|oculus"
+)
+# Substrings of the lower-cased User-Agent.
+BIG_SCREEN_UA = (
+    "smart-tv", "smarttv", "hbbtv", "netcast", "googletv", "google tv", "appletv", "apple tv", "android tv",
+    "bravia", "roku", "crkey", "playstation", "xbox", "nintendo", "web0s", "viera", "aquos", "philipstv",
+    "oculusbrowser", "; aftb", "; aftm", "; afts", "; aftt", "; aftka", "; aftmm", "tizen 2.3) tv", "(tv;",
+)
+TABLET_UA = ("ipad", "tablet", "silk/", "kindle", "playbook", "xoom", "; sm-t", "; gt-p", "mediapad", "matepad")
+MOBILE_UA = (
+    "mobi", "iphone", "ipod", "opera mini", "blackberry", "bb10", "windows phone", "kaios", "nokia", "midp",
+    "symbian", "j2me", "up.browser", "obigo", "netfront", "series40", "series60",
+)
+DESKTOP_OS = frozenset({"mac os x", "windows", "linux", "chrome os", "ubuntu", "fedora", "freebsd", "debian", "openbsd", "netbsd", "solaris"})
 MOBILE_OS = frozenset(
     {
         "ios", "android", "windows phone", "windows mobile", "windows ce", "blackberry os", "blackberry tablet os",
@@ -81,7 +92,6 @@ MOBILE_OS = frozenset(
         "harmonyos", "ubuntu touch", "nokia series 40", "nokia series 60",
     }
 )
-MOBILE_TOKENS = re.compile(r"(?i)mobi|iphone|ipod|opera mini|blackberry|\bbb10\b|windows phone|kaios|nokia|midp|wap")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,28 +139,38 @@ def crawler_patterns() -> list[str]:
     return [entry["pattern"] for entry in CRAWLER_USER_AGENTS_DATA]
 
 
-def _crawler_matcher() -> Callable[[str], bool]:
-    """``matcher(ua) -> bool`` for the whole crawler-user-agents list,
-    compiled once: a Rust regex set when ``ua-parser-rs`` is importable,
-    else one Python alternation (correct, slower; results are cached)."""
+def _crawler_matcher() -> Callable[[str], str | None]:
+    """``matcher(ua)`` -> ``"bot"``, ``"weak"`` (only a ``WEAK_CRAWLER_PATTERNS``
+    pattern matched) or ``None``, for the whole crawler-user-agents list,
+    compiled once: a Rust regex set when ``ua-parser-rs`` is importable, else
+    one Python alternation per strength (correct, slower; results are cached)."""
     with _lock:
         matcher = _shared.get("crawler")
         if matcher is not None:
             return matcher
         patterns = crawler_patterns()
+        strong = [p for p in patterns if p not in WEAK_CRAWLER_PATTERNS]
+        weak = [p for p in patterns if p in WEAK_CRAWLER_PATTERNS]
         try:
             import ua_parser_rs  # type: ignore[import-not-found]
 
-            extractor = ua_parser_rs.UserAgentExtractor([(p, "bot", None, None, None, None) for p in patterns])
+            # First match wins, so the weak patterns go last.
+            extractor = ua_parser_rs.UserAgentExtractor(
+                [(p, "bot", None, None, None, None) for p in strong] + [(p, "weak", None, None, None, None) for p in weak]
+            )
 
-            def matcher(ua: str) -> bool:
-                return extractor.extract(ua) is not None
+            def matcher(ua: str) -> str | None:
+                found = extractor.extract(ua)
+                return None if found is None else found.family
 
         except (ImportError, ValueError, TypeError, AttributeError):
-            combined = re.compile("|".join(f"(?:{p})" for p in patterns))
+            strong_re = re.compile("|".join(f"(?:{p})" for p in strong))
+            weak_re = re.compile("|".join(f"(?:{p})" for p in weak) or "(?!)")
 
-            def matcher(ua: str) -> bool:
-                return combined.search(ua) is not None
+            def matcher(ua: str) -> str | None:
+                if strong_re.search(ua):
+                    return "bot"
+                return "weak" if weak_re.search(ua) else None
 
         _shared["crawler"] = matcher
         return matcher
@@ -172,6 +192,10 @@ class DeviceClassifier:
         if user_agent is None:
             return UNKNOWN
         ua = user_agent[:MAX_UA_CHARS]
+        if not ua.isascii():
+            # Undecodable header bytes arrive as lone surrogates; the native
+            # matchers need valid text.
+            ua = ua.encode("utf-8", "replace").decode("utf-8")
         return self._cached(ua, ch_mobile == "?1")
 
     def cache_clear(self) -> None:
@@ -181,40 +205,57 @@ class DeviceClassifier:
         text = ua.strip()
         if not text:
             return DeviceInfo("bot")
-        lower = text.lower()
-        if lower.startswith(HTTP_LIBRARIES) or HTTP_LIBRARY_TOKENS.search(text) or self._is_crawler(text):
-            return DeviceInfo("bot", browser=None)
+        low = text.lower()
+        if low.startswith(HTTP_LIBRARIES):
+            return DeviceInfo("bot")
+        crawler = self._is_crawler(text)
+        if crawler == "bot":
+            return DeviceInfo("bot")
         result = self._resolve(text, Domain.ALL)
         device = result.device
         family = device.family if device is not None else None
-        if family == "Spider":
+        if family == "Spider" or (crawler == "weak" and _known(family) is None):
             return DeviceInfo("bot")
         os_family = _known(result.os.family) if result.os is not None else None
         browser = _known(result.user_agent.family) if result.user_agent is not None else None
-        return DeviceInfo(_form_factor(text, device, os_family, ch_mobile), os_family, browser)
+        brand = device.brand if device is not None else None
+        return DeviceInfo(_form_factor(low, family or "", brand or "", os_family, ch_mobile), os_family, browser)
 
 
-def _form_factor(ua: str, device: Any, os_family: str | None, ch_mobile: bool) -> str:
-    if ch_mobile:
-        return "mobile"
-    family = (device.family or "") if device is not None else ""
-    brand = (device.brand or "") if device is not None else ""
+@lru_cache(maxsize=4096)
+def _family_kind(family: str, brand: str) -> str | None:
+    """The form factor ua-parser's device family/brand alone implies."""
     fam = family.lower()
     if fam in PHONE_FAMILIES:
         return "mobile"
-    if fam in TABLET_FAMILIES or fam.startswith("kindle") or brand.lower() in TABLET_BRANDS or TABLET_WORDS.search(family):
+    if brand.lower() in TABLET_BRANDS or TABLET_FAMILY.search(family):
         return "tablet"
-    if BIG_SCREEN_WORDS.search(family) or BIG_SCREEN_WORDS.search(brand) or BIG_SCREEN_WORDS.search(ua):
+    if BIG_SCREEN_FAMILY.search(family) or BIG_SCREEN_FAMILY.search(brand):
         return "desktop"
-    if "iPad" in ua or "Tablet" in ua or "Silk/" in ua or "Kindle" in ua:
+    if fam == "mac":
+        return "desktop"
+    return None
+
+
+def _form_factor(low: str, family: str, brand: str, os_family: str | None, ch_mobile: bool) -> str:
+    """``low`` is the lower-cased User-Agent."""
+    if ch_mobile:
+        return "mobile"
+    kind = _family_kind(family, brand) if family else None
+    if kind is not None:
+        return kind
+    if any(t in low for t in BIG_SCREEN_UA):
+        return "desktop"
+    if any(t in low for t in TABLET_UA):
         return "tablet"
     os_lower = (os_family or "").lower()
-    if os_lower == "android" and not MOBILE_TOKENS.search(ua):
-        return "tablet"
-    if fam == "mac" or os_lower in ("mac os x", "windows", "linux", "chrome os", "ubuntu", "fedora", "freebsd"):
+    if os_lower == "android":
+        # Android tablets leave "Mobile" out of the User-Agent.
+        return "mobile" if any(t in low for t in MOBILE_UA) else "tablet"
+    if os_lower in DESKTOP_OS:
         return "desktop"
-    if os_lower in MOBILE_OS or MOBILE_TOKENS.search(ua):
+    if os_lower in MOBILE_OS or any(t in low for t in MOBILE_UA):
         return "mobile"
-    if family and fam not in ("other", "spider"):
+    if family and family != "Other":
         return "mobile"  # a handset ua-parser knows by name (feature phones…)
     return "desktop"

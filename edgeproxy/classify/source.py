@@ -21,7 +21,9 @@ Hosts are matched from the most specific suffix down, so
 ``mail.google.com`` is email while ``www.google.co.uk`` is search.  A
 ``name.*`` fact matches the name under any public suffix (``google.de``,
 ``google.co.uk``, ``google.com.br``).  Hosts whose first label is a mailbox
-word (``mail.``, ``webmail.``, ``posta.``…) are webmail.  Android app
+word (``mail.``, ``webmail.``, ``mail01.``, ``posta.``…) or a webmail
+dereferrer (``deref-…``) are webmail; a portal's ``search.``/``suche.``
+host is a search engine.  Android app
 referrers (``android-app://com.google.android.gm``) are matched by package.
 
 The session remembers its first source (``cookies.py``), so a visitor who
@@ -82,10 +84,10 @@ search   search.aol.* naver.com search.naver.com daum.net search.daum.net seznam
 search   sogou.com sm.cn m.sm.cn 360.cn coccoc.com go.mail.ru mojeek.com kagi.com presearch.com metager.de
 search   swisscows.com dogpile.com webcrawler.com excite.com lycos.com info.com petalsearch.com yahoo.co.jp
 search   search.yahoo.co.jp najdi.si rambler.ru nova.rambler.ru searx.be search.lilo.org qwant.ie
-search   neeva.com you.com
+search   neeva.com you.com meta.ua
 search   com.google.android.googlequicksearchbox com.google.android.gm.search org.mozilla.firefox.search
 email    mail.google.* inbox.google.com outlook.live.com outlook.office.com outlook.office365.com mail.live.com
-email    outlook.com hotmail.com live.com mail.yahoo.* mail.yahoo.co.jp mail.aol.com mail.com gmx.* web.de
+email    outlook.com hotmail.com live.com gmail.com mail.yahoo.* mail.yahoo.co.jp mail.aol.com mail.com gmx.* web.de
 email    e.mail.ru touch.mail.ru octavius.mail.ru laposte.net icloud.com www.icloud.com
 email    fastmail.com app.fastmail.com tutanota.com mail.tutanota.com tuta.com app.tuta.com proton.me
 email    mail.proton.me protonmail.com mail.protonmail.com zoho.com mail.zoho.* mail.yandex.* ukr.net
@@ -101,23 +103,28 @@ social   whatsapp.com web.whatsapp.com wa.me t.me telegram.org web.telegram.org 
 social   quora.com weibo.com weibo.cn douban.com xing.com bsky.app mastodon.social mstdn.social
 social   news.ycombinator.com slack.com app.slack.com line.me story.kakao.com twitch.tv flickr.com vimeo.com
 social   myspace.com plus.google.* plus.url.google.com disqus.com nextdoor.com meetup.com tiktokv.com
-social   skype.com teams.microsoft.com stumbleupon.com mix.com digg.com renren.com qzone.qq.com
+social   skype.com teams.microsoft.com stumbleupon.com mix.com digg.com renren.com qzone.qq.com workplace.com
+social   linktr.ee lnk.bio
 social   com.facebook.katana com.facebook.orca com.facebook.lite com.instagram.android com.twitter.android
 social   com.linkedin.android com.pinterest com.reddit.frontpage com.zhiliaoapp.musically com.ss.android.ugc.trill
 social   org.telegram.messenger com.whatsapp com.snapchat.android com.google.android.youtube com.discord
 paid     googleadservices.com doubleclick.net googlesyndication.com adservice.google.* ad.doubleclick.net
 paid     googleads.g.doubleclick.net tpc.googlesyndication.com bat.bing.com ads.yahoo.com ads.google.com
-paid     taboola.com outbrain.com criteo.com adnxs.com
+paid     taboola.com outbrain.com criteo.com adnxs.com adsensecustomsearchads.com syndicatedsearch.goog
 referral docs.google.* drive.google.* sites.google.* groups.google.* translate.google.* accounts.google.*
 referral play.google.* support.google.* gemini.google.* chatgpt.com chat.openai.com perplexity.ai claude.ai
 referral copilot.microsoft.com
 """
 
-# The first label of a webmail host ("mail.example.org", "posta.libero.it").
-MAILBOX_LABELS = frozenset(
-    {"mail", "webmail", "email", "e-mail", "emails", "correo", "posta", "poczta", "messagerie", "courrier",
-     "mailbox", "webmailer", "freemail", "mymail"}
+# The first label of a webmail host: "mail.", "webmail.", "mail01.",
+# "mailbusiness.", "wmail.", "upcmail.", "posta.", "messagerie."…; and the
+# dereferrer hosts webmail links go through ("deref-gmx.net", "deref-web.de").
+MAILBOX_LABEL = re.compile(
+    r"^(?:(?:web|w|e|my|free)?-?mail(?:s|box|er|business|\d+[a-z]*)?|[a-z]*mail\d*|correo|posta|poczta|"
+    r"messagerie[a-z]*\d*|courrier|e-mail)$"
 )
+# The first label of a portal's search host ("search.", "suche.", "isearch.").
+SEARCH_LABEL = re.compile(r"^(?:search|isearch|searchassist|suche|recherche|busca|buscar|cerca|szukaj|poisk)$")
 # Second-level labels under a country code that form a public suffix
 # ("co.uk", "com.au", "ne.jp"), for the "name.*" facts.
 _SLD = frozenset({"co", "com", "net", "org", "ac", "gov", "edu", "ne", "or", "go", "gob", "nic", "gen", "ltd", "plc"})
@@ -141,9 +148,11 @@ def host_medium(host: str) -> str | None:
     """``search``/``social``/``email``/``paid``/``referral`` for a known
     host (lower-case, no port), else ``None``."""
     labels = host.split(".")
-    if len(labels) >= 3 and labels[0] in MAILBOX_LABELS:
-        return "email"
     n = len(labels)
+    if labels[0].startswith("deref"):
+        return "email"
+    if n >= 3 and MAILBOX_LABEL.match(labels[0]):
+        return "email"
     suffix = 2 if n >= 3 and labels[-2] in _SLD and len(labels[-1]) == 2 else 1
     for i in range(n):
         medium = EXACT_FACTS.get(".".join(labels[i:]))
@@ -153,6 +162,8 @@ def host_medium(host: str) -> str | None:
             medium = WILD_FACTS.get(".".join(labels[i : n - suffix]))
             if medium is not None:
                 return medium
+    if n >= 3 and SEARCH_LABEL.match(labels[0]):
+        return "search"
     return None
 
 
