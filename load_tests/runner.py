@@ -516,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops the run even when started from a shell that ignores SIGINT
+    # for background jobs.
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     # Children import load_tests and edgeproxy from this checkout even when the
     # project is not installed (they run from other directories).
     root = str(Path(__file__).resolve().parents[1])
@@ -628,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             runner.current.kill()
         children.stop_all()
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
         with contextlib.suppress(OSError):
             import shutil
 
