@@ -30,6 +30,7 @@ NGINX = "nginx+sub_filter"
 REPARSE = "reparse-selectolax"
 EDGEPROXY = "edgeproxy"
 EDGEPROXY_CACHED = "edgeproxy-cached"
+EDGEPROXY_DEFAULT = "edgeproxy-default"  # a bot: no variant, the origin's bytes
 
 #: figure name -> what it is (printed next to it).
 FIGURES: dict[str, str] = {

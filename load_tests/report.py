@@ -19,6 +19,7 @@ COLOURS = {
     B.REPARSE: "#d62728",
     B.EDGEPROXY: "#9467bd",
     B.EDGEPROXY_CACHED: "#ff7f0e",
+    B.EDGEPROXY_DEFAULT: "#8c564b",
 }
 
 #: (figure, numerator, denominator) of the per-page peer ratios.
@@ -28,7 +29,7 @@ PEER_RATIOS = (
     ("edgeproxy cached ÷ nginx+sub_filter, CPU/req", B.EDGEPROXY_CACHED, B.NGINX, "cpu_us_per_request"),
     ("edgeproxy cached ÷ nginx+sub_filter, req/s", B.EDGEPROXY_CACHED, B.NGINX, "rps"),
     ("re-parse ÷ edgeproxy, CPU/req", B.REPARSE, B.EDGEPROXY, "cpu_us_per_request"),
-    ("edgeproxy ÷ direct, req/s", B.EDGEPROXY, B.DIRECT, "rps"),
+    ("edgeproxy, no variant ÷ bare aiohttp, CPU/req", B.EDGEPROXY_DEFAULT, B.BARE, "cpu_us_per_request"),
 )
 
 

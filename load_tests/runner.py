@@ -67,7 +67,7 @@ SOAK_FRACTION = 0.7
 SOAK_SAMPLE_EVERY = 5.0
 SOAK_WARMUP = 10.0
 
-SYSTEM_ORDER = (B.DIRECT, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED)
+SYSTEM_ORDER = (B.DIRECT, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT)
 LABELS = {
     B.DIRECT: "direct (origin)",
     B.BARE: "bare aiohttp proxy",
@@ -75,7 +75,11 @@ LABELS = {
     B.REPARSE: "re-parse (selectolax)",
     B.EDGEPROXY: "edgeproxy",
     B.EDGEPROXY_CACHED: "edgeproxy, cached",
+    B.EDGEPROXY_DEFAULT: "edgeproxy, no variant",
 }
+#: A crawler's User-Agent: bots always get the origin's default content, so
+#: this measures edgeproxy's path for a page with no eligible variant.
+BOT_USER_AGENT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 EXIT_BUDGET = 1
 EXIT_BROKEN = 2
@@ -91,6 +95,7 @@ class System:
     error: str | None = None
     edits: str = ""
     expected_edits: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)  # per-system request headers
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -192,7 +197,7 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             s.expected_edits = "hero+banner"
             s.notes.append(f"nginx {nginx.nginx_version(binary)}; sub_filter cannot sort")
             waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
-    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_CACHED) if n in systems]
+    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT) if n in systems]
     if ep_names:
         why = _edgeproxy_available()
         if why:
@@ -209,6 +214,9 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
                 systems[n].port, systems[n].child, systems[n].expected_edits = port, child, "hero+banner+sort"
             if B.EDGEPROXY_CACHED in systems:
                 systems[B.EDGEPROXY_CACHED].cacheable = True
+            if B.EDGEPROXY_DEFAULT in systems:
+                systems[B.EDGEPROXY_DEFAULT].expected_edits = "none"
+                systems[B.EDGEPROXY_DEFAULT].headers = [("User-Agent", BOT_USER_AGENT)]
             first = systems[ep_names[0]]
             waits.append((first, lambda: (wait_port(child, HOST, port), wait_http(child, HOST, admin, "/readyz"))))
 
@@ -239,7 +247,7 @@ def verify(systems: dict[str, System], page: str, headers: list[tuple[str, str]]
         # cacheable page is asked for at least twice (the second is a hit).
         for attempt in range(VERIFY_TRIES):
             try:
-                status, hdrs, body = http_get(HOST, s.port, s.path(page), headers)
+                status, hdrs, body = http_get(HOST, s.port, s.path(page), [*headers, *s.headers])
             except OSError as exc:
                 s.error = f"verification request failed: {exc}"
                 break
@@ -317,9 +325,9 @@ class Runner:
 
         return setup
 
-    def _loadgen(self, argv: list[str], on_progress=None) -> dict:
+    def _loadgen(self, argv: list[str], on_progress=None, headers: list[tuple[str, str]] = ()) -> dict:
         cmd = [sys.executable, "-m", "load_tests.loadgen", *argv]
-        for k, v in self.headers:
+        for k, v in [*self.headers, *headers]:
             cmd += ["--header", f"{k}: {v}"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                 preexec_fn=self._preexec(), cwd=str(Path(__file__).resolve().parents[1]))
@@ -352,15 +360,15 @@ class Runner:
         if not self.use_wrk:
             res = self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page),
                                  "--concurrency", str(a.concurrency), "--duration", str(a.duration), "--warmup", str(a.warmup),
-                                 "--cpu-pid", str(s.child.pid)])
+                                 "--cpu-pid", str(s.child.pid)], headers=s.headers)
             res["generator"] = "bundled"
             return res
         if a.warmup > 0:
             self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page),
-                           "--concurrency", str(a.concurrency), "--duration", str(a.warmup), "--warmup", "0"])
+                           "--concurrency", str(a.concurrency), "--duration", str(a.warmup), "--warmup", "0"], headers=s.headers)
         cpu0 = tree_cpu_seconds(s.child.pid)
         proc = wrk.run(self.wrk, self.wrk_script, f"http://{HOST}:{s.port}{s.path(page)}", concurrency=a.concurrency,
-                       duration=a.duration, headers=self.headers, preexec=self._preexec())
+                       duration=a.duration, headers=[*self.headers, *s.headers], preexec=self._preexec())
         self.current = proc
         try:
             while proc.poll() is None:
@@ -385,7 +393,7 @@ class Runner:
         a = self.args
         res = self._loadgen(["open", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--rate", f"{rate:.1f}",
                              "--connections", str(a.open_connections), "--duration", str(a.duration), "--warmup", str(a.warmup),
-                             "--cpu-pid", str(s.child.pid)])
+                             "--cpu-pid", str(s.child.pid)], headers=s.headers)
         res["generator"] = "bundled"
         return res
 
@@ -591,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_page = B.DEFAULT_BUDGET_PAGE if B.DEFAULT_BUDGET_PAGE in pages else pages[0]
             args.out.mkdir(parents=True, exist_ok=True)
             for s in systems.values():
-                if s.runnable and s.name.startswith("edgeproxy"):
+                if s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED):
                     progress.start(f"profile {LABELS[s.name]} ({profile_page}, py-spy)", max(2.0, args.duration) + 1)
                     stem = started.strftime("%Y%m%dT%H%M%SZ")
                     profiles[s.name] = runner.profile(s, profile_page, args.out / f"profile-{stem}-{s.name}.txt")
@@ -610,12 +618,12 @@ def main(argv: list[str] | None = None) -> int:
         ttfb: dict[str, dict] = {}
         progress.start("time to first byte, origin streams (/stream)", len(wanted) * args.ttfb_count * 0.06)
         for s in systems.values():
-            if s.runnable and not s.cacheable:
+            if s.runnable and not s.cacheable and not s.headers:
                 ttfb[s.name] = runner.ttfb(s)
         progress.finish("time to first byte: " + ", ".join(
             f"{LABELS[n]} {t['ttfb_ms']['p50']:.2f} ms" for n, t in ttfb.items() if t["ttfb_ms"]["p50"] is not None))
         memory: dict[str, dict] = {}
-        proxies = [s for s in systems.values() if s.runnable and not s.cacheable and s.name != B.DIRECT]
+        proxies = [s for s in systems.values() if s.runnable and not s.cacheable and not s.headers and s.name != B.DIRECT]
         progress.start(f"memory: a {LARGE_BODY_MB} MiB non-HTML body through each proxy", len(proxies) * 1.0)
         for s in proxies:
             memory[s.name] = runner.large_body(s, LARGE_BODY_MB, LARGE_BODY_RATE)

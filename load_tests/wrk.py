@@ -48,7 +48,10 @@ def write_script(directory: Path) -> Path:
 
 def command(binary: str, script: Path, url: str, *, concurrency: int, duration: float, headers: list[tuple[str, str]]) -> list[str]:
     argv = [binary, "-t1", f"-c{concurrency}", f"-d{max(1, math.ceil(duration))}s", "--timeout", "10s", "-s", str(script)]
+    merged: dict[str, tuple[str, str]] = {}  # later headers override earlier ones
     for k, v in [("User-Agent", DEFAULT_USER_AGENT), ("Accept", "text/html,*/*;q=0.8"), ("Accept-Language", "en-GB,en;q=0.9"), *headers]:
+        merged[k.lower()] = (k, v)
+    for k, v in merged.values():
         argv += ["-H", f"{k}: {v}"]
     return [*argv, url]
 
