@@ -142,7 +142,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _preexec(cpus: set[int] | None) -> Callable[[], None]:
     def setup() -> None:
         if cpus and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cpus)
+            with contextlib.suppress(OSError):  # a cgroup may forbid it: run unpinned
+                os.sched_setaffinity(0, cpus)
         with contextlib.suppress(Exception):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -95,6 +95,10 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
                     flags.append(f"noisy: others used {r['other_cpus']:.0%} CPU")
                 if (r.get("generator_busy") or 0) > 0.9:
                     flags.append("generator-bound")
+                if r.get("repeats"):
+                    cpus = [t["cpu_us_per_request"] for t in r["repeats"] if t["cpu_us_per_request"]]
+                    if cpus:
+                        flags.append(f"median of {len(r['repeats'])}: CPU {min(cpus):,.0f}–{max(cpus):,.0f}")
                 if flags:
                     edits = (edits + "  " if edits else "") + "[" + "; ".join(flags) + "]"
                 rss = r.get("rss_kib")
