@@ -110,6 +110,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -210,6 +211,7 @@ def _http_date(value: str | None) -> float | None:
         return None
 
 
+@lru_cache(maxsize=1024)  # browsers send a handful of distinct values
 def normalise_accept_encoding(value: str) -> str:
     """The sorted set of codings with q > 0: ``"br, gzip;q=0.8"`` → ``"br,gzip"``."""
     codings = set()
@@ -652,7 +654,8 @@ class UpstreamCache:
         ``If-Modified-Since``, ``REVALIDATED``) and leads a coalesced fetch
         for a client's conditional request; without it a stale entry is
         refetched in full.  On return ``cache_status`` is set; a body from
-        memory is in ``body_bytes`` (``b""`` for ``HEAD``).
+        memory is in ``body_bytes`` (for ``HEAD`` from memory, neither
+        ``body_bytes`` nor ``response`` is set: there is no body).
         """
         call = _Call(fetcher, fetch_with_headers)
         try:
@@ -764,13 +767,16 @@ class UpstreamCache:
                 del self._flights[key]
 
     def _serve(self, entry: _Entry, status: str, method: str, now: float) -> Upstream:
+        """A copy of ``entry`` with its current ``Age``.  For ``HEAD`` neither
+        ``body_bytes`` nor ``response`` is set (a head without a body), so
+        ``content_length`` is the stored ``Content-Length``, as the GET's."""
         headers = list(entry.headers)
         headers.append(("Age", str(int(entry.age(now)))))
         return Upstream(
             status=entry.status,
             reason=entry.reason,
             headers=headers,
-            body_bytes=entry.body if method == "GET" else b"",
+            body_bytes=entry.body if method == "GET" else None,
             cache_status=status,
         )
 
