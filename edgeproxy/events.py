@@ -55,6 +55,7 @@ log = logging.getLogger("edgeproxy.events")
 
 DEFAULT_FLUSH_INTERVAL = 1.0  # seconds between batch writes
 DEFAULT_MAX_BUFFER = 50_000  # events buffered per log before the newest are dropped
+WRITE_CHUNK = 4096  # events per os.write: bounded copies, each write whole lines
 
 EXPOSURE_KEYS = ("ts", "visitor", "experiment", "arm", "slot", "path", "device", "country", "source")
 CONVERSION_KEYS = ("ts", "visitor", "path", "value", "kind")
@@ -62,22 +63,33 @@ CONVERSION_KEYS = ("ts", "visitor", "path", "value", "kind")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
+_second_cache: tuple[int, str] = (-1, "")
+_MS_SUFFIX = tuple(f"{ms:03d}Z" for ms in range(1000))
+
+
 def iso_ms(ts: float) -> str:
     """``ts`` (Unix seconds) as ISO 8601 UTC with milliseconds and ``Z``."""
-    ms_total = int(round(ts * 1000))
-    secs, ms = divmod(ms_total, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
+    global _second_cache
+    secs, ms = divmod(round(ts * 1000), 1000)
+    cached_secs, prefix = _second_cache  # one tuple: safe to share between writer threads
+    if secs != cached_secs:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(secs))
+        _second_cache = (secs, prefix)
+    return prefix + _MS_SUFFIX[ms]
 
 
-def _exposure_line(event: tuple) -> bytes:
-    return orjson.dumps(dict(zip(EXPOSURE_KEYS, (iso_ms(event[0]), *event[1:]))), option=orjson.OPT_APPEND_NEWLINE)
-
-
-def _conversion_line(event: tuple) -> bytes:
-    ts, visitor, path, value, kind = event
-    value = None if value is None else float(value)
+def _exposure_line(e: tuple) -> bytes:
     return orjson.dumps(
-        {"ts": iso_ms(ts), "visitor": visitor, "path": path, "value": value, "kind": kind},
+        {"ts": iso_ms(e[0]), "visitor": e[1], "experiment": e[2], "arm": e[3], "slot": e[4],
+         "path": e[5], "device": e[6], "country": e[7], "source": e[8]},
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+def _conversion_line(e: tuple) -> bytes:
+    ts, visitor, path, value, kind = e
+    return orjson.dumps(
+        {"ts": iso_ms(ts), "visitor": visitor, "path": path, "value": None if value is None else float(value), "kind": kind},
         option=orjson.OPT_APPEND_NEWLINE,
     )
 
@@ -125,10 +137,11 @@ class _Stream:
             os.close(fd)
 
     def write_batch(self, batch: list[tuple]) -> tuple[int, int, OSError | None]:
-        """Write ``batch`` (in the worker thread).
+        """Write ``batch`` (in the worker thread), ``WRITE_CHUNK`` events per
+        ``os.write``.
 
         Returns ``(done, bad, error)``: the first ``done`` events are settled
-        (written, or skipped as unserialisable, ``bad`` of them); on a disk
+        (written, or skipped as unserialisable: ``bad`` of them); on a disk
         error, ``batch[done:]`` was not (completely) written.
         """
         if self.reopen_requested:
@@ -136,29 +149,32 @@ class _Stream:
             self.close()
         if self.fd is None:
             self.open()
-        lines: list[bytes] = []
-        kept: list[int] = []  # index in batch of each rendered line
         bad = 0
-        for i, event in enumerate(batch):
+        for start in range(0, len(batch), WRITE_CHUNK):
+            lines: list[bytes] = []
+            kept: list[int] = []  # batch index of each rendered line
+            for i in range(start, min(start + WRITE_CHUNK, len(batch))):
+                try:
+                    lines.append(self.render(batch[i]))
+                    kept.append(i)
+                except (TypeError, ValueError, orjson.JSONEncodeError):
+                    bad += 1
+            end = min(start + WRITE_CHUNK, len(batch))
+            prefix = b"\n" if self.torn else b""
+            data = memoryview(prefix + b"".join(lines))
+            written = 0
             try:
-                lines.append(self.render(event))
-                kept.append(i)
-            except (TypeError, ValueError, orjson.JSONEncodeError):
-                bad += 1
-        prefix = b"\n" if self.torn else b""
-        data = memoryview(prefix + b"".join(lines))
-        written = 0
-        try:
-            while written < len(data):
-                written += os.write(self.fd, data[written:])  # type: ignore[arg-type]
-        except OSError as exc:
-            if written:
-                self.torn = data[written - 1] != 0x0A
-            complete = max(0, bytes(data[:written]).count(b"\n") - (1 if prefix and written else 0))
-            done = kept[complete] if complete < len(kept) else len(batch)
-            bad_done = done - complete
-            return done, bad_done, exc
-        self.torn = False
+                while written < len(data):
+                    written += os.write(self.fd, data[written:])  # type: ignore[arg-type]
+            except OSError as exc:
+                if written:
+                    self.torn = data[written - 1] != 0x0A
+                complete = max(0, bytes(data[:written]).count(b"\n") - (1 if prefix and written else 0))
+                done = kept[complete] if complete < len(kept) else end
+                # batch[start:done] is the `complete` lines written plus unserialisable events
+                bad_settled = bad - ((end - start) - len(kept)) + ((done - start) - complete)
+                return done, bad_settled, exc
+            self.torn = False
         return len(batch), bad, None
 
 

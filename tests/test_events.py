@@ -256,3 +256,26 @@ async def test_a_disk_error_keeps_the_events_for_retry_and_a_torn_line_stands_al
     assert log.stats.written == 3 and log.stats.write_errors == 2
     assert any("write failed" in r.getMessage() for r in caplog.records)
 
+
+
+async def test_a_disk_error_mid_batch_retries_exactly_the_unwritten_events(paths, monkeypatch):
+    monkeypatch.setattr(events, "WRITE_CHUNK", 2)  # v0 v1 | bad v3 | v4: three writes
+    log = EventLog(*paths, flush_interval=3600)
+    await log.start()
+    real_write = os.write
+    calls = []
+
+    def second_write_fails(fd, data):
+        calls.append(bytes(data))
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "I/O error")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(events.os, "write", second_write_fails)
+    for i in range(5):
+        expose(log, f"v{i}", path="\ud800" if i == 2 else "/")
+    await log.flush()
+    assert (log.stats.written, log.stats.dropped, log.stats.write_errors) == (2, 1, 1)  # v2 cannot be written at all
+    await log.close()
+    assert [x["visitor"] for x in read_lines(paths[0])] == ["v0", "v1", "v3", "v4"]
+    assert (log.stats.written, log.stats.dropped) == (4, 1)
