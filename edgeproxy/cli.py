@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     report.add_argument("--weights", action="append", default=[], metavar="EXP:ARM=PCT,...",
                         help="intended split for the SRM check, e.g. bf-hero:control=70,promo=30 (repeatable; default: equal split)")
+    report.add_argument("--slots", metavar="DIR", help="take the intended split from this slots folder's experiment weights")
 
     geo = sub.add_parser("geo-build", help="build a .mmdb from a CSV of networks (see geo/README.md)")
     geo.add_argument("csv", help="CSV: network,country,region,city,continent,timezone")

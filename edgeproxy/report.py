@@ -21,9 +21,13 @@ prints, per experiment and arm:
   approximation is poor.  The table says which (``z`` / ``fisher``).
 - **SRM**, sample-ratio mismatch: a chi-square goodness-of-fit test of the
   arms' visitor counts against the intended split, flagged at p < 0.001.
-  Exposure lines do not carry weights, so the intended split is an equal
-  split among the arms seen, unless ``--weights bf-hero:control=70,promo=30``
-  gives it (a missing ``control`` gets what the variants leave of 100).
+  Exposure lines do not carry weights, so the intended split comes from
+  ``--weights bf-hero:control=70,promo=30`` (a missing ``control`` gets what
+  the variants leave of 100), else from ``--slots DIR`` (the experiments'
+  weights as the files say *now*), else it is an equal split among the arms
+  seen.  An arm whose own ``when``/window/cap is narrower than its
+  siblings' enrols fewer visitors than its weight (choose.py) and is rightly
+  flagged: its visitors are not comparable with the control's.
 
 p-values are per arm against control, not adjusted for several arms or for
 looking at the data repeatedly; a flagged SRM means the arms are not
@@ -362,7 +366,7 @@ class ArmResult:
 
 @dataclasses.dataclass(slots=True)
 class SrmResult:
-    basis: str  # "equal split" or "--weights"
+    basis: str  # "equal split", "--weights" or "--slots"
     expected: dict[str, float]  # arm -> intended share (0-1)
     chi2: float
     df: int
@@ -424,6 +428,31 @@ def parse_weights(specs: Iterable[str]) -> dict[str, dict[str, float]]:
     return out
 
 
+def weights_from_slots(directory: Path) -> dict[str, dict[str, float]]:
+    """The intended split of every experiment in a slots folder, as
+    ``{experiment: {arm: percent}}`` with ``control`` the remainder.
+
+    An experiment in several slots takes each arm's weight from the slots
+    that have it (the proxy buckets a visitor the same way in all of them).
+    """
+    from .catalog import load_catalog  # only this option needs the catalog
+
+    if not directory.is_dir():
+        raise ReportInputError(f"{directory}: no such slots folder (--slots)")
+    catalog = load_catalog(directory)
+    out: dict[str, dict[str, float]] = {}
+    for slot in catalog.slots.values():
+        for name, arms in slot.experiments.items():
+            weights = out.setdefault(name, {})
+            for arm in arms:
+                weights[arm.variant.id] = arm.hi - arm.lo
+    for weights in out.values():
+        rest = 100 - sum(weights.values())
+        if rest > 1e-9:
+            weights[CONTROL] = rest
+    return out
+
+
 def _arm_order(arms: Iterable[str]) -> list[str]:
     return sorted(arms, key=lambda a: (a != CONTROL, a))
 
@@ -436,6 +465,7 @@ def analyse_experiment(
     exp: _Experiment,
     conversions: Mapping[str, list[tuple[float, float]]] | None,
     weights: Mapping[str, float] | None = None,
+    basis: str = "--weights",
 ) -> ExperimentResult:
     """One experiment's arms, uplifts, tests and SRM check."""
     visitors: dict[str, int] = {}
@@ -456,7 +486,8 @@ def analyse_experiment(
     if multi:
         warnings.append(
             f"{multi} visitor(s) were exposed to more than one arm (each counted in their first arm): "
-            "a split changed mid-experiment, or visitor ids collide"
+            "a split changed mid-experiment, the experiment's slots name their arms differently, "
+            "or visitor ids collide"
         )
     names = _arm_order(exp.arms | set(weights or ()))
     arms = [ArmResult(arm=a, visitors=visitors.get(a, 0)) for a in names]
@@ -476,12 +507,11 @@ def analyse_experiment(
                 _compare(a, control)
     for a in arms:
         if weights is not None and a.visitors and weights.get(a.arm, 0) == 0:
-            warnings.append(f"arm {a.arm!r} has visitors but no weight in --weights")
+            warnings.append(f"arm {a.arm!r} has visitors but no weight in the intended split")
 
     srm = None
     if weights is not None:
         shares = [weights.get(a.arm, 0.0) for a in arms]
-        basis = "--weights"
     else:
         shares = [1.0] * len(arms)
         basis = "equal split"
@@ -522,9 +552,11 @@ def build_report(
     conversions: Path | None = None,
     *,
     weights: Mapping[str, Mapping[str, float]] | None = None,
+    slot_weights: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Report:
     """Read both logs and analyse every experiment (``ReportInputError``
-    when a file cannot be read)."""
+    when a file cannot be read).  ``weights`` (``--weights``) win over
+    ``slot_weights`` (``--slots``); without either, an equal split."""
     experiments, exposure_lines, bad_exposures = read_exposures(exposures)
     malformed = [bad_exposures]
     converted = None
@@ -532,11 +564,16 @@ def build_report(
     if conversions is not None:
         converted, conversion_lines, bad_conversions = read_conversions(conversions)
         malformed.append(bad_conversions)
-    weights = weights or {}
-    results = [
-        analyse_experiment(experiments[name], converted, weights.get(name))
-        for name in sorted(experiments)
-    ]
+    weights, slot_weights = weights or {}, slot_weights or {}
+    results = []
+    for name in sorted(experiments):
+        if name in weights:
+            intended, basis = weights[name], "--weights"
+        elif name in slot_weights:
+            intended, basis = slot_weights[name], "--slots"
+        else:
+            intended, basis = None, "equal split"
+        results.append(analyse_experiment(experiments[name], converted, intended, basis))
     return Report(
         exposures_file=str(exposures),
         conversions_file=str(conversions) if conversions is not None else None,
@@ -568,8 +605,15 @@ def _pp(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def _cells(a: ArmResult) -> list[str]:
+def _share(a: ArmResult, total: int) -> str:
+    return f"{100 * a.visitors / total:.1f}%" if total else "-"
+
+
+def _cells(a: ArmResult, total: int, with_conversions: bool) -> list[str]:
     """One table row's cells, shared by the text and HTML reports."""
+    head = [a.arm, f"{a.visitors:,}", _share(a, total)]
+    if not with_conversions:
+        return head
     conv = "-" if a.conversions is None else f"{a.conversions:,}"
     rate = _pct(a.rate)
     rate_ci = "-" if a.rate_ci is None else f"[{_pct(a.rate_ci[0])}, {_pct(a.rate_ci[1])}]"
@@ -578,11 +622,17 @@ def _cells(a: ArmResult) -> list[str]:
     rel_up = "-" if a.rel_uplift is None else _signed_pct(a.rel_uplift)
     rel_ci = "-" if a.rel_uplift_ci is None else f"[{_signed_pct(a.rel_uplift_ci[0])}, {_signed_pct(a.rel_uplift_ci[1])}]"
     p = "-" if a.p_value is None else f"{fmt_p(a.p_value)} ({a.test})"
-    return [a.arm, f"{a.visitors:,}", conv, rate, rate_ci, abs_up, abs_ci, rel_up, rel_ci, p]
+    return head + [conv, rate, rate_ci, abs_up, abs_ci, rel_up, rel_ci, p]
 
 
-HEADERS = ["arm", "visitors", "conv", "rate", "95% CI", "uplift", "95% CI (pp)", "rel uplift", "95% CI", "p-value"]
-_RIGHT = {1, 2, 3, 5, 7}
+HEADERS = ["arm", "visitors", "share", "conv", "rate", "95% CI", "uplift", "95% CI (pp)", "rel uplift", "95% CI", "p-value"]
+_RIGHT = {1, 2, 3, 4, 6, 8}
+
+
+def _table(exp: ExperimentResult, with_conversions: bool) -> list[list[str]]:
+    headers = HEADERS if with_conversions else HEADERS[:3]
+    total = sum(a.visitors for a in exp.arms)
+    return [headers] + [_cells(a, total, with_conversions) for a in exp.arms]
 
 
 def srm_line(srm: SrmResult | None) -> str:
@@ -608,8 +658,8 @@ def format_text(report: Report) -> str:
         out.append("")
         slots = ", ".join(exp.slots) or "-"
         out.append(f"{exp.name}   slots: {slots}   {exp.start} .. {exp.end}   {exp.visitors:,} visitors")
-        rows = [HEADERS] + [_cells(a) for a in exp.arms]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
+        rows = _table(exp, report.conversions_file is not None)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             cells = [c.rjust(w) if i in _RIGHT else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
             out.append("  " + "  ".join(cells).rstrip())
@@ -713,9 +763,9 @@ def render_html(report: Report) -> str:
         body.append(f"<h2>{e(exp.name)}</h2>")
         body.append(f'<p class="meta">slots: {e(", ".join(exp.slots) or "-")} &middot; {e(exp.start)} .. {e(exp.end)} '
                     f"&middot; {exp.visitors:,} visitors &middot; {exp.exposures:,} exposures</p>")
-        body.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADERS) + "</tr></thead><tbody>")
-        for a in exp.arms:
-            cells = _cells(a)
+        header, *rows = _table(exp, report.conversions_file is not None)
+        body.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        for cells in rows:
             body.append("<tr>" + "".join(
                 f'<td class="n">{e(c)}</td>' if i in _RIGHT else f"<td>{e(c)}</td>" for i, c in enumerate(cells)
             ) + "</tr>")
@@ -723,7 +773,11 @@ def render_html(report: Report) -> str:
         srm_class = "ok" if exp.srm is None or not exp.srm.flagged else "bad"
         body.append(f'<p class="{srm_class}">{e(srm_line(exp.srm))}</p>')
         body.extend(f'<p class="warn">warning: {e(w)}</p>' for w in exp.warnings)
-        body.append(_svg_chart(exp))
+        chart = _svg_chart(exp)
+        if chart:
+            body.append(f'<figure>{chart}<figcaption class="meta">Dot: conversion rate; whiskers: its 95% Wilson '
+                        "interval; dashed line: the control's rate. Green / red: the uplift's 95% interval is "
+                        "above / below zero.</figcaption></figure>")
     for bad in report.malformed:
         body.append(f'<h2 class="warn">{e(bad.file)}: {bad.count:,} malformed line(s) skipped</h2><ul>')
         body.extend(f"<li><code>{e(x)}</code></li>" for x in bad.examples)
@@ -751,10 +805,12 @@ def run_report(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     weights = parse_weights(getattr(args, "weights", None) or ())
     try:
+        slot_weights = weights_from_slots(Path(args.slots)) if getattr(args, "slots", None) else None
         report = build_report(
             Path(args.exposures),
             Path(args.conversions) if getattr(args, "conversions", None) else None,
             weights=weights,
+            slot_weights=slot_weights,
         )
     except ReportInputError as exc:
         print(f"edgeproxy report: {exc}", file=err)

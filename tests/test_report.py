@@ -425,3 +425,40 @@ def test_an_empty_exposure_log_is_a_report_with_no_experiments(tmp_path):
     out = io.StringIO()
     assert main_with_out(["report", str(path)], out) == 0
     assert "no experiments in the exposure log" in out.getvalue()
+
+
+def write_experiment_slots(root: Path, weight: int) -> Path:
+    (root / "hero").mkdir(parents=True)
+    (root / "hero" / "promo.html").write_text(
+        f'<!--edge\nexperiment = {{ name = "bf-hero", weight = {weight} }}\n-->\n<p>promo</p>\n', encoding="utf-8")
+    return root
+
+
+def test_slots_folder_gives_the_intended_split_with_control_the_remainder(tmp_path):
+    from edgeproxy.report import weights_from_slots
+
+    slots = write_experiment_slots(tmp_path / "slots", 30)
+    assert weights_from_slots(slots) == {"bf-hero": {"promo": 30.0, "control": 70.0}}
+
+
+def test_srm_against_the_slots_weights_accepts_a_30_70_design_an_equal_split_would_flag(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (7000, 700), "promo": (3000, 300)})
+    slots = write_experiment_slots(tmp_path / "slots", 30)
+    equal, configured = io.StringIO(), io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv)], equal) == 0
+    assert main_with_out(["report", str(exp), str(conv), "--slots", str(slots)], configured) == 0
+    assert "SRM: MISMATCH" in equal.getvalue()
+    assert "SRM: ok (chi2 = 0.00, df = 1, p = 1.0000; vs --slots 70/30)" in configured.getvalue()
+
+
+def test_weights_flag_wins_over_the_slots_folder(tmp_path):
+    exp, _ = split_logs(tmp_path, {"control": (5000, 0), "promo": (5000, 0)})
+    report = build_report(exp, weights=parse_weights(["bf-hero:promo=50"]),
+                          slot_weights={"bf-hero": {"promo": 30.0, "control": 70.0}})
+    assert report.experiments[0].srm.basis == "--weights" and not report.experiments[0].srm.flagged
+
+
+def test_a_missing_slots_folder_exits_2(tmp_path, capsys):
+    exp, _ = split_logs(tmp_path, {"control": (1, 0)})
+    assert main(["report", str(exp), "--slots", str(tmp_path / "nope")]) == 2
+    assert "no such slots folder (--slots)" in capsys.readouterr().err
