@@ -74,7 +74,11 @@ async def tunnel_websocket(request: web.Request, session: aiohttp.ClientSession,
     rec.status = 101
 
     async def pump(src, dst, dst_is_client: bool) -> None:
-        async for msg in src:
+        # receive() rather than ``async for``: aiohttp's iterator stops before
+        # yielding a CLOSE, which lost the peer's close code.  (Bug fixed: both
+        # sides saw 1000 whatever code the other sent.)
+        while True:
+            msg = await src.receive()
             if msg.type == WSMsgType.TEXT:
                 await dst.send_str(msg.data)
             elif msg.type == WSMsgType.BINARY:
