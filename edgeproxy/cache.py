@@ -17,9 +17,11 @@ What is looked up and stored
   Varnish's built-in VCL, which would make a personalising proxy, where every
   visitor carries the proxy's cookies, cache nothing).  As RFC 9111 and nginx
   do, the origin decides: a response that depends on cookies must say
-  ``Vary: Cookie`` (then it is keyed on the whole ``Cookie`` value, i.e. in
-  practice per visitor), ``Cache-Control: private``, or carry ``Set-Cookie``
-  — the last two are never stored, so never shared.
+  ``Vary: Cookie`` (then it is keyed on the ``Cookie`` value — pairs
+  sorted, the proxy's own cookies named in ``vary_ignored_cookies`` left out,
+  since the origin never reads them — in practice per session),
+  ``Cache-Control: private``, or carry ``Set-Cookie`` — the last two are
+  never stored, so never shared.
 * A response is stored when all of these hold (§3): its status is one we
   understand as final and complete (200, 203, 204, 300, 301, 302, 307, 308,
   404, 405, 410, 414, 501 — never 206 or 304); it has no ``Set-Cookie``; its
@@ -48,6 +50,11 @@ What is looked up and stored
   ``Content-Length`` or found while reading — streams through uncached, the
   bytes already read first.  The cache holds at most ``max_bytes`` (bodies
   plus headers plus a small per-entry overhead), least recently used out.
+
+* A non-error response to an unsafe method (``POST``, ``PUT``, ``DELETE``
+  …) passed through ``fetch`` invalidates the URL and its same-origin
+  ``Location`` / ``Content-Location`` (§4.4); ``invalidate(url)`` does it by
+  hand.
 
 Request directives
 ------------------
@@ -96,6 +103,20 @@ BYPASS     the cache was not consulted (method, no-store, Authorization,
            cache disabled, or an internal error: the cache fails open)
 ========== ================================================================
 
+Use (the pipeline's stage 3)::
+
+    cache = UpstreamCache(settings.cache_bytes, vary_ignored_cookies=(…the proxy's cookie names…))
+
+    def send(headers):
+        return fetch.fetch(session, settings, method=method, url=url, headers=headers, body=body)
+
+    upstream = await cache.fetch(lambda: send(headers), method=method, url=url,
+                                 request_headers=headers, fetch_with_headers=send)
+    # upstream.cache_status → Record.cache; read the body with upstream.body()
+    # (or response.content); release() / close() as for fetch.fetch.
+    ...
+    await cache.close()  # at shutdown, before the session closes
+
 Errors: the fetcher's exceptions (``UpstreamError``, cancellation) pass
 through unchanged; a bug inside the cache is logged and the request is
 fetched plainly (``BYPASS``) — the cache never fails a request on its own.
@@ -115,6 +136,7 @@ from typing import Any
 
 import aiohttp
 from cachetools import Cache, LRUCache
+from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamError
 from .fetch import Upstream
@@ -138,6 +160,9 @@ DEFAULT_HIT_FOR_PASS_KEYS = 10_000
 ENTRY_OVERHEAD = 256
 # RFC 9111 §1.2.2: delta-seconds too large to represent become 2^31.
 MAX_DELTA = 2**31
+
+# RFC 9110 §9.2.1: everything else is unsafe and invalidates (RFC 9111 §4.4).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 CACHE_STATUSES = ("HIT", "MISS", "STALE", "REVALIDATED", "COALESCED", "BYPASS")
 
@@ -233,11 +258,22 @@ def normalise_accept_encoding(value: str) -> str:
     return ",".join(sorted(codings))
 
 
-def _normalise_field(name: str, value: str | None) -> str | None:
+def normalise_cookie(value: str, ignored: frozenset[str] = frozenset()) -> str:
+    """``Cookie`` for a ``Vary: Cookie`` key: pairs sorted, the ``ignored``
+    names (the proxy's own cookies, which the origin never reads) left out."""
+    pairs = sorted(
+        pair for pair in (p.strip() for p in value.split(";")) if pair and pair.partition("=")[0].strip() not in ignored
+    )
+    return "; ".join(pairs)
+
+
+def _normalise_field(name: str, value: str | None, ignored_cookies: frozenset[str]) -> str | None:
     if value is None:
         return None
     if name == "accept-encoding":
         return normalise_accept_encoding(value)
+    if name == "cookie":
+        return normalise_cookie(value, ignored_cookies)
     return " ".join(value.split())
 
 
@@ -251,13 +287,19 @@ class _Request:
     no_cache: bool
     authorization: bool
     conditional: bool
+    ignored_cookies: frozenset[str]
 
     @classmethod
-    def parse(cls, headers: Sequence[tuple[str, str]], honour_no_cache: bool) -> _Request:
+    def parse(
+        cls, headers: Sequence[tuple[str, str]], honour_no_cache: bool, ignored_cookies: frozenset[str] = frozenset()
+    ) -> _Request:
         fields: dict[str, str] = {}
         for name, value in headers:
             lower = name.lower()
-            fields[lower] = f"{fields[lower]}, {value}" if lower in fields else value
+            if lower in fields:  # repeated field lines: one list (RFC 9110 §5.3); Cookie lines join with "; "
+                fields[lower] = f"{fields[lower]}{'; ' if lower == 'cookie' else ', '}{value}"
+            else:
+                fields[lower] = value
         cc = parse_cache_control([fields["cache-control"]]) if "cache-control" in fields else {}
         no_cache = False
         if honour_no_cache:
@@ -272,10 +314,11 @@ class _Request:
             no_cache=no_cache,
             authorization="authorization" in fields,
             conditional=not CONDITIONAL_FIELDS.isdisjoint(fields),
+            ignored_cookies=ignored_cookies,
         )
 
     def vary_values(self, names: tuple[str, ...]) -> tuple[str | None, ...]:
-        return tuple(_normalise_field(name, self.fields.get(name)) for name in names)
+        return tuple(_normalise_field(name, self.fields.get(name), self.ignored_cookies) for name in names)
 
     def without_conditionals(self) -> Headers:
         return [(n, v) for n, v in self.headers if n.lower() not in CONDITIONAL_FIELDS]
@@ -568,6 +611,7 @@ class UpstreamCache:
         coalesce_timeout: float = DEFAULT_COALESCE_TIMEOUT,
         hit_for_pass: float = DEFAULT_HIT_FOR_PASS,
         honour_request_no_cache: bool = False,
+        vary_ignored_cookies: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -578,6 +622,7 @@ class UpstreamCache:
         self.coalesce_timeout = coalesce_timeout
         self.hit_for_pass = hit_for_pass
         self.honour_request_no_cache = honour_request_no_cache
+        self.vary_ignored_cookies = frozenset(vary_ignored_cookies)
         self._clock = clock
         self._wall = wall
         self._store: _Store | None = _Store(max_bytes) if max_bytes > 0 else None
@@ -673,8 +718,11 @@ class UpstreamCache:
 
     async def _fetch(self, call: _Call, method: str, url: str, request_headers: Sequence[tuple[str, str]]) -> Upstream:
         if self._store is None or method not in ("GET", "HEAD"):
-            return _mark(await call(), "BYPASS")
-        req = _Request.parse(request_headers, self.honour_request_no_cache)
+            upstream = _mark(await call(), "BYPASS")
+            if self._store is not None and method not in SAFE_METHODS and 200 <= upstream.status < 400:
+                self._invalidate_after_unsafe(url, upstream)
+            return upstream
+        req = _Request.parse(request_headers, self.honour_request_no_cache, self.vary_ignored_cookies)
         if req.no_store:
             return _mark(await call(), "BYPASS")
         if req.authorization:
@@ -729,6 +777,33 @@ class UpstreamCache:
                 return await self._from_origin(call, url, req, key=key, entry=entry, flight=None, as_sent=True)
             return await self._lead(call, url, req, key, entry)
         return await self._from_origin(call, url, req, key=None, entry=None, flight=None)
+
+    def invalidate(self, url: Any) -> bool:
+        """Forget what is stored for ``url`` (every Vary variant of it).
+        True if something was stored."""
+        if self._store is None:
+            return False
+        key = str(url)
+        if Cache.__contains__(self._store, key):
+            del self._store[key]  # an entry, or the Vary index (its variants become unreachable)
+            return True
+        return False
+
+    def _invalidate_after_unsafe(self, url: str, upstream: Upstream) -> None:
+        """RFC 9111 §4.4: a non-error response to an unsafe method invalidates
+        the target URI, and the same-origin ``Location`` / ``Content-Location``."""
+        try:
+            self.invalidate(url)
+            base = URL(url, encoded=True)
+            for name in ("location", "content-location"):
+                value = upstream.header(name)
+                if not value:
+                    continue
+                target = base.join(URL(value.strip(), encoded=True))
+                if target.origin() == base.origin():
+                    self.invalidate(str(target))
+        except Exception:  # a malformed Location must not fail the request
+            log.exception("cannot invalidate after %s", url)
 
     def _lookup(self, url: str, req: _Request) -> tuple[_Entry | None, Any]:
         assert self._store is not None

@@ -21,7 +21,13 @@ from aiohttp.test_utils import TestServer
 
 from edgeproxy import cache as cache_mod
 from edgeproxy import fetch
-from edgeproxy.cache import UpstreamCache, normalise_accept_encoding, parse_cache_control, response_policy
+from edgeproxy.cache import (
+    UpstreamCache,
+    normalise_accept_encoding,
+    normalise_cookie,
+    parse_cache_control,
+    response_policy,
+)
 from edgeproxy.errors import UpstreamBodyError, UpstreamConnectError
 from edgeproxy.settings import build_settings
 
@@ -271,6 +277,29 @@ async def test_vary_cookie_keys_the_entry_on_the_cookie_header(origin, make_cach
     up_alice, alice_again = await get(c, "/p", [("Cookie", "sid=alice")])
     assert up_bob.cache_status == "MISS" and bob == b"page#2"
     assert up_alice.cache_status == "HIT" and alice_again == alice == b"page#1"
+
+
+async def test_vary_cookie_key_leaves_out_the_proxys_own_cookies(origin, make_cache, get):
+    origin.static("/p", cache_control="max-age=60", vary="Cookie")
+    c = make_cache(vary_ignored_cookies=("edge_vid", "edge_ses"))
+    await get(c, "/p", [("Cookie", "edge_vid=alice; theme=dark")])
+    bob, body = await get(c, "/p", [("Cookie", "theme=dark; edge_vid=bob"), ("Cookie", "edge_ses=x")])
+    other, _ = await get(c, "/p", [("Cookie", "theme=light; edge_vid=bob")])
+    assert (bob.cache_status, body) == ("HIT", b"page#1")
+    assert other.cache_status == "MISS"
+
+
+@pytest.mark.parametrize(
+    "value, ignored, expected",
+    [
+        ("b=2; a=1", (), "a=1; b=2"),
+        ("edge_vid=x; sid=1", ("edge_vid",), "sid=1"),
+        ("edge_vid=x", ("edge_vid",), ""),
+        (" a=1 ;; b=2 ", (), "a=1; b=2"),
+    ],
+)
+def test_cookie_normalises_to_sorted_pairs_without_ignored_names(value, ignored, expected):
+    assert normalise_cookie(value, frozenset(ignored)) == expected
 
 
 # ---------------------------------------------------------------------------
@@ -951,6 +980,49 @@ async def test_response_turning_private_drops_the_stored_copy(origin, make_cache
     clock.advance(11)
     up, body = await get(c, "/p")
     assert (up.cache_status, body) == ("MISS", b"page#2") and len(c) == 0
+
+
+# ---------------------------------------------------------------------------
+# Invalidation (RFC 9111 §4.4)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+async def test_unsafe_method_with_a_success_invalidates_the_url(origin, make_cache, get, method):
+    async def handler(request, hit):
+        if request.method == "GET":
+            return web.Response(text=f"cart#{hit}", headers={"Cache-Control": "max-age=60", "Vary": "Accept-Encoding"})
+        return web.Response(status=303, headers={"Location": "/cart/summary"})
+
+    origin.route("/cart", handler)
+    origin.static("/cart/summary", cache_control="max-age=60")
+    c = make_cache()
+    await get(c, "/cart")
+    await get(c, "/cart/summary")
+    up, _ = await get(c, "/cart", method=method)
+    assert up.cache_status == "BYPASS"
+    after, body = await get(c, "/cart")
+    summary, _ = await get(c, "/cart/summary")
+    assert (after.cache_status, body) == ("MISS", b"cart#3")
+    assert summary.cache_status == "MISS"  # the same-origin Location too
+
+
+async def test_unsafe_method_with_an_error_invalidates_nothing(origin, make_cache, get):
+    async def handler(request, hit):
+        if request.method == "GET":
+            return web.Response(text="page", headers={"Cache-Control": "max-age=60"})
+        return web.Response(status=500)
+
+    origin.route("/p", handler)
+    c = make_cache()
+    await get(c, "/p")
+    await get(c, "/p", method="POST")
+    up, _ = await get(c, "/p")
+    assert up.cache_status == "HIT"
+
+
+def test_invalidate_forgets_a_url_and_reports_whether_it_was_stored(make_cache):
+    c = make_cache()
+    assert c.invalidate("http://origin/nothing") is False
 
 
 # ---------------------------------------------------------------------------
