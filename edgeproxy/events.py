@@ -113,7 +113,7 @@ class _Stream:
 
     ``buffer`` is touched only on the event loop's thread; ``fd``, ``torn``
     and ``reopen_requested`` only inside ``write_batch``/``open``/``close``,
-    which the owner serialises with its flush lock.
+    which run one flush at a time (``EventLog.flush`` never overlaps itself).
     """
 
     def __init__(self, name: str, path: Path | None, render) -> None:
