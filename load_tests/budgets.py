@@ -28,6 +28,7 @@ DIRECT = "direct"
 BARE = "bare-aiohttp"
 NGINX = "nginx+sub_filter"
 REPARSE = "reparse-selectolax"
+AIOHTTP_STATIC = "aiohttp-static"  # aiohttp serving the page from memory: the floor
 EDGEPROXY = "edgeproxy"
 EDGEPROXY_CACHED = "edgeproxy-cached"
 EDGEPROXY_DEFAULT = "edgeproxy-default"  # a bot: no variant, the origin's bytes

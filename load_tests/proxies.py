@@ -2,6 +2,7 @@
 
     python -m load_tests.proxies bare    --upstream URL --port P
     python -m load_tests.proxies reparse --upstream URL --port P
+    python -m load_tests.proxies static  --port P
 
 ``bare``: the floor of any aiohttp reverse proxy.  Forwards the request
 (hop-by-hop headers stripped, RFC 9110 §7.6.1), streams the origin's body
@@ -16,7 +17,11 @@ banner contents, sort the product grid by ``data-price``, re-serialise and
 send.  It does the same three edits edgeproxy does (and loses the origin's
 exact bytes doing it).
 
-Both run on uvloop when installed, with the access log off.
+``static``: not a proxy — aiohttp answering with the page from memory, the
+same bytes and headers as the origin.  The floor of anything built on
+aiohttp's server: a cached response cannot cost less than this.
+
+All run on uvloop when installed, with the access log off.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from .origin import run
-from .pages import BANNER_VARIANT, HERO_VARIANT, SORT_KEYS
+from .pages import BANNER_VARIANT, HERO_VARIANT, PAGE_SIZES, SORT_KEYS, make_page
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the ones aiohttp sets itself.
 HOP_BY_HOP = frozenset(
@@ -127,9 +132,24 @@ async def reparse_handler(request: web.Request) -> web.StreamResponse:
         return resp
 
 
+PAGES = web.AppKey("pages", dict)
+
+
+async def static_handler(request: web.Request) -> web.Response:
+    name, kind = request.match_info["name"], request.match_info["kind"]
+    body = request.app[PAGES].get(name)
+    if body is None or kind not in ("private", "public"):
+        raise web.HTTPNotFound()
+    cc = "private, no-store" if kind == "private" else "public, max-age=60"
+    return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": cc, "Vary": "Accept-Encoding"})
+
+
 async def serve(kind: str, upstream: str, host: str, port: int) -> None:
     app = web.Application()
     app[UPSTREAM] = upstream.rstrip("/")
+    if kind == "static":
+        app[PAGES] = {name: make_page(size) for name, size in PAGE_SIZES.items()}
+        app.router.add_get("/listing/{name}/{kind}", static_handler)
 
     async def session_ctx(app: web.Application):
         # bare: pass the encoding through untouched; reparse: decode to parse.
@@ -141,8 +161,9 @@ async def serve(kind: str, upstream: str, host: str, port: int) -> None:
         yield
         await app[SESSION].close()
 
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_route("*", "/{tail:.*}", bare_handler if kind == "bare" else reparse_handler)
+    if kind != "static":
+        app.cleanup_ctx.append(session_ctx)
+        app.router.add_route("*", "/{tail:.*}", bare_handler if kind == "bare" else reparse_handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
@@ -159,8 +180,8 @@ async def serve(kind: str, upstream: str, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="baseline proxies for the load tests")
-    ap.add_argument("kind", choices=("bare", "reparse"))
-    ap.add_argument("--upstream", required=True)
+    ap.add_argument("kind", choices=("bare", "reparse", "static"))
+    ap.add_argument("--upstream", default="", help="the origin (bare, reparse)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args(argv)

@@ -14,6 +14,7 @@ TABLE_PERCENTILES = ("p50", "p90", "p99", "p99.9")
 NOISY_CPUS = 0.15
 COLOURS = {
     B.DIRECT: "#7f7f7f",
+    B.AIOHTTP_STATIC: "#17becf",
     B.BARE: "#1f77b4",
     B.NGINX: "#2ca02c",
     B.REPARSE: "#d62728",
@@ -28,6 +29,8 @@ PEER_RATIOS = (
     ("edgeproxy ÷ bare aiohttp, CPU/req", B.EDGEPROXY, B.BARE, "cpu_us_per_request"),
     ("edgeproxy cached ÷ nginx+sub_filter, CPU/req", B.EDGEPROXY_CACHED, B.NGINX, "cpu_us_per_request"),
     ("edgeproxy cached ÷ nginx+sub_filter, req/s", B.EDGEPROXY_CACHED, B.NGINX, "rps"),
+    ("edgeproxy cached ÷ aiohttp from memory, CPU/req", B.EDGEPROXY_CACHED, B.AIOHTTP_STATIC, "cpu_us_per_request"),
+    ("aiohttp from memory ÷ nginx+sub_filter, CPU/req", B.AIOHTTP_STATIC, B.NGINX, "cpu_us_per_request"),
     ("re-parse ÷ edgeproxy, CPU/req", B.REPARSE, B.EDGEPROXY, "cpu_us_per_request"),
     ("edgeproxy, no variant ÷ bare aiohttp, CPU/req", B.EDGEPROXY_DEFAULT, B.BARE, "cpu_us_per_request"),
 )

@@ -67,9 +67,10 @@ SOAK_FRACTION = 0.7
 SOAK_SAMPLE_EVERY = 5.0
 SOAK_WARMUP = 10.0
 
-SYSTEM_ORDER = (B.DIRECT, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT)
+SYSTEM_ORDER = (B.DIRECT, B.AIOHTTP_STATIC, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT)
 LABELS = {
     B.DIRECT: "direct (origin)",
+    B.AIOHTTP_STATIC: "aiohttp, from memory",
     B.BARE: "bare aiohttp proxy",
     B.NGINX: "nginx + sub_filter",
     B.REPARSE: "re-parse (selectolax)",
@@ -178,11 +179,11 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
     if B.DIRECT in systems:
         s = systems[B.DIRECT]
         s.port, s.child, s.expected_edits = origin_port, origin, "none"
-    for name, kind in ((B.BARE, "bare"), (B.REPARSE, "reparse")):
+    for name, kind in ((B.AIOHTTP_STATIC, "static"), (B.BARE, "bare"), (B.REPARSE, "reparse")):
         if name in systems:
             s = systems[name]
             s.port = free_port()
-            s.expected_edits = "none" if kind == "bare" else "hero+banner+sort"
+            s.expected_edits = "hero+banner+sort" if kind == "reparse" else "none"
             s.child = children.spawn(name, [sys.executable, "-m", "load_tests.proxies", kind, "--upstream", upstream, "--host", HOST, "--port", str(s.port)], cwd=pkg_root)
             waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
     if B.NGINX in systems:
@@ -559,9 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     children = Children(workdir, server_cpus)
     calibrations = len(pages) if (args.open_loop and not args.rate and args.generator != "bundled" and args.duration >= 1.0
                                   and wrk.wrk_binary()) else 0
-    steps = len(pages) * len(wanted) * (2 if args.open_loop else 1) + (2 if args.profile else 0) + calibrations + 1
-    steps += 1 if args.soak else 0
-    planned = (steps + len(pages) * len(wanted) * (args.repeat - 1)) * (args.duration + args.warmup) + len(wanted) * args.ttfb_count * 0.06 + (args.soak or 0) * 60
+    load_steps = len(pages) * len(wanted) * (args.repeat + (1 if args.open_loop else 0)) + calibrations + (2 if args.profile else 0)
+    steps = load_steps + 2 + (1 if args.soak else 0)  # + TTFB, memory, soak
+    planned = load_steps * (args.duration + args.warmup) + len(wanted) * (args.ttfb_count * 0.06 + 1.0) + (args.soak or 0) * 60
     progress = Progress(steps + 1, planned)
     runner: Runner | None = None
     try:
@@ -591,21 +592,23 @@ def main(argv: list[str] | None = None) -> int:
                 gen_capacity[page] = cal["rps"]
                 progress.finish(f"{page:>5} bundled generator capacity: {cal['rps']:,.0f} req/s against the origin; "
                                 f"open-loop rates are capped at {GENERATOR_SHARE:.0%} of it")
-            for s in systems.values():
-                if not s.runnable:
-                    continue
-                progress.start(f"{page} {LABELS[s.name]} closed c={args.concurrency}"
-                               + (f" x{args.repeat}" if args.repeat > 1 else ""), (args.duration + args.warmup) * args.repeat)
-                tries = []
-                for _ in range(args.repeat):
+            measured = [s for s in systems.values() if s.runnable]
+            # Repeats go round-robin (A B C, A B C, …) so a noisy neighbour's
+            # burst lands on several systems, not on all tries of one.
+            tries: dict[str, list[dict]] = {s.name: [] for s in measured}
+            for round_no in range(1, args.repeat + 1):
+                for s in measured:
+                    label = f"{page} {LABELS[s.name]} closed c={args.concurrency}"
+                    progress.start(label + (f" ({round_no}/{args.repeat})" if args.repeat > 1 else ""), args.duration + args.warmup)
                     with NoiseMeter(children) as noise:
                         one = runner.closed(s, page)
                     one.update(other_cpus=noise.other_cpus)
-                    tries.append(one)
-                res = median_run(tries)
+                    tries[s.name].append(one)
+                    progress.finish(_fmt_step(s, page, one))
+            for s in measured:
+                res = median_run(tries[s.name])
                 res.update(system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid), origin_rss_kib=tree_rss_kib(origin.pid))
                 runs.append(res)
-                progress.finish(_fmt_step(s, page, res))
                 if args.open_loop:
                     rate = args.rate or max(1.0, res["rps"] * args.open_fraction)
                     capped = False
@@ -643,12 +646,13 @@ def main(argv: list[str] | None = None) -> int:
         ttfb: dict[str, dict] = {}
         progress.start("time to first byte, origin streams (/stream)", len(wanted) * args.ttfb_count * 0.06)
         for s in systems.values():
-            if s.runnable and not s.cacheable and not s.headers:
+            if s.runnable and not s.cacheable and not s.headers and s.name != B.AIOHTTP_STATIC:
                 ttfb[s.name] = runner.ttfb(s)
         progress.finish("time to first byte: " + ", ".join(
             f"{LABELS[n]} {t['ttfb_ms']['p50']:.2f} ms" for n, t in ttfb.items() if t["ttfb_ms"]["p50"] is not None))
         memory: dict[str, dict] = {}
-        proxies = [s for s in systems.values() if s.runnable and not s.cacheable and not s.headers and s.name != B.DIRECT]
+        proxies = [s for s in systems.values()
+                   if s.runnable and not s.cacheable and not s.headers and s.name not in (B.DIRECT, B.AIOHTTP_STATIC)]
         progress.start(f"memory: a {LARGE_BODY_MB} MiB non-HTML body through each proxy", len(proxies) * 1.0)
         for s in proxies:
             memory[s.name] = runner.large_body(s, LARGE_BODY_MB, LARGE_BODY_RATE)
