@@ -739,6 +739,87 @@ async def test_waiters_fetch_for_themselves_when_the_origin_is_unreachable(origi
     assert attempts == 3 and c.stats["in_flight"] == 0
 
 
+async def test_waiters_fetch_for_themselves_when_the_leader_is_cancelled_mid_body(origin, make_cache, get):
+    gate = asyncio.Event()
+    sent_head = asyncio.Event()
+
+    async def handler(request, hit):
+        resp = web.StreamResponse(headers={"Cache-Control": "max-age=60"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"half ")
+        if hit == 1:
+            sent_head.set()
+            await gate.wait()
+        await resp.write(b"page#%d" % hit)
+        await resp.write_eof()
+        return resp
+
+    origin.route("/p", handler)
+    c = make_cache()
+    leader = asyncio.create_task(get(c, "/p"))
+    await sent_head.wait()
+    waiters = [asyncio.create_task(get(c, "/p")) for _ in range(3)]
+    await asyncio.sleep(0)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    results = await asyncio.wait_for(asyncio.gather(*waiters), 30)
+    gate.set()
+    assert all(body.startswith(b"half page#") for _, body in results)
+    assert c.stats["in_flight"] == 0
+
+
+async def test_waiters_stop_waiting_after_the_coalesce_timeout(origin, make_cache, get):
+    gate = asyncio.Event()
+    await _held(origin, "/p", gate, {"Cache-Control": "max-age=60"})
+    c = make_cache(coalesce_timeout=0)
+    tasks = [asyncio.create_task(get(c, "/p")) for _ in range(3)]
+    await _until(lambda: origin.hits["/p"] == 3)  # the waiters gave up and went to the origin
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+async def test_a_private_response_never_reaches_another_visitor_under_concurrency(origin, make_cache, get):
+    # Mixed traffic: /shared/* pages are public, /me/* pages are private and
+    # name the visitor; every private body must name the visitor who asked.
+    async def handler(request, hit):
+        who = request.headers.get("Cookie", "")
+        private = request.path.startswith("/me/")
+        cc = "private, max-age=60" if private else "max-age=60"
+        return web.Response(text=f"{request.path} {who}", headers={"Cache-Control": cc})
+
+    paths = [f"/{kind}/{i}" for kind in ("me", "shared") for i in range(3)]
+    for path in paths:
+        origin.route(path, handler)
+    c = make_cache()
+    jobs = [(paths[(i * 7) % len(paths)], f"v={i % 11}") for i in range(300)]
+    results = await asyncio.wait_for(
+        asyncio.gather(*(get(c, path, [("Cookie", who)]) for path, who in jobs)), 60
+    )
+    for (path, who), (up, body) in zip(jobs, results):
+        if path.startswith("/me/"):
+            assert body == f"{path} {who}".encode(), (path, who, body)
+            assert up.cache_status == "MISS"
+        else:
+            assert body.startswith(path.encode())
+    assert origin.hits["/shared/0"] == 1
+
+
+async def test_close_cancels_background_refreshes(origin, make_cache, get, clock):
+    gate = asyncio.Event()
+    origin.static("/p", cache_control="max-age=10, stale-while-revalidate=60")
+    c = make_cache()
+    await get(c, "/p")
+    await _held(origin, "/p", gate, {"Cache-Control": "max-age=10"})
+    clock.advance(15)
+    up, _ = await get(c, "/p")
+    assert up.cache_status == "STALE" and c.stats["refreshing"] == 1
+    await _until(lambda: origin.hits["/p"] == 2)
+    await asyncio.wait_for(c.close(), 30)
+    assert c.stats["refreshing"] == 0 and c.stats["in_flight"] == 0
+
+
 async def test_a_cancelled_waiter_does_not_cancel_the_leader(origin, make_cache, get):
     gate = asyncio.Event()
     await _held(origin, "/p", gate, {"Cache-Control": "max-age=60"})
