@@ -411,3 +411,62 @@ def test_profile_summary_separates_idle_and_ranks_functions_by_self_time():
     assert s["files"][0] == ("edgeproxy/rewrite/stream.py", 0.8)
     # The entry chain (on every stack) is not listed as inclusive time.
     assert s["inclusive"] == [("feed (edgeproxy/rewrite/stream.py)", 0.8)]
+
+
+# -- the origin, on a real socket ----------------------------------------------
+
+
+@pytest.fixture
+async def origin():
+    from load_tests.origin import Origin, OriginProtocol
+
+    o = Origin(stream_delay=0.01)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: OriginProtocol(o), "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+async def _get(port: int, path: str, headers=()) -> tuple[bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(build_request("127.0.0.1", port, path, [*headers, ("Connection", "close")]))
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("kind, cache_control", [("private", b"private, no-store"), ("public", b"public, max-age=60")])
+async def test_origin_serves_each_page_cacheable_and_not(origin, kind, cache_control):
+    head, body = await _get(origin, f"/listing/120k/{kind}")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"Cache-Control: " + cache_control in head
+    assert body == make_page(PAGE_SIZES["120k"])
+
+
+async def test_origin_sends_gzip_only_when_asked(origin):
+    import gzip
+
+    head, body = await _get(origin, "/listing/60k/private", [("Accept-Encoding", "gzip, br")])
+    assert b"Content-Encoding: gzip" in head
+    assert gzip.decompress(body) == make_page(PAGE_SIZES["60k"])
+
+
+async def test_origin_stream_sends_the_page_in_two_chunks(origin):
+    reader, writer = await asyncio.open_connection("127.0.0.1", origin)
+    request = build_request("127.0.0.1", origin, "/stream")
+    for _ in range(2):  # and the connection stays usable after it
+        writer.write(request)
+        status, n, keep = await read_response(reader)
+        assert (status, n, keep) == (200, len(make_page(PAGE_SIZES["60k"])), True)
+    writer.close()
+
+
+async def test_origin_blob_is_exactly_the_asked_size(origin):
+    reader, writer = await asyncio.open_connection("127.0.0.1", origin)
+    writer.write(build_request("127.0.0.1", origin, "/blob/3"))
+    assert await read_response(reader) == (200, 3 * 1024 * 1024, True)
+    writer.write(build_request("127.0.0.1", origin, "/nope"))
+    assert (await read_response(reader))[0] == 404
+    writer.close()
