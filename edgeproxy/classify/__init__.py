@@ -221,7 +221,7 @@ def _classify(facts: RequestFacts, c: Classifiers, now: dt.datetime) -> Visitor:
     affinity = ck.read_affinity(c.codec, names.affinity, raw_aff)
     category = ck.path_category(c.affinity, facts.path)
     if category is not None:
-        affinity = ck.bump_affinity(affinity or [], category)
+        affinity = ck.bump_affinity(affinity or (), category)
         set_cookies.append(ck.write_affinity(c.codec, names.affinity, affinity))
     elif affinity is None and raw_aff is not None:
         set_cookies.append(SetCookie(names.affinity, "", 0))  # invalid: drop it
@@ -250,7 +250,7 @@ def _classify(facts: RequestFacts, c: Classifiers, now: dt.datetime) -> Visitor:
         consent=True,
         timezone=geo.timezone,
         session_id=session.id,
-        caps=MappingProxyType(caps) if caps else MappingProxyType({}),
+        caps=caps,
         cookies=tuple(set_cookies),
     )
 

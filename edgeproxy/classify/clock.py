@@ -61,5 +61,13 @@ def local_time(now: dt.datetime, timezone: str | None) -> dt.datetime:
 
 def clock_context(now: dt.datetime, timezone: str | None) -> tuple[int, str, str]:
     """``(hour, weekday, daypart)`` of ``now`` for a visitor in ``timezone``."""
-    local = local_time(now, timezone)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.timezone.utc)
+    # Zone offsets change on whole minutes: one computation per zone a minute.
+    return _clock_minute(int(now.timestamp()) // 60, timezone)
+
+
+@lru_cache(maxsize=1024)
+def _clock_minute(minute: int, timezone: str | None) -> tuple[int, str, str]:
+    local = local_time(dt.datetime.fromtimestamp(minute * 60, dt.timezone.utc), timezone)
     return local.hour, WEEKDAYS[local.weekday()], DAYPARTS[local.hour]

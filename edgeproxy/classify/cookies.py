@@ -14,6 +14,10 @@ cookie         fields (``|``-separated, after the version ``1``)  Max-Age
 ``edge_cap``   ``slot/variant:period:views`` per capped variant  7 days
 =============  ===============================================  =============
 
+The ``read_*``/``write_*`` functions are memoised per (codec, name, value):
+their results are immutable and a visitor sends the same values again and
+again.
+
 Each value is ``1|field|field….<signature>``: fields are percent-escaped
 (so ``|`` never appears inside one), and the signature is
 HMAC-SHA256 over ``<cookie name>=<body>`` with a key derived from
@@ -61,9 +65,10 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from types import MappingProxyType
 from urllib.parse import quote, unquote
 
-from ..model import SOURCES, CapCount, SetCookie
+from ..model import EMPTY, SOURCES, CapCount, SetCookie
 
 VERSION = "1"
 MAX_COOKIE_CHARS = 1024
@@ -180,6 +185,7 @@ class SessionCookie:
     utm_campaign: str | None = None
 
 
+@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
 def read_visitor(codec: CookieCodec, name: str, value: str | None) -> VisitorCookie | None:
     fields = codec.open(name, value)
     if fields is None or len(fields) != 2 or not _ID.match(fields[0]):
@@ -188,10 +194,12 @@ def read_visitor(codec: CookieCodec, name: str, value: str | None) -> VisitorCoo
     return None if first is None else VisitorCookie(fields[0], first)
 
 
+@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
 def write_visitor(codec: CookieCodec, name: str, v: VisitorCookie) -> SetCookie:
     return SetCookie(name, codec.seal(name, (v.id, _b36(v.first_seen))), VISITOR_MAX_AGE)
 
 
+@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
 def read_session(codec: CookieCodec, name: str, value: str | None) -> SessionCookie | None:
     fields = codec.open(name, value)
     if fields is None or len(fields) != 6 or not _ID.match(fields[0]) or fields[2] not in SOURCES:
@@ -202,12 +210,14 @@ def read_session(codec: CookieCodec, name: str, value: str | None) -> SessionCoo
     return SessionCookie(fields[0], start, fields[2], fields[3] or None, fields[4] or None, fields[5] or None)
 
 
+@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
 def write_session(codec: CookieCodec, name: str, s: SessionCookie) -> SetCookie:
     fields = (s.id, _b36(s.start), s.source, s.utm_source or "", s.utm_medium or "", s.utm_campaign or "")
     return SetCookie(name, codec.seal(name, fields), SESSION_MAX_AGE)
 
 
-def read_affinity(codec: CookieCodec, name: str, value: str | None) -> list[tuple[str, int]] | None:
+@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
+def read_affinity(codec: CookieCodec, name: str, value: str | None) -> tuple[tuple[str, int], ...] | None:
     fields = codec.open(name, value)
     if fields is None or len(fields) > AFFINITY_SLOTS:
         return None
@@ -220,7 +230,7 @@ def read_affinity(codec: CookieCodec, name: str, value: str | None) -> list[tupl
         if not 0 < w <= AFFINITY_MAX_WEIGHT * 2:
             return None
         out.append((category, w))
-    return out
+    return tuple(out)
 
 
 def write_affinity(codec: CookieCodec, name: str, entries: Sequence[tuple[str, int]]) -> SetCookie:
@@ -244,20 +254,21 @@ def bump_affinity(entries: Sequence[tuple[str, int]], category: str) -> list[tup
     return ranked[:AFFINITY_SLOTS]
 
 
-def read_caps(codec: CookieCodec, name: str, value: str | None) -> dict[str, CapCount]:
+@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
+def read_caps(codec: CookieCodec, name: str, value: str | None) -> Mapping[str, CapCount]:
     fields = codec.open(name, value, max_chars=MAX_CAP_COOKIE_CHARS)
     if fields is None or len(fields) > MAX_CAP_ENTRIES:
-        return {}
+        return EMPTY
     out: dict[str, CapCount] = {}
     for field in fields:
         parts = field.split(":")
         if len(parts) != 3 or "/" not in parts[0] or not _PERIOD.match(parts[1]) or not parts[2].isdigit():
-            return {}
+            return EMPTY
         views = int(parts[2])
         if not 0 < views <= 100_000:
-            return {}
+            return EMPTY
         out[parts[0]] = CapCount(parts[1], views)
-    return out
+    return MappingProxyType(out)
 
 
 def write_caps(codec: CookieCodec, name: str, caps: Mapping[str, CapCount]) -> SetCookie | None:
