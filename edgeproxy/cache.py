@@ -36,7 +36,8 @@ What is looked up and stored
 * The key is the URL (``HEAD`` reads the ``GET`` entry) plus the request's
   values of the fields the response names in ``Vary`` — names lower-cased,
   values whitespace-trimmed and -collapsed, repeated fields joined with
-  ``", "``, a missing field distinct from an empty one; ``Accept-Encoding`` is
+  ``", "`` (``Cookie`` lines with ``"; "``), a missing field distinct from
+  an empty one; ``Accept-Encoding`` is
   reduced to its sorted set of codings with q > 0 (``"br, gzip;q=1"`` and
   ``"gzip,br"`` share an entry).  Pass the cache the headers you send the
   origin, so the key sees what the origin saw.
@@ -50,7 +51,6 @@ What is looked up and stored
   ``Content-Length`` or found while reading — streams through uncached, the
   bytes already read first.  The cache holds at most ``max_bytes`` (bodies
   plus headers plus a small per-entry overhead), least recently used out.
-
 * A non-error response to an unsafe method (``POST``, ``PUT``, ``DELETE``
   …) passed through ``fetch`` invalidates the URL and its same-origin
   ``Location`` / ``Content-Location`` (§4.4); ``invalidate(url)`` does it by
@@ -93,15 +93,15 @@ Coalescing, stale content, revalidation
 
 ``Upstream.cache_status`` on what ``fetch`` returns
 ---------------------------------------------------
-========== ================================================================
-HIT        fresh stored response, served from memory
-MISS       the origin answered (stored or not); its copy is handed on
-STALE      stored response served past its freshness (SWR or SIE)
+=========== ===============================================================
+HIT         fresh stored response, served from memory
+MISS        the origin answered (stored or not); its copy is handed on
+STALE       stored response served past its freshness (SWR or SIE)
 REVALIDATED stale stored response confirmed by a 304 from the origin
-COALESCED  served from the response another request fetched concurrently
-BYPASS     the cache was not consulted (method, no-store, Authorization,
-           cache disabled, or an internal error: the cache fails open)
-========== ================================================================
+COALESCED   served from the response another request fetched concurrently
+BYPASS      the cache was not consulted (method, no-store, Authorization,
+            cache disabled, or an internal error: the cache fails open)
+=========== ===============================================================
 
 Use (the pipeline's stage 3)::
 
@@ -216,7 +216,7 @@ def _split_list(value: str) -> list[str]:
     return [part for part in parts if part]
 
 
-def _delta_seconds(value: str | None) -> int | None:
+def _delta_seconds(value: str | None) -> int:
     """A delta-seconds argument; an invalid one counts as 0 (stale), never
     as absent (RFC 9111 §1.2.2, §4.2.1)."""
     if value is None:
