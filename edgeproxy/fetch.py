@@ -189,6 +189,14 @@ def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
 def request_body(request: web.Request) -> Any:
     """The client's body as a stream for the origin, or None without one."""
     if request.body_exists or request.can_read_body:
+        # RFC 9110 §10.1.1: a client that sent "Expect: 100-continue" waits
+        # for the interim response before sending its body.  The proxy
+        # answers it (Expect is not forwarded), as nginx does.  (Bug fixed:
+        # the low-level server has no expect handler, so such a request
+        # stalled until the origin timed out: a 504.)
+        expect = request.headers.get("Expect", "").strip().lower()
+        if expect == "100-continue" and request.version >= (1, 1) and request.transport is not None:
+            request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return request.content
     return None
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import zlib
 
 import aiohttp
 import pytest
@@ -677,3 +678,138 @@ async def test_a_fragment_that_fails_to_render_leaves_the_origins_slot(origin, t
             assert resp.status == 200
     assert b"Default hero" in body
     assert BANNER.encode() in body
+
+
+# ---------------------------------------------------------------------------
+# Odd but valid bodies
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "content_encoding, body",
+    [
+        ("gzip", gzip.compress(PAGE[:100]) + gzip.compress(PAGE[100:])),  # two gzip members
+        ("x-gzip", gzip.compress(PAGE)),
+        ("deflate", zlib.compress(PAGE)[2:-4]),  # raw deflate, as some servers send it
+        ("identity", PAGE),
+        ("GZIP", gzip.compress(PAGE)),
+    ],
+    ids=["gzip-members", "x-gzip", "raw-deflate", "identity", "upper-case"],
+)
+async def test_odd_but_valid_encodings_are_personalised_whole(proxy, origin, content_encoding, body):
+    origin.page("/odd-valid", body, Content_Encoding=content_encoding)
+    resp = await raw_get(proxy.port, "/odd-valid", {**BROWSER, "Accept-Encoding": "identity"})
+    assert resp.status == 200 and resp.complete
+    assert decode(resp.get("content-encoding"), resp.body) == personalised()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "identity"])
+async def test_empty_html_body_is_fine(proxy, origin, coding):
+    origin.page("/empty", encode(coding, b""), Content_Encoding=coding)
+    resp = await raw_get(proxy.port, "/empty", {**BROWSER, "Accept-Encoding": "identity"})
+    assert resp.status == 200 and resp.complete
+    assert decode(resp.get("content-encoding"), resp.body) == b""
+
+
+async def test_expect_100_continue_is_answered_before_the_body(proxy):
+    # curl sends Expect: 100-continue for large bodies and waits for the 100.
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        body = b"x" * 5000
+        writer.write(request_bytes("POST", "/echo", {"Expect": "100-continue", "Content-Length": str(len(body))}))
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readline(), 5)
+        assert interim.startswith(b"HTTP/1.1 100")
+        await reader.readline()
+        writer.write(body)
+        await writer.drain()
+        resp = await asyncio.wait_for(read_response(reader), 10)
+        assert resp.status == 200
+        assert json.loads(resp.body)["length"] == len(body)
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_goes_away_mid_body_does_not_hurt_the_proxy(proxy, client):
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(request_bytes("GET", "/big.bin"))
+        await writer.drain()
+        await reader.readexactly(100_000)
+        writer.transport.abort()
+    async with client.get(url(proxy, "/big.bin")) as resp:
+        total = 0
+        async for chunk in resp.content.iter_any():
+            total += len(chunk)
+    assert total == BIG_SIZE
+
+
+@pytest.mark.parametrize("kind", ["binary", "html-rewritten-chunked", "html-rewritten-length", "html-gzip-rewritten"])
+async def test_origin_dying_after_the_head_was_sent_aborts_the_body(slots, kind):
+    # The client reads the head, then the origin dies: the client must see a
+    # broken body (no terminating chunk / short of Content-Length), never a
+    # clean end, and the proxy keeps serving.
+    go = asyncio.Event()
+    page = PAGE + b"<p>" + b"tail " * 2000 + b"</p>"
+    if kind == "binary":
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+        first = b"a" * 5000
+    elif kind == "html-rewritten-chunked":
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+        first = b"%x\r\n%s\r\n" % (200, page[:200])
+    elif kind == "html-rewritten-length":
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(page)
+        first = page[:200]
+    else:
+        body = gzip.compress(page)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+        first = body[: len(body) // 2]
+
+    async def serve(reader, writer):
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(head + first)
+        await writer.drain()
+        await go.wait()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(f"http://127.0.0.1:{port}", slots) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(request_bytes("GET", "/", {**BROWSER, "Accept-Encoding": "gzip"}))
+            await writer.drain()
+            resp = await asyncio.wait_for(read_response(reader, head_only=True), 10)
+            assert resp.status == 200
+            go.set()
+            rest = await asyncio.wait_for(read_response_body(reader, resp), 10)
+            writer.close()
+            assert not rest.complete
+            again = await raw_get(proxy.port, "/", BROWSER)  # the proxy still answers
+            assert again.status in (200, 502)
+    finally:
+        go.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def read_response_body(reader, head):
+    """The body of a response whose head ``read_response(head_only=True)`` read."""
+    import proxyharness
+
+    lines = [f"HTTP/1.1 {head.status} {head.reason}\r\n"] + [f"{k}: {v}\r\n" for k, v in head.headers] + ["\r\n"]
+    replay = asyncio.StreamReader()
+    replay.feed_data("".join(lines).encode("latin-1"))
+
+    async def pump():
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                replay.feed_eof()
+                return
+            replay.feed_data(data)
+
+    task = asyncio.ensure_future(pump())
+    try:
+        return await proxyharness.read_response(replay)
+    finally:
+        task.cancel()
