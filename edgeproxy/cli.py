@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print the decision trace as JSON")
 
     report = sub.add_parser("report", help="per experiment and arm: conversion rate, uplift vs control, p-value, SRM check")
-    report.add_argument("exposures", help="exposure log (JSON lines, as --exposure-log writes; .gz is fine)")
-    report.add_argument("conversions", nargs="?", help="conversion log (as --conversion-log writes)")
+    report.add_argument("logs", nargs="+", metavar="LOG",
+                        help="EXPOSURES [CONVERSIONS]: the --exposure-log and --conversion-log files (more files, "
+                             "e.g. rotated .gz ones, in any order: each file's kind is recognised from its lines)")
     report.add_argument("--html", metavar="OUT", help="also write a self-contained HTML report with charts")
     report.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     report.add_argument("--weights", action="append", default=[], metavar="EXP:ARM=PCT,...",

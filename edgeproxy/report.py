@@ -1,7 +1,8 @@
 """``edgeproxy report EXPOSURES [CONVERSIONS]``: every experiment against its control.
 
 Reads the JSON-lines logs that ``events.EventLog`` writes (CONTRACT §7) and
-prints, per experiment and arm:
+prints, per experiment and arm (any number of log files, e.g. rotated
+``.gz`` ones, in any order: each file's kind is recognised from its lines):
 
 - **visitors**: distinct visitor ids exposed to the arm.  A visitor belongs
   to the arm of their *first* exposure (earliest ``ts``) in the experiment;
@@ -51,7 +52,7 @@ import gzip
 import html
 import math
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -292,9 +293,13 @@ class _Experiment:
     end: float = -math.inf
 
 
-def read_exposures(path: Path) -> tuple[dict[str, _Experiment], int, Malformed]:
-    """Experiments by name, the number of good lines, and the malformed ones."""
-    experiments: dict[str, _Experiment] = {}
+def read_exposures(
+    path: Path, experiments: dict[str, _Experiment] | None = None
+) -> tuple[dict[str, _Experiment], int, Malformed]:
+    """Experiments by name (added to ``experiments``: several files, e.g.
+    rotated logs, make one report), the number of good lines, and the
+    malformed ones."""
+    experiments = {} if experiments is None else experiments
     bad = Malformed(str(path))
     good = 0
     for no, line in _lines(path):
@@ -324,9 +329,12 @@ def read_exposures(path: Path) -> tuple[dict[str, _Experiment], int, Malformed]:
     return experiments, good, bad
 
 
-def read_conversions(path: Path) -> tuple[dict[str, list[tuple[float, float]]], int, Malformed]:
-    """Per visitor, their conversions as ``(ts, value)`` (value 0 when none)."""
-    conversions: dict[str, list[tuple[float, float]]] = {}
+def read_conversions(
+    path: Path, conversions: dict[str, list[tuple[float, float]]] | None = None
+) -> tuple[dict[str, list[tuple[float, float]]], int, Malformed]:
+    """Per visitor, their conversions as ``(ts, value)`` (value 0 when
+    none), added to ``conversions``."""
+    conversions = {} if conversions is None else conversions
     bad = Malformed(str(path))
     good = 0
     for no, line in _lines(path):
@@ -389,10 +397,10 @@ class ExperimentResult:
 
 @dataclasses.dataclass(slots=True)
 class Report:
-    exposures_file: str
-    conversions_file: str | None
+    exposure_files: list[str]
+    conversion_files: list[str]  # empty: no conversion log, visitors and SRM only
     exposure_lines: int
-    conversion_lines: int | None
+    conversion_lines: int
     experiments: list[ExperimentResult]
     malformed: list[Malformed]
     methods: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(METHODS))
@@ -548,22 +556,30 @@ def _compare(a: ArmResult, control: ArmResult) -> None:
 
 
 def build_report(
-    exposures: Path,
-    conversions: Path | None = None,
+    exposures: Path | Sequence[Path],
+    conversions: Path | Sequence[Path] | None = None,
     *,
     weights: Mapping[str, Mapping[str, float]] | None = None,
     slot_weights: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Report:
-    """Read both logs and analyse every experiment (``ReportInputError``
+    """Read the logs and analyse every experiment (``ReportInputError``
     when a file cannot be read).  ``weights`` (``--weights``) win over
     ``slot_weights`` (``--slots``); without either, an equal split."""
-    experiments, exposure_lines, bad_exposures = read_exposures(exposures)
-    malformed = [bad_exposures]
-    converted = None
-    conversion_lines = None
-    if conversions is not None:
-        converted, conversion_lines, bad_conversions = read_conversions(conversions)
-        malformed.append(bad_conversions)
+    exposures = [exposures] if isinstance(exposures, Path) else list(exposures)
+    conversions = [conversions] if isinstance(conversions, Path) else list(conversions or ())
+    experiments: dict[str, _Experiment] = {}
+    malformed: list[Malformed] = []
+    exposure_lines = 0
+    for path in exposures:
+        _, good, bad = read_exposures(path, experiments)
+        exposure_lines += good
+        malformed.append(bad)
+    converted: dict[str, list[tuple[float, float]]] | None = {} if conversions else None
+    conversion_lines = 0
+    for path in conversions:
+        _, good, bad = read_conversions(path, converted)
+        conversion_lines += good
+        malformed.append(bad)
     weights, slot_weights = weights or {}, slot_weights or {}
     results = []
     for name in sorted(experiments):
@@ -575,13 +591,45 @@ def build_report(
             intended, basis = None, "equal split"
         results.append(analyse_experiment(experiments[name], converted, intended, basis))
     return Report(
-        exposures_file=str(exposures),
-        conversions_file=str(conversions) if conversions is not None else None,
+        exposure_files=[str(p) for p in exposures],
+        conversion_files=[str(p) for p in conversions],
         exposure_lines=exposure_lines,
         conversion_lines=conversion_lines,
         experiments=results,
         malformed=[m for m in malformed if m.count],
     )
+
+
+SNIFF_LINES = 1000
+
+
+def log_kind(path: Path) -> str | None:
+    """``"exposures"`` or ``"conversions"`` from the first event line of
+    ``path`` (exposures name an ``experiment``); ``None`` when no line in
+    the first ``SNIFF_LINES`` is a JSON object with a ``visitor``."""
+    for no, line in _lines(path):
+        if no > SNIFF_LINES:
+            break
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "visitor" in event:
+            return "exposures" if "experiment" in event else "conversions"
+    return None
+
+
+def sort_logs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Exposure and conversion logs among ``paths``, recognised by their
+    lines, so the order on the command line does not matter.  A file with
+    no event to go by (empty, or all malformed) keeps its position's
+    meaning: the first is the exposure log, the others conversion logs."""
+    exposures: list[Path] = []
+    conversions: list[Path] = []
+    for i, path in enumerate(paths):
+        kind = log_kind(path) or ("exposures" if i == 0 else "conversions")
+        (exposures if kind == "exposures" else conversions).append(path)
+    return exposures, conversions
 
 
 # ---------------------------------------------------------------------------
@@ -648,9 +696,10 @@ def srm_line(srm: SrmResult | None) -> str:
 def format_text(report: Report) -> str:
     """The readable report ``edgeproxy report`` prints."""
     out: list[str] = []
-    conv = (f", {report.conversions_file} ({report.conversion_lines:,} conversions)"
-            if report.conversions_file else " (no conversion log: visitors and SRM only)")
-    out.append(f"edgeproxy report: {report.exposures_file} ({report.exposure_lines:,} exposures){conv}")
+    conv = (f", {', '.join(report.conversion_files)} ({report.conversion_lines:,} conversions)"
+            if report.conversion_files else " (no conversion log: visitors and SRM only)")
+    exposures = ", ".join(report.exposure_files) or "no exposure log"
+    out.append(f"edgeproxy report: {exposures} ({report.exposure_lines:,} exposures){conv}")
     if not report.experiments:
         out.append("")
         out.append("no experiments in the exposure log")
@@ -658,7 +707,7 @@ def format_text(report: Report) -> str:
         out.append("")
         slots = ", ".join(exp.slots) or "-"
         out.append(f"{exp.name}   slots: {slots}   {exp.start} .. {exp.end}   {exp.visitors:,} visitors")
-        rows = _table(exp, report.conversions_file is not None)
+        rows = _table(exp, bool(report.conversion_files))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             cells = [c.rjust(w) if i in _RIGHT else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
@@ -751,9 +800,11 @@ def render_html(report: Report) -> str:
     """A self-contained HTML page: the tables, an SVG chart per experiment."""
     e = html.escape
     body = [f"<h1>edgeproxy experiment report</h1>"]
-    src = f"<code>{e(report.exposures_file)}</code> ({report.exposure_lines:,} exposures)"
-    if report.conversions_file:
-        src += f", <code>{e(report.conversions_file)}</code> ({report.conversion_lines:,} conversions)"
+    files = ", ".join(f"<code>{e(f)}</code>" for f in report.exposure_files) or "no exposure log"
+    src = f"{files} ({report.exposure_lines:,} exposures)"
+    if report.conversion_files:
+        files = ", ".join(f"<code>{e(f)}</code>" for f in report.conversion_files)
+        src += f", {files} ({report.conversion_lines:,} conversions)"
     else:
         src += ", no conversion log"
     body.append(f'<p class="meta">{src}</p>')
@@ -763,7 +814,7 @@ def render_html(report: Report) -> str:
         body.append(f"<h2>{e(exp.name)}</h2>")
         body.append(f'<p class="meta">slots: {e(", ".join(exp.slots) or "-")} &middot; {e(exp.start)} .. {e(exp.end)} '
                     f"&middot; {exp.visitors:,} visitors &middot; {exp.exposures:,} exposures</p>")
-        header, *rows = _table(exp, report.conversions_file is not None)
+        header, *rows = _table(exp, bool(report.conversion_files))
         body.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
         for cells in rows:
             body.append("<tr>" + "".join(
@@ -806,12 +857,8 @@ def run_report(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     weights = parse_weights(getattr(args, "weights", None) or ())
     try:
         slot_weights = weights_from_slots(Path(args.slots)) if getattr(args, "slots", None) else None
-        report = build_report(
-            Path(args.exposures),
-            Path(args.conversions) if getattr(args, "conversions", None) else None,
-            weights=weights,
-            slot_weights=slot_weights,
-        )
+        exposures, conversions = sort_logs([Path(p) for p in args.logs])
+        report = build_report(exposures, conversions, weights=weights, slot_weights=slot_weights)
     except ReportInputError as exc:
         print(f"edgeproxy report: {exc}", file=err)
         return 2

@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from edgeproxy.cli import main
+from edgeproxy.cli import build_parser, main
+from edgeproxy.errors import SettingsError
 from edgeproxy.events import EventLog, iso_ms
 from edgeproxy.report import (
     MAX_EXAMPLES,
@@ -23,10 +24,12 @@ from edgeproxy.report import (
     parse_weights,
     regularized_gamma_q,
     risk_ratio_interval,
+    run_report,
+    sort_logs,
+    weights_from_slots,
     wilson_interval,
     z_test_p,
 )
-from edgeproxy.errors import SettingsError
 
 T0 = 1_795_766_102.0  # 2026-11-27T07:55:02Z
 
@@ -332,10 +335,7 @@ def test_a_conversion_with_a_non_numeric_value_is_malformed(tmp_path):
 # The command
 # ---------------------------------------------------------------------------
 def main_with_out(argv: list[str], out: io.StringIO, err: io.StringIO | None = None) -> int:
-    from edgeproxy import report as report_module
-
-    args = __import__("edgeproxy.cli", fromlist=["build_parser"]).build_parser().parse_args(argv)
-    return report_module.run_report(args, out=out, err=err or io.StringIO())
+    return run_report(build_parser().parse_args(argv), out=out, err=err or io.StringIO())
 
 
 def test_the_table_shows_each_arm_with_rate_interval_uplift_and_p_value(tmp_path):
@@ -435,8 +435,6 @@ def write_experiment_slots(root: Path, weight: int) -> Path:
 
 
 def test_slots_folder_gives_the_intended_split_with_control_the_remainder(tmp_path):
-    from edgeproxy.report import weights_from_slots
-
     slots = write_experiment_slots(tmp_path / "slots", 30)
     assert weights_from_slots(slots) == {"bf-hero": {"promo": 30.0, "control": 70.0}}
 
@@ -462,3 +460,34 @@ def test_a_missing_slots_folder_exits_2(tmp_path, capsys):
     exp, _ = split_logs(tmp_path, {"control": (1, 0)})
     assert main(["report", str(exp), "--slots", str(tmp_path / "nope")]) == 2
     assert "no such slots folder (--slots)" in capsys.readouterr().err
+
+
+def test_the_order_of_the_logs_on_the_command_line_does_not_matter(tmp_path):
+    # `edgeproxy demo` lists the kept logs alphabetically: conversions first.
+    exp, conv = split_logs(tmp_path, {"control": (200, 20), "promo": (200, 30)})
+    straight, swapped = io.StringIO(), io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--json"], straight) == 0
+    assert main_with_out(["report", str(conv), str(exp), "--json"], swapped) == 0
+    assert orjson.loads(straight.getvalue()) == orjson.loads(swapped.getvalue())
+    assert orjson.loads(straight.getvalue())["experiments"][0]["arms"][1]["conversions"] == 30
+
+
+def test_rotated_logs_make_one_report(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (100, 10), "promo": (100, 20)})
+    lines = exp.read_bytes().splitlines(keepends=True)
+    old = tmp_path / "exposures.jsonl.1.gz"
+    old.write_bytes(gzip.compress(b"".join(lines[:150])))
+    exp.write_bytes(b"".join(lines[150:]))
+    out = io.StringIO()
+    assert main_with_out(["report", str(old), str(exp), str(conv), "--json"], out) == 0
+    data = orjson.loads(out.getvalue())
+    assert data["exposure_files"] == [str(old), str(exp)] and data["exposure_lines"] == 200
+    assert [(a["visitors"], a["conversions"]) for a in data["experiments"][0]["arms"]] == [(100, 10), (100, 20)]
+
+
+def test_a_log_with_no_event_to_recognise_keeps_its_position_s_meaning(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (10, 1)})
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("not json\n", encoding="utf-8")
+    assert sort_logs([junk, conv]) == ([junk], [conv])
+    assert sort_logs([exp, junk]) == ([exp], [junk])
