@@ -813,3 +813,153 @@ async def read_response_body(reader, head):
         return await proxyharness.read_response(replay)
     finally:
         task.cancel()
+
+
+# ---------------------------------------------------------------------------
+# Streaming: bytes go out as they arrive
+# ---------------------------------------------------------------------------
+async def _stalling_origin(parts: list[bytes], gates: list[asyncio.Event], content_type: str = "text/html"):
+    """Sends ``parts[i]`` then waits for ``gates[i]`` (one gate per part but the last)."""
+
+    async def handler(request):
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        for i, part in enumerate(parts):
+            await resp.write(part)
+            if i < len(gates):
+                await gates[i].wait()
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    return app
+
+
+async def _read_until(reader: asyncio.StreamReader, needle: bytes, timeout: float = 10) -> bytes:
+    """Raw bytes from the socket until ``needle`` shows up in the de-chunked text
+    (chunk-size lines are left in: we only look for the needle)."""
+    seen = b""
+    while needle not in seen:
+        data = await asyncio.wait_for(reader.read(65536), timeout)
+        if not data:
+            break
+        seen += data
+    return seen
+
+
+@pytest.mark.parametrize("variants", [True, False], ids=["with-variants", "without"])
+async def test_bytes_before_the_first_slot_reach_the_client_before_the_origin_finishes(tmp_path, slots, variants):
+    head_part = PAGE[: PAGE.index(b"<section")]
+    gate = asyncio.Event()
+    app = await _stalling_origin([head_part, PAGE[len(head_part) :]], [gate])
+    try:
+        async with run_origin(app) as origin_url, run_proxy(origin_url, slots if variants else tmp_path / "none") as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(request_bytes("GET", "/", {**BROWSER, "Accept-Encoding": "identity"}))
+            await writer.drain()
+            # The origin is stalled after the page head: a proxy that buffered
+            # the page would never send this.
+            seen = await _read_until(reader, b"<title>Shop</title>")
+            assert b"<title>Shop</title>" in seen
+            gate.set()
+            rest = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+    finally:
+        gate.set()
+    assert (HERO.encode() in seen + rest) is variants
+
+
+async def test_a_slot_is_held_only_until_its_end_tag(slots):
+    # Stalled inside the banner slot: the hero (rewritten) and everything up
+    # to the banner's start tag are already with the client.
+    cut = PAGE.index(b'<div data-edge-slot="banner">')
+    gate = asyncio.Event()
+    app = await _stalling_origin([PAGE[:cut], PAGE[cut:]], [gate])
+    try:
+        async with run_origin(app) as origin_url, run_proxy(origin_url, slots) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(request_bytes("GET", "/", {**BROWSER, "Accept-Encoding": "identity"}))
+            await writer.drain()
+            seen = await _read_until(reader, b"Middle   stays")
+            assert HERO.encode() in seen
+            gate.set()
+            await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+    finally:
+        gate.set()
+
+
+async def test_http_1_0_client_gets_a_close_delimited_personalised_page(proxy):
+    resp = await raw_request(proxy.port, b"GET / HTTP/1.0\r\nHost: shop.example\r\nUser-Agent: " + BROWSER_UA.encode() + b"\r\nAccept-Encoding: identity\r\n\r\n")
+    assert resp.status == 200
+    assert "chunked" not in (resp.get("transfer-encoding") or "")
+    assert resp.body == personalised()
+
+
+async def test_many_concurrent_visitors_each_get_the_whole_page(proxy, client):
+    async def one(i):
+        async with client.get(url(proxy, f"/?i={i}")) as resp:
+            return resp.status, await resp.read()
+
+    results = await asyncio.gather(*(one(i) for i in range(60)))
+    assert all(status == 200 and body == personalised() for status, body in results)
+
+
+async def test_a_large_streamed_page_with_slots_near_the_end_is_rewritten(slots):
+    filler = b"<p>" + b"lorem ipsum " * 200_000 + b"</p>\n"  # ~2.4 MB before the slots
+    page = PAGE.replace(b"<body>\n", b"<body>\n" + filler, 1)
+
+    async def handler(request):
+        resp = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+        await resp.prepare(request)
+        for i in range(0, len(page), 65_000):
+            await resp.write(page[i : i + 65_000])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    async with run_origin(app) as origin_url, run_proxy(origin_url, slots) as proxy:
+        resp = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "gzip"})
+    assert resp.complete
+    assert decode(resp.get("content-encoding"), resp.body) == personalised(page)
+
+
+# ---------------------------------------------------------------------------
+# Cookies on the wire (CONTRACT §5)
+# ---------------------------------------------------------------------------
+async def test_visitor_cookie_is_http_only_lax_and_only_on_html(proxy):
+    page = await raw_get(proxy.port, "/", BROWSER)
+    cookies = page.get_all("set-cookie")
+    assert any(c.startswith("edge_vid=") for c in cookies), cookies
+    for c in cookies:
+        assert "HttpOnly" in c and "SameSite=Lax" in c and "Secure" not in c
+    binary = await raw_get(proxy.port, "/big.bin", method="HEAD")
+    assert binary.get_all("set-cookie") == []
+
+
+async def test_cookies_are_secure_behind_a_trusted_https_proxy(origin, slots):
+    async with run_proxy(origin.url, slots, trust_proxy="127.0.0.0/8") as proxy:
+        page = await raw_get(proxy.port, "/", {**BROWSER, "X-Forwarded-Proto": "https"})
+    cookies = page.get_all("set-cookie")
+    assert cookies and all("Secure" in c for c in cookies)
+
+
+async def test_an_untrusted_clients_forwarded_proto_does_not_make_cookies_secure(proxy):
+    page = await raw_get(proxy.port, "/", {**BROWSER, "X-Forwarded-Proto": "https"})
+    assert page.get_all("set-cookie") and not any("Secure" in c for c in page.get_all("set-cookie"))
+
+
+async def test_a_preview_link_sets_a_cookie_that_keeps_preview_on(proxy, origin):
+    first = await raw_get(proxy.port, "/?edge_preview_token=s3cret&edge_preview=hero:none", BROWSER)
+    assert first.get("x-edge-explain") is not None
+    preview = [c for c in first.get_all("set-cookie") if c.startswith("edge_preview_token=")]
+    assert preview and "s3cret" not in preview[0]
+    cookie = preview[0].split(";")[0]
+    origin.seen.clear()
+    again = await raw_get(proxy.port, "/?edge_preview=hero:none", {**BROWSER, "Cookie": cookie + "; shop=1"})
+    assert again.get("x-edge-explain") is not None
+    assert b"Default hero" in again.body
+    sent = dict((k.lower(), v) for k, v in origin.seen[-1]["headers"])
+    assert sent.get("cookie") == "shop=1"  # the proxy's own cookie stays with the proxy
