@@ -197,6 +197,20 @@ def test_results_are_cached_per_user_agent_and_hint(devices):
     assert (info.hits, info.misses) == (1, 2)
 
 
+def test_crawler_list_without_the_native_engine_matches_the_same(monkeypatch):
+    import sys
+
+    from edgeproxy.classify import device
+
+    native = device._crawler_matcher()
+    monkeypatch.setitem(sys.modules, "ua_parser_rs", None)  # import now fails
+    monkeypatch.setattr(device, "_shared", {})
+    python = device._crawler_matcher()
+    assert python is not native
+    for ua in ("Googlebot/2.1", "HTC Butterfly", IPHONE, "curl/8"):
+        assert python(ua) == native(ua)
+
+
 # ---------------------------------------------------------------------------
 # Accuracy against real ground truth (../shared/data)
 # ---------------------------------------------------------------------------

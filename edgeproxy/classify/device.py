@@ -9,13 +9,16 @@ Order of the rules (first that applies wins):
    ``Spider`` device family;
 2. ``Sec-CH-UA-Mobile: ?1`` (the browser says it wants the mobile
    experience; Android tablets send ``?0``) → mobile;
-3. tablets: ua-parser's device (``iPad``, Kindle, ``Generic_Android_Tablet``
-   brand, names with "Tablet"/"Tab"/"Pad"), else the UA (``iPad``,
-   ``Tablet``, ``Silk/``, or Android without ``Mobile``, which is how
-   Android tablets announce themselves);
-4. TVs, consoles and set-top boxes → desktop (a big screen);
-5. phones: ``iPhone``/``iPod``, a mobile OS, the ``Mobi`` token, or any
-   handset ua-parser names → mobile;
+3. ua-parser's device family and brand: ``iPhone``/``iPod`` → mobile;
+   ``iPad``, Kindle, the ``Generic_Android_Tablet`` brand, names with
+   "Tablet"/"Tab"/"Pad" → tablet; TVs, consoles, set-top boxes → desktop
+   (a big screen); ``Mac`` → desktop;
+4. the User-Agent's own tokens: TV/console → desktop; ``iPad``,
+   ``Tablet``, ``Silk/``, ``Kindle`` → tablet; Android without ``Mobile``
+   → tablet (that is how Android tablets announce themselves), with it →
+   mobile;
+5. the OS: a desktop OS → desktop; a mobile OS or a ``Mobi`` token, or a
+   handset ua-parser knows by name → mobile;
 6. everything else → desktop.
 
 A request with no User-Agent header at all gets ``UNKNOWN``: device, os
@@ -41,7 +44,7 @@ import threading
 from functools import lru_cache
 from typing import Any, Callable
 
-from ua_parser import BasicResolver, Domain, load_builtins
+from ua_parser import BasicResolver, BestAvailableResolver, Domain, load_builtins, load_lazy_builtins
 
 MAX_UA_CHARS = 512
 DEFAULT_UA_CACHE_SIZE = 8192
@@ -119,16 +122,14 @@ _shared: dict[str, Any] = {}
 
 
 def _ua_resolver() -> Callable[[str, Domain], Any]:
+    """ua-parser's best resolver, as ``ua_parser`` itself picks it: the
+    ``ua-parser-rs`` one when importable (then with lazily compiled
+    builtins), else re2, else the pure-Python one."""
     with _lock:
         resolver = _shared.get("ua")
         if resolver is None:
-            try:
-                from ua_parser import load_lazy_builtins
-                from ua_parser.regex import Resolver as RegexResolver  # needs ua-parser-rs
-
-                resolver = RegexResolver(load_lazy_builtins())
-            except ImportError:
-                resolver = BasicResolver(load_builtins())
+            native = BestAvailableResolver is not BasicResolver
+            resolver = BestAvailableResolver(load_lazy_builtins() if native else load_builtins())
             _shared["ua"] = resolver
         return resolver
 
