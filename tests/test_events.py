@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import os
+import time
 from pathlib import Path
 
 import orjson
@@ -279,3 +280,44 @@ async def test_a_disk_error_mid_batch_retries_exactly_the_unwritten_events(paths
     await log.close()
     assert [x["visitor"] for x in read_lines(paths[0])] == ["v0", "v1", "v3", "v4"]
     assert (log.stats.written, log.stats.dropped) == (4, 1)
+
+
+def slow_disk(monkeypatch, seconds: float) -> None:
+    real_write = os.write
+
+    def write(fd, data):
+        time.sleep(seconds)  # in the worker thread
+        return real_write(fd, data)
+
+    monkeypatch.setattr(events.os, "write", write)
+
+
+async def test_a_slow_disk_never_blocks_the_event_loop(paths, monkeypatch):
+    slow_disk(monkeypatch, 0.3)
+    log = EventLog(*paths, flush_interval=0.01)
+    await log.start()
+    expose(log)
+    await asyncio.sleep(0.05)  # the flusher is now inside the slow write
+    worst = 0.0
+    for _ in range(20):
+        t = time.perf_counter()
+        expose(log)
+        await asyncio.sleep(0)
+        worst = max(worst, time.perf_counter() - t)
+    assert worst < 0.05
+    await log.close()
+    assert len(read_lines(paths[0])) == 21
+
+
+async def test_close_during_a_slow_periodic_write_still_writes_everything(paths, monkeypatch):
+    # Regression: close() used to cancel the flusher mid-write and close the
+    # file under the worker thread, losing that batch.
+    slow_disk(monkeypatch, 0.1)
+    log = EventLog(*paths, flush_interval=0.001)
+    await log.start()
+    for i in range(50):
+        expose(log, f"v{i}")
+        await asyncio.sleep(0.002)
+    await log.close()
+    assert [x["visitor"] for x in read_lines(paths[0])] == [f"v{i}" for i in range(50)]
+    assert log.stats.written == 50 and log.stats.dropped == 0
