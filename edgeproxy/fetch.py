@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import web
@@ -210,9 +211,12 @@ def strip_query_param(raw_path: str, name: str) -> str:
     """``raw_path`` without the query parameter ``name`` (every occurrence);
     the rest of the target is kept byte for byte."""
     path, sep, query = raw_path.partition("?")
-    if not sep or name not in query:
+    if not sep or (name not in query and "%" not in query):
         return raw_path
-    kept = [part for part in query.split("&") if part.split("=", 1)[0] != name]
+    # Names compare decoded, as the proxy reads them (request.query): an
+    # encoded "edge%5Fpreview%5Ftoken" is the same parameter.  (Bug fixed:
+    # it enabled preview and still reached the origin.)
+    kept = [part for part in query.split("&") if unquote_plus(part.split("=", 1)[0]) != name]
     return path + ("?" + "&".join(kept) if kept else "")
 
 

@@ -963,3 +963,66 @@ async def test_a_preview_link_sets_a_cookie_that_keeps_preview_on(proxy, origin)
     assert b"Default hero" in again.body
     sent = dict((k.lower(), v) for k, v in origin.seen[-1]["headers"])
     assert sent.get("cookie") == "shop=1"  # the proxy's own cookie stays with the proxy
+
+
+async def test_a_slow_origin_does_not_use_up_the_personalisation_budget(slots):
+    # The budget (here 5 ms) counts classify + choose + rewrite, never the
+    # time spent waiting for the origin's head or its next chunk.
+    cut = PAGE.index(b"<p>Middle")
+
+    async def handler(request):
+        await asyncio.sleep(0.05)
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await resp.prepare(request)
+        await resp.write(PAGE[:cut])
+        await asyncio.sleep(0.05)
+        await resp.write(PAGE[cut:])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    async with run_origin(app) as origin_url, run_proxy(origin_url, slots, budget_ms=5) as proxy:
+        resp = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "identity"})
+    assert resp.body == personalised()
+
+
+# ---------------------------------------------------------------------------
+# Conditional and range requests
+# ---------------------------------------------------------------------------
+async def test_a_page_with_nothing_to_personalise_keeps_its_304(origin, tmp_path):
+    async with run_proxy(origin.url, tmp_path / "none") as proxy:
+        resp = await raw_get(proxy.port, "/", {**BROWSER, "If-None-Match": '"v1"'})
+    assert resp.status == 304
+    assert resp.body == b""
+
+
+async def test_a_range_request_for_a_personalised_page_gets_the_whole_page(proxy, origin):
+    resp = await raw_get(proxy.port, "/", {**BROWSER, "Range": "bytes=0-9", "Accept-Encoding": "identity"})
+    assert resp.status == 200
+    assert resp.body == personalised()
+    assert resp.get("content-range") is None
+
+
+async def test_a_range_request_that_is_not_a_page_load_reaches_the_origin(proxy, client):
+    # A fetch()/XHR (Sec-Fetch-Dest: empty) is never personalised, so its
+    # Range and validators go to the origin as sent.
+    headers = {"Range": "bytes=10-19", "If-None-Match": '"x"', "Sec-Fetch-Dest": "empty"}
+    async with client.get(url(proxy, "/echo"), headers=headers) as resp:
+        sent = dict((await resp.json())["headers"])
+    assert sent["Range"] == "bytes=10-19"
+    assert sent["If-None-Match"] == '"x"'
+
+
+async def test_an_encoded_preview_token_parameter_is_not_sent_to_the_origin(proxy, origin):
+    origin.seen.clear()
+    await raw_get(proxy.port, "/?edge%5Fpreview%5Ftoken=s3cret&a=1", BROWSER)
+    assert "s3cret" not in origin.seen[-1]["path"]
+
+
+async def test_an_upstream_with_a_base_path_is_prefixed(origin, tmp_path):
+    origin.page("/base/page", PAGE)
+    async with run_proxy(origin.url + "/base", tmp_path / "none") as proxy:
+        resp = await raw_get(proxy.port, "/page?x=1", BROWSER)
+    assert resp.status == 200 and resp.body == PAGE
+    assert origin.seen[-1]["path"] == "/base/page?x=1"
