@@ -304,7 +304,7 @@ async def test_a_slow_disk_never_blocks_the_event_loop(paths, monkeypatch):
         expose(log)
         await asyncio.sleep(0)
         worst = max(worst, time.perf_counter() - t)
-    assert worst < 0.05
+    assert worst < 0.15  # a blocking write would take 0.3 s
     await log.close()
     assert len(read_lines(paths[0])) == 21
 
