@@ -6,8 +6,9 @@ prints, per experiment and arm (any number of log files, e.g. rotated
 
 - **visitors**: distinct visitor ids exposed to the arm.  A visitor belongs
   to the arm of their *first* exposure (earliest ``ts``) in the experiment;
-  one seen in two arms of the same experiment (a changed split, an id
-  collision) stays in the first and is reported as a data-quality warning.
+  one seen in two arms of the same experiment (a changed split, slots of
+  one experiment naming their arms differently, an id collision) stays in
+  the first and is reported as a data-quality warning.
 - **conversions**: those visitors with at least one conversion at or after
   their first exposure in that experiment (a conversion before it cannot be
   an effect of the arm).  ``value`` sums the values of those conversions.
@@ -869,5 +870,6 @@ def run_report(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
         except OSError as exc:
             print(f"edgeproxy report: {target}: cannot write: {exc.strerror or exc}", file=err)
             return 2
+        print(f"edgeproxy report: wrote {target}", file=err)
     out.write(to_json(report) if getattr(args, "json", False) else format_text(report))
     return 0
