@@ -183,8 +183,21 @@ async def fetch(
 
 
 def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
-    # Header bytes are latin-1 on the wire (RFC 9110 §5.5): round-trip them.
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+    # aiohttp's server writes header values as UTF-8, so a value decoded as
+    # UTF-8 goes back out byte for byte (a raw UTF-8 ``Location`` or
+    # ``Content-Disposition``).  (Bug fixed: decoding everything as latin-1
+    # double-encoded such values.)  Bytes that are not UTF-8 are read as
+    # latin-1 (RFC 9110 §5.5) and go out as the same characters in UTF-8.
+    return [(name.decode("latin-1"), _header_text(value)) for name, value in raw]
+
+
+def _header_text(value: bytes) -> str:
+    if value.isascii():
+        return value.decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def request_body(request: web.Request) -> Any:

@@ -314,3 +314,28 @@ def test_forward_request_headers_sets_forwarding_and_host():
         ("Host", "origin:8080"),
     ]
 
+
+
+async def test_utf8_bytes_in_origin_headers_reach_the_client_unchanged(tmp_path):
+    # Raw UTF-8 in Location / Content-Disposition is common; aiohttp writes
+    # UTF-8, so decoding it as latin-1 double-encoded it.
+    location = "/café/naïve?q=€".encode()
+    head = (
+        b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n"
+        b'Content-Disposition: attachment; filename="r\xc3\xa9sum\xc3\xa9.pdf"\r\n'
+        b"Content-Length: 0\r\n\r\n"
+    )
+    server = await _raw_origin(head, b"")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(f"http://127.0.0.1:{port}", tmp_path / "slots") as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(request_bytes("GET", "/", {}))
+            await writer.drain()
+            raw = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert b"\r\nLocation: " + location + b"\r\n" in raw
+    assert b'filename="r\xc3\xa9sum\xc3\xa9.pdf"' in raw

@@ -966,23 +966,23 @@ async def test_a_preview_link_sets_a_cookie_that_keeps_preview_on(proxy, origin)
 
 
 async def test_a_slow_origin_does_not_use_up_the_personalisation_budget(slots):
-    # The budget (here 5 ms) counts classify + choose + rewrite, never the
-    # time spent waiting for the origin's head or its next chunk.
+    # The budget (here 40 ms) counts classify + choose + rewrite, never the
+    # time spent waiting for the origin's head (150 ms) or its next chunk.
     cut = PAGE.index(b"<p>Middle")
 
     async def handler(request):
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.15)
         resp = web.StreamResponse(headers={"Content-Type": "text/html"})
         await resp.prepare(request)
         await resp.write(PAGE[:cut])
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.15)
         await resp.write(PAGE[cut:])
         await resp.write_eof()
         return resp
 
     app = web.Application()
     app.router.add_get("/", handler)
-    async with run_origin(app) as origin_url, run_proxy(origin_url, slots, budget_ms=5) as proxy:
+    async with run_origin(app) as origin_url, run_proxy(origin_url, slots, budget_ms=40) as proxy:
         resp = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "identity"})
     assert resp.body == personalised()
 
