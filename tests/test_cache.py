@@ -1064,6 +1064,69 @@ async def test_response_turning_private_drops_the_stored_copy(origin, make_cache
 
 
 # ---------------------------------------------------------------------------
+# Invariants over a long mixed sequence
+
+
+async def test_mixed_sequence_keeps_the_shared_cache_invariants(origin, make_cache, get, clock):
+    # A seeded sequence of requests over paths with different policies, the
+    # clock moving between them.  Whatever the order: a body served from
+    # memory is one the origin produced for that key with a storable policy,
+    # a HIT is younger than its max-age, private bodies are never served
+    # from memory, and the byte bound holds.
+    import random
+
+    rng = random.Random(9111)
+    policies = {
+        "/fresh": "max-age=10",
+        "/private": "private, max-age=10",
+        "/swr": "max-age=5, stale-while-revalidate=5",
+        "/none": None,
+        "/vary": "max-age=8",
+    }
+    produced: dict[bytes, tuple[str, str | None, float]] = {}  # body -> (path, variant, produced at)
+
+    async def handler(request, hit):
+        variant = request.headers.get("X-V") if request.path == "/vary" else None
+        body = f"{request.path}|{variant}|{hit}|".encode() + b"x" * rng.randrange(0, 3000)
+        produced[body] = (request.path, variant, clock.now)
+        headers = {"Vary": "X-V"} if request.path == "/vary" else {}
+        if policies[request.path]:
+            headers["Cache-Control"] = policies[request.path]
+        return web.Response(body=body, headers=headers)
+
+    for path in policies:
+        origin.route(path, handler)
+    c = make_cache(12_000)
+    for _ in range(150):
+        batch = []  # 1-6 concurrent requests per step
+        for _ in range(rng.randint(1, 6)):
+            path = rng.choice(list(policies))
+            variant = rng.choice(["a", "b", "c"])
+            batch.append((path, variant, [("X-V", variant)] if path == "/vary" else []))
+        results = await asyncio.wait_for(asyncio.gather(*(get(c, p, h) for p, _, h in batch)), 30)
+        for (path, variant, _), (up, body) in zip(batch, results):
+            source_path, source_variant, at = produced[body]
+            assert source_path == path
+            if path == "/vary":
+                assert source_variant == variant
+            if up.cache_status != "MISS":
+                assert path not in ("/private", "/none"), up.cache_status
+                # At least the time since the origin produced it (a background
+                # refresh also counts the time it waited for the origin).
+                assert int(up.header("Age")) >= int(clock.now - at)
+            if up.cache_status == "HIT":
+                lifetime = {"/fresh": 10, "/swr": 5, "/vary": 8}[path]
+                assert clock.now - at < lifetime and int(up.header("Age")) < lifetime
+        assert c.bytes <= 12_000
+        if rng.random() < 0.3:
+            await c.drain()
+        clock.advance(rng.choice([0, 0, 0.5, 1, 2, 4]))
+    await c.drain()
+    assert c.stats["evictions"] > 0 and c.stats["HIT"] > 0 and c.stats["STALE"] > 0
+    assert c.stats["COALESCED"] > 0 and c.stats["in_flight"] == 0
+
+
+# ---------------------------------------------------------------------------
 # Invalidation (RFC 9111 §4.4)
 
 
