@@ -1026,3 +1026,66 @@ async def test_an_upstream_with_a_base_path_is_prefixed(origin, tmp_path):
         resp = await raw_get(proxy.port, "/page?x=1", BROWSER)
     assert resp.status == 200 and resp.body == PAGE
     assert origin.seen[-1]["path"] == "/base/page?x=1"
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "text/html"])
+async def test_an_origin_that_stalls_mid_body_is_cut_off_after_the_idle_timeout(slots, content_type):
+    stalled = asyncio.Event()
+    never = asyncio.Event()
+
+    async def handler(request):
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        await resp.write(PAGE[:100])
+        stalled.set()
+        await never.wait()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    try:
+        async with run_origin(app) as origin_url, run_proxy(origin_url, slots, idle_timeout=0.3) as proxy:
+            resp = await raw_get(proxy.port, "/", BROWSER)
+            # a clean 502/504 before any byte, or a broken body: never a hang
+            # and never a clean end
+            assert resp.status in (502, 504) or not resp.complete
+            assert (await raw_get(proxy.port, "/echo", BROWSER)).status in (200, 404, 502, 504)
+    finally:
+        never.set()
+
+
+# ---------------------------------------------------------------------------
+# Sort variants through the proxy
+# ---------------------------------------------------------------------------
+GRID_ITEMS = [
+    b'<li data-sku="A1" data-category="trail-running" data-price="89.00" data-stock="12">A1 <b>trail</b></li>',
+    b"<li data-sku='B7' data-category=formal data-price=\"120.00\"   data-stock=\"0\">B7</li>",
+    b'<li data-sku="C3" data-category="road" data-price="12.5" data-stock="3"><!-- c3 --></li>',
+]
+
+
+def grid_page(items) -> bytes:
+    return (
+        b'<html><body>\n<ul data-edge-slot="product-grid" class="grid">\n  '
+        + b"\n  ".join(items)
+        + b"\n</ul>\n<footer>end</footer></body></html>"
+    )
+
+
+@pytest.mark.parametrize(
+    "keys, order",
+    [
+        (["data-price"], [2, 0, 1]),
+        (["-data-stock"], [0, 2, 1]),
+        (["pin:B7,C3"], [1, 2, 0]),
+    ],
+)
+async def test_a_sort_variant_reorders_the_children_byte_for_byte(origin, tmp_path, keys, order):
+    from proxyharness import write_sort
+
+    slots = tmp_path / "slots"
+    write_sort(slots, "product-grid", "sorted", keys)
+    origin.page("/grid", grid_page(GRID_ITEMS))
+    async with run_proxy(origin.url, slots) as proxy:
+        resp = await raw_get(proxy.port, "/grid", {**BROWSER, "Accept-Encoding": "identity"})
+    assert resp.body == grid_page([GRID_ITEMS[i] for i in order])
