@@ -958,7 +958,7 @@ async def test_a_preview_link_sets_a_cookie_that_keeps_preview_on(proxy, origin)
     assert preview and "s3cret" not in preview[0]
     cookie = preview[0].split(";")[0]
     origin.seen.clear()
-    again = await raw_get(proxy.port, "/?edge_preview=hero:none", {**BROWSER, "Cookie": cookie + "; shop=1"})
+    again = await raw_get(proxy.port, "/?edge_preview=hero:none&n=2", {**BROWSER, "Cookie": cookie + "; shop=1"})
     assert again.get("x-edge-explain") is not None
     assert b"Default hero" in again.body
     sent = dict((k.lower(), v) for k, v in origin.seen[-1]["headers"])
@@ -1089,3 +1089,29 @@ async def test_a_sort_variant_reorders_the_children_byte_for_byte(origin, tmp_pa
     async with run_proxy(origin.url, slots) as proxy:
         resp = await raw_get(proxy.port, "/grid", {**BROWSER, "Accept-Encoding": "identity"})
     assert resp.body == grid_page([GRID_ITEMS[i] for i in order])
+
+
+# ---------------------------------------------------------------------------
+# With the upstream cache on (as in production)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("origin_coding", ["identity", "gzip", "br"])
+@pytest.mark.parametrize("accept", ["gzip", "br", None])
+async def test_a_cached_page_is_personalised_on_every_hit(origin, slots, origin_coding, accept):
+    origin.page(f"/cached-{origin_coding}", encode(origin_coding, PAGE), Content_Encoding=origin_coding, Cache_Control="public, max-age=60")
+    headers = {**BROWSER, **({"Accept-Encoding": accept} if accept else {})}
+    async with run_proxy(origin.url, slots, cache_bytes=16 * 1024 * 1024) as proxy:
+        origin.seen.clear()
+        for _ in range(3):
+            resp = await raw_get(proxy.port, f"/cached-{origin_coding}", headers)
+            assert resp.status == 200 and resp.complete
+            assert resp.get("content-encoding") == accept
+            assert decode(resp.get("content-encoding"), resp.body) == personalised()
+            assert resp.get("cache-control") == "private, max-age=60"
+    assert len(origin.seen) == 1  # two hits from memory
+
+
+async def test_a_cached_page_without_variants_is_byte_identical(origin, tmp_path):
+    async with run_proxy(origin.url, tmp_path / "none", cache_bytes=16 * 1024 * 1024) as proxy:
+        for _ in range(2):
+            resp = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "identity"})
+            assert resp.body == PAGE
