@@ -87,6 +87,16 @@ def test_tampered_values_are_ignored(tamper):
     assert ck.read_visitor(CODEC, "edge_vid", tamper(vid_value())) is None
 
 
+def test_oversized_values_never_enter_the_caches():
+    # Junk cookies must not fill memory: only plausible values are memoised.
+    ck.read_session.cache_clear()
+    for i in range(50):
+        assert ck.read_session(CODEC, "edge_ses", f"{i}" + "x" * 5000) is None
+    assert ck.read_session.cache_info().currsize == 0
+    assert ck.read_session(CODEC, "edge_ses", "short") is None
+    assert ck.read_session.cache_info().currsize == 1
+
+
 def test_a_value_signed_for_another_cookie_is_ignored():
     value = CODEC.seal("edge_aff", ("AbCdEfGhIjKlMnOp", "tp5ns0"))
     assert ck.read_visitor(CODEC, "edge_vid", value) is None

@@ -63,7 +63,9 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+import functools
 from functools import lru_cache
 from types import MappingProxyType
 from urllib.parse import quote, unquote
@@ -166,6 +168,27 @@ class CookieCodec:
         return tuple(_unesc(f) for f in body.split("|")[1:])
 
 
+def _cached_by_value(max_chars: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Memoise ``read(codec, name, value)``, but only for values short
+    enough to be valid: an oversized one is answered like an absent one
+    without entering the cache (so junk cannot fill memory)."""
+
+    def wrap(read: Callable[..., Any]) -> Callable[..., Any]:
+        cached = lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)(read)
+
+        @functools.wraps(read)
+        def reader(codec: CookieCodec, name: str, value: str | None) -> Any:
+            if not value or len(value) > max_chars:
+                return read(codec, name, None)
+            return cached(codec, name, value)
+
+        reader.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        reader.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        return reader
+
+    return wrap
+
+
 # ---------------------------------------------------------------------------
 # The four cookies as values.
 # ---------------------------------------------------------------------------
@@ -185,7 +208,7 @@ class SessionCookie:
     utm_campaign: str | None = None
 
 
-@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
+@_cached_by_value(MAX_COOKIE_CHARS)
 def read_visitor(codec: CookieCodec, name: str, value: str | None) -> VisitorCookie | None:
     fields = codec.open(name, value)
     if fields is None or len(fields) != 2 or not _ID.match(fields[0]):
@@ -199,7 +222,7 @@ def write_visitor(codec: CookieCodec, name: str, v: VisitorCookie) -> SetCookie:
     return SetCookie(name, codec.seal(name, (v.id, _b36(v.first_seen))), VISITOR_MAX_AGE)
 
 
-@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
+@_cached_by_value(MAX_COOKIE_CHARS)
 def read_session(codec: CookieCodec, name: str, value: str | None) -> SessionCookie | None:
     fields = codec.open(name, value)
     if fields is None or len(fields) != 6 or not _ID.match(fields[0]) or fields[2] not in SOURCES:
@@ -216,7 +239,7 @@ def write_session(codec: CookieCodec, name: str, s: SessionCookie) -> SetCookie:
     return SetCookie(name, codec.seal(name, fields), SESSION_MAX_AGE)
 
 
-@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
+@_cached_by_value(MAX_COOKIE_CHARS)
 def read_affinity(codec: CookieCodec, name: str, value: str | None) -> tuple[tuple[str, int], ...] | None:
     fields = codec.open(name, value)
     if fields is None or len(fields) > AFFINITY_SLOTS:
@@ -254,7 +277,7 @@ def bump_affinity(entries: Sequence[tuple[str, int]], category: str) -> list[tup
     return ranked[:AFFINITY_SLOTS]
 
 
-@lru_cache(maxsize=DEFAULT_CODEC_CACHE_SIZE)
+@_cached_by_value(MAX_CAP_COOKIE_CHARS)
 def read_caps(codec: CookieCodec, name: str, value: str | None) -> Mapping[str, CapCount]:
     fields = codec.open(name, value, max_chars=MAX_CAP_COOKIE_CHARS)
     if fields is None or len(fields) > MAX_CAP_ENTRIES:

@@ -214,7 +214,8 @@ def locate(
     When both know the country and agree, the database fills in what the
     header lacks (city, region, timezone)."""
     from_header = geo_from_headers(headers, header) if header and peer_trusted else None
-    from_db = reader.lookup(client_ip) if reader is not None and client_ip else UNKNOWN
+    usable = reader is not None and client_ip and len(client_ip) <= MAX_HEADER_CHARS
+    from_db = reader.lookup(client_ip) if usable else UNKNOWN  # type: ignore[union-attr]
     if from_header is None:
         return from_db
     if from_db.country == from_header.country:

@@ -196,14 +196,22 @@ def _host_of(netloc: str) -> str:
     return host.partition(":")[0].rstrip(".").lower()
 
 
-@lru_cache(maxsize=4096)
+MAX_HOST_CHARS = 255
+
+
 def site_of(host: str) -> str:
-    """A host without port and ``www.``, lower-cased: what "same site" compares."""
+    """A host without port and ``www.``, lower-cased: what "same site"
+    compares (``""`` for a host too long to be one)."""
+    return _site_of(host) if len(host) <= MAX_HOST_CHARS else ""
+
+
+@lru_cache(maxsize=4096)
+def _site_of(host: str) -> str:
     h = _host_of(host)
     return h[4:] if h.startswith("www.") else h
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=1024)  # callers keep referers under MAX_REFERER_CHARS
 def _referer(referer: str) -> tuple[str, str] | None:
     """``(site, medium if external)`` of a ``Referer`` value, or ``None``."""
     m = _SCHEME_HOST.match(referer.strip())
@@ -215,7 +223,7 @@ def _referer(referer: str) -> tuple[str, str] | None:
     if scheme not in ("http", "https"):
         return None
     host = _host_of(m.group(2))
-    if not host:
+    if not host or len(host) > MAX_HOST_CHARS:
         return None
     return (host[4:] if host.startswith("www.") else host), host_medium(host) or "referral"
 
