@@ -296,6 +296,9 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
             upstream = await fetching.fetch(
                 state.session, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
             )
+            if state.cache is not None and upstream.status < 400 and request.method not in ("OPTIONS", "TRACE"):
+                # RFC 9111 §4.4: a successful unsafe request invalidates the URL.
+                state.cache.invalidate(url)
     except UpstreamError as exc:
         rec.add("origin", time.perf_counter() - started)
         kind = type(exc).__name__

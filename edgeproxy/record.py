@@ -19,6 +19,7 @@ log = logging.getLogger("edgeproxy.access")
 
 # Latency buckets in seconds: fine-grained below 10 ms, where the proxy lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 STAGE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
 
 
@@ -104,24 +105,37 @@ class Metrics:
         self.render_keys_per_url = Gauge(
             "edgeproxy_render_cache_max_keys_per_url", "Most distinct decisions cached for one URL", registry=r, multiprocess_mode="max"
         )
+        self._children: dict[tuple, object] = {}
         # A short in-memory window of recent latencies for the dashboard.
         self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)
+
+    def _child(self, metric, *values: str):
+        """``metric.labels(*values)``, memoised: ``labels()`` takes a lock and
+        validates on every call, and this runs several times per request."""
+        key = (metric._name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe(self, rec: Record) -> None:
         total = time.perf_counter() - rec.started
         personalised = "yes" if rec.personalised else "no"
-        self.requests.labels(rec.method, str(rec.status), personalised).inc()
-        self.latency.labels(personalised).observe(total)
+        # A client may send any method token: keep the label set bounded.
+        method = rec.method if rec.method in _METHODS else "OTHER"
+        child = self._child
+        child(self.requests, method, str(rec.status), personalised).inc()
+        child(self.latency, personalised).observe(total)
         for stage, secs in rec.timings.items():
-            self.stage.labels(stage).observe(secs)
+            child(self.stage, stage).observe(secs)
         for slot, variant in rec.variants.items():
-            self.slots.labels(slot, variant or "default").inc()
+            child(self.slots, slot, variant or "default").inc()
         for outcome in rec.outcomes.values():
-            self.outcomes.labels(outcome).inc()
+            child(self.outcomes, outcome).inc()
         if rec.fallback:
-            self.fallbacks.labels(rec.fallback).inc()
+            child(self.fallbacks, rec.fallback).inc()
         if rec.cache != "BYPASS":
-            self.cache.labels(rec.cache).inc()
+            child(self.cache, rec.cache).inc()
         self.bytes_out.inc(rec.bytes_out)
         self.recent.append((time.time(), total, rec.personalised))
         if log.isEnabledFor(logging.INFO):

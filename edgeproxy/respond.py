@@ -24,6 +24,7 @@ connection is closed without a clean end), never a silently truncated page.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -227,7 +228,7 @@ def rewrite_reason(upstream: Upstream, method: str, plan: Plan, max_rewrite_byte
     length = upstream.content_length
     if length is not None and length > max_rewrite_bytes:
         return "too-large"
-    if decoder_for(upstream.header("content-encoding")) is None:
+    if not decodable(upstream.header("content-encoding")):
         return "encoding"
     return None
 
@@ -303,18 +304,21 @@ async def send(
             # HEAD of a page that would be personalised: the same head as the GET.
             personalised = bool(plan.edits) and html and request.method == "HEAD" and upstream.status == 200
             headers = response_headers(upstream.headers, personalised=personalised, coding=None, cookies=cookies)
+            if personalised:
+                # The GET's body would be rewritten: its length is not the origin's.
+                headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
             if explain is not None:
                 headers.append(("X-Edge-Explain", explain_header(explain())))
-            await _send_through(client, upstream, headers)
+            await _send_through(client, upstream, headers, keep_length=not personalised)
     finally:
         upstream.release() if not rec.aborted else upstream.close()
     assert client.response is not None
     return client.response
 
 
-async def _send_through(client: _Client, upstream: Upstream, headers: list[tuple[str, str]]) -> None:
+async def _send_through(client: _Client, upstream: Upstream, headers: list[tuple[str, str]], *, keep_length: bool = True) -> None:
     """The origin's body as it arrives, with the origin's framing."""
-    length = upstream.content_length
+    length = upstream.content_length if keep_length else None
     await client.start(upstream.status, upstream.reason, headers, length=length)
     if upstream.response is None and upstream.body_bytes is None:
         await client.end()
@@ -395,13 +399,10 @@ async def _send_rewritten(
         decoder = decoder_for(upstream.header("content-encoding"), max_bytes=max(DEFAULT_MAX_DECODED_BYTES, max_rewrite_bytes * 4))
         encoder = encoder_for(coding)
         assert decoder is not None and encoder is not None
+        # The charset sniff needs the start of the decoded page.
+        first_plain = _peek_plain(upstream.header("content-encoding"), first)
         rewriter = _rewriter(plan, upstream, max_slot_bytes, first_plain)
         return BodyTransform(decoder, rewriter, encoder, max_rewrite_bytes=max_rewrite_bytes, budget=plan.budget)
-
-    # The charset sniff needs the start of the decoded page.
-    first_plain = _peek_plain(upstream.header("content-encoding"), first)
-    rec.add("rewrite", time.perf_counter() - started)
-    started = time.perf_counter()
 
     if complete:
         # The whole body is here: transform it before the head, fall back to
@@ -520,6 +521,12 @@ async def _send_rendered(
     await client.start(upstream.status, upstream.reason, headers, length=len(body))
     await client.write(body)
     await client.end()
+
+
+@functools.lru_cache(maxsize=64)
+def decodable(content_encoding: str | None) -> bool:
+    """Whether the proxy can decode a body in this ``Content-Encoding``."""
+    return decoder_for(content_encoding) is not None
 
 
 def _peek_plain(content_encoding: str | None, first: bytes) -> bytes:

@@ -53,7 +53,9 @@ def _open_cache(settings: Settings):
         from .cache import UpstreamCache
     except ImportError:
         return None
-    return UpstreamCache(settings.cache_bytes)
+    # The proxy's own cookies must not split a `Vary: Cookie` page per visitor.
+    own = (settings.cookie_visitor, settings.cookie_session, settings.cookie_affinity, settings.cookie_cap)
+    return UpstreamCache(settings.cache_bytes, vary_ignored_cookies=own)
 
 
 class ProxyServer:
