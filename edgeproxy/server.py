@@ -29,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -180,7 +181,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def _run(settings: Settings, *, reuse_port: bool, admin: bool) -> int:
+async def _run(settings: Settings, *, reuse_port: bool, admin: bool, parent: int | None = None) -> int:
     server = ProxyServer(settings, reuse_port=reuse_port, admin=admin)
     await server.start()
     stop = asyncio.Event()
@@ -188,6 +189,13 @@ async def _run(settings: Settings, *, reuse_port: bool, admin: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    events = server.state.events if server.state is not None else None
+    if events is not None:  # logrotate: SIGHUP reopens the exposure/conversion logs
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, events.reopen)
+    # Signals that arrived during start-up were held back (see _worker).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    watchdog = asyncio.ensure_future(_orphan_watch(parent, stop)) if parent is not None else None
     print(
         f"edgeproxy: proxying http://{settings.host}:{server.port} -> {settings.upstream}"
         + (f"; admin http://{settings.admin_host}:{server.admin_port}" if admin else "")
@@ -196,14 +204,25 @@ async def _run(settings: Settings, *, reuse_port: bool, admin: bool) -> int:
         flush=True,
     )
     await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     log.info("draining (up to %gs)", settings.drain_timeout)
     await server.stop()
     return 0
 
 
-def run_one(settings: Settings, *, reuse_port: bool = False, admin: bool = True) -> int:
+async def _orphan_watch(parent: int, stop: asyncio.Event) -> None:
+    """A worker whose parent died (SIGKILL, OOM) drains and exits instead
+    of serving on as an orphan nobody supervises."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("the supervising process %d is gone; stopping", parent)
+    stop.set()
+
+
+def run_one(settings: Settings, *, reuse_port: bool = False, admin: bool = True, parent: int | None = None) -> int:
     with asyncio.Runner(loop_factory=_new_loop) as runner:
-        return runner.run(_run(settings, reuse_port=reuse_port, admin=admin))
+        return runner.run(_run(settings, reuse_port=reuse_port, admin=admin, parent=parent))
 
 
 def setup_logging(settings: Settings, worker: int | None = None) -> None:
@@ -214,9 +233,12 @@ def setup_logging(settings: Settings, worker: int | None = None) -> None:
     logging.getLogger("edgeproxy.access").setLevel(logging.INFO if settings.access_log else logging.WARNING)
 
 
-def _worker(settings: Settings, index: int) -> None:
+def _worker(settings: Settings, index: int, parent: int) -> None:
+    # Hold SIGTERM/SIGINT until the loop's handlers are in place, so a stop
+    # during start-up is a clean drain, not a kill.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     setup_logging(settings, index)
-    sys.exit(run_one(settings, reuse_port=True, admin=index == 0))
+    sys.exit(run_one(settings, reuse_port=True, admin=index == 0, parent=parent))
 
 
 def serve(settings: Settings) -> int:
@@ -229,19 +251,38 @@ def serve(settings: Settings) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="edgeproxy-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings, i), name=f"edgeproxy-w{i}") for i in range(settings.workers)]
-    for proc in procs:
-        proc.start()
+    procs = [ctx.Process(target=_worker, args=(settings, i, os.getpid()), name=f"edgeproxy-w{i}") for i in range(settings.workers)]
+    stopping = False
 
     def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
         for proc in procs:
-            if proc.is_alive():
+            if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = 0
     try:
+        for proc in procs:
+            proc.start()
+        # Supervise: a worker that dies on its own takes the others down and
+        # the exit status says so (the orchestrator restarts the container).
+        while any(p.is_alive() for p in procs):
+            if not stopping and any(p.exitcode is not None for p in procs):
+                log.error("a worker exited (%s); stopping the others", ", ".join(f"{p.name}={p.exitcode}" for p in procs if p.exitcode is not None))
+                code = 1
+                forward(signal.SIGTERM, None)
+            deadline = time.monotonic() + settings.drain_timeout + 10
+            while stopping and any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if stopping:
+                for p in procs:
+                    if p.is_alive():
+                        p.kill()
+                break
+            time.sleep(0.2)
         for proc in procs:
             proc.join()
             code = code or (proc.exitcode or 0)
