@@ -301,9 +301,13 @@ async def send(
         else:
             if why_not not in ("no-edit", "status", "not-html"):
                 rec.fail_open(why_not)
-            # HEAD of a page that would be personalised: the same head as the GET.
-            personalised = bool(plan.edits) and html and request.method == "HEAD" and upstream.status == 200
-            headers = response_headers(upstream.headers, personalised=personalised, coding=None, cookies=cookies)
+            # HEAD of a page that would be personalised: the same head as the
+            # GET (RFC 9110 §9.3.2), including the coding the GET would be
+            # re-encoded in.  (Bug fixed: HEAD showed the origin's coding, and
+            # made pages the GET passes through private.)
+            personalised = request.method == "HEAD" and rewrite_reason(upstream, "GET", plan, max_rewrite_bytes) is None
+            coding = negotiate(request.headers.get("Accept-Encoding")) if personalised else None
+            headers = response_headers(upstream.headers, personalised=personalised, coding=coding, cookies=cookies)
             if personalised:
                 # The GET's body would be rewritten: its length is not the origin's.
                 headers = [(n, v) for n, v in headers if n.lower() != "content-length"]

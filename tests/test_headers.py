@@ -339,3 +339,20 @@ async def test_utf8_bytes_in_origin_headers_reach_the_client_unchanged(tmp_path)
         await server.wait_closed()
     assert b"\r\nLocation: " + location + b"\r\n" in raw
     assert b'filename="r\xc3\xa9sum\xc3\xa9.pdf"' in raw
+
+
+async def test_the_origins_server_and_date_headers_pass_once(tmp_path):
+    head = (
+        b"HTTP/1.1 200 OK\r\nServer: shopd/1.0\r\nDate: Mon, 02 Nov 2026 10:00:00 GMT\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n"
+    )
+    server = await _raw_origin(head, b"ok")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(f"http://127.0.0.1:{port}", tmp_path / "slots") as proxy:
+            resp = await raw_request(proxy.port, request_bytes("GET", "/", {}))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert resp.get_all("server") == ["shopd/1.0"]
+    assert resp.get_all("date") == ["Mon, 02 Nov 2026 10:00:00 GMT"]

@@ -1115,3 +1115,17 @@ async def test_a_cached_page_without_variants_is_byte_identical(origin, tmp_path
         for _ in range(2):
             resp = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "identity"})
             assert resp.body == PAGE
+
+
+@pytest.mark.parametrize("origin_coding", ["identity", "gzip"])
+async def test_head_of_a_personalised_page_has_the_same_representation_headers_as_get(proxy, origin, origin_coding):
+    # RFC 9110 §9.3.2: HEAD's header fields are those GET would send.
+    origin.page("/hg", encode(origin_coding, PAGE), Content_Encoding=origin_coding)
+    headers = {**BROWSER, "Accept-Encoding": "br, gzip"}
+    get = await raw_get(proxy.port, "/hg", headers)
+    head = await raw_get(proxy.port, "/hg", headers, method="HEAD")
+    for name in ("content-encoding", "cache-control", "etag", "last-modified"):
+        assert head.get(name) == get.get(name), name
+    assert "accept-encoding" in (head.get("vary") or "").lower()
+    if head.get("content-length") is not None:  # optional on HEAD, but never the origin's other length
+        assert int(head.get("content-length")) == len(get.body)
