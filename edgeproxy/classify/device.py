@@ -14,9 +14,9 @@ Order of the rules (first that applies wins):
    "Tablet"/"Tab"/"Pad" → tablet; TVs, consoles, set-top boxes → desktop
    (a big screen); ``Mac`` → desktop;
 4. the User-Agent's own tokens: TV/console → desktop; ``iPad``,
-   ``Tablet``, ``Silk/``, ``Kindle`` → tablet; Android without ``Mobile``
-   → tablet (that is how Android tablets announce themselves), with it →
-   mobile;
+   ``Tablet``, ``Silk/``, ``Kindle`` → tablet; an Android browser without
+   ``Mobile`` → tablet (that is how Android tablets announce themselves),
+   with it, or an Android app's own client → mobile;
 5. the OS: a desktop OS → desktop; a mobile OS or a ``Mobi`` token, or a
    handset ua-parser knows by name → mobile;
 6. everything else → desktop.
@@ -70,7 +70,10 @@ PHONE_FAMILIES = frozenset(
     {"iphone", "ipod", "ipod touch", "generic smartphone", "generic feature phone", "apple watch"}
 )
 TABLET_BRANDS = frozenset({"generic_android_tablet"})
-TABLET_FAMILY = re.compile(r"(?i)tablet|pad\b|pad[ _-]?\d|\btab|tab\d|kindle|xoom|playbook|nook|nexus (?:7|9|10)\b")
+# Samsung's Galaxy Tab models are SM-T…, SM-P…, SM-X… and GT-P….
+TABLET_FAMILY = re.compile(
+    r"(?i)tablet|pad\b|pad[ _-]?\d|\btab|tab\d|kindle|xoom|playbook|nook|nexus (?:7|9|10)\b|\b(?:sm-[tpx]|gt-p)\d"
+)
 BIG_SCREEN_FAMILY = re.compile(
     r"(?i)\btv\b|tv$|smart-?tv|hbbtv|netcast|google ?tv|apple ?tv|bravia|roku|chromecast|fire ?tv|"
     r"playstation|xbox|nintendo|\bwii\b|inettv|viera|aquos|\bquest\b|oculus"
@@ -251,8 +254,11 @@ def _form_factor(low: str, family: str, brand: str, os_family: str | None, ch_mo
         return "tablet"
     os_lower = (os_family or "").lower()
     if os_lower == "android":
-        # Android tablets leave "Mobile" out of the User-Agent.
-        return "mobile" if any(t in low for t in MOBILE_UA) else "tablet"
+        # Android tablet *browsers* leave "Mobile" out of the User-Agent; apps'
+        # own HTTP clients (no Safari/Firefox token) leave it out on phones too.
+        if any(t in low for t in MOBILE_UA) or not ("safari/" in low or "firefox/" in low):
+            return "mobile"
+        return "tablet"
     if os_lower in DESKTOP_OS:
         return "desktop"
     if os_lower in MOBILE_OS or any(t in low for t in MOBILE_UA):
