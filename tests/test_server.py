@@ -326,3 +326,15 @@ async def test_edgeproxy_serve_with_two_workers_serves_and_stops_on_sigterm(orig
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
         await _kill(proc)
+
+
+async def test_sigterm_while_a_worker_is_still_starting_is_a_clean_stop(origin, slots):
+    # SIGTERM right after the first worker is up: the other may still be
+    # starting, and must stop cleanly too (exit status 0, no orphans).
+    proc = await _start_cli("--upstream", origin.url, "--port", "0", "--admin-port", "0", "--slots", str(slots), "--workers", "3")
+    try:
+        await _banner(proc, admin=False)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        await _kill(proc)
