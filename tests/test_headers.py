@@ -134,11 +134,11 @@ async def test_a_trusted_proxys_forwarding_chain_is_extended(trusting_proxy):
         request_bytes(
             "GET",
             "/echo",
-            {"X-Forwarded-For": "203.0.113.7, 10.0.0.2", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "www.shop.example"},
+            {"X-Forwarded-For": "81.2.69.7, 10.0.0.2", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "www.shop.example"},
         ),
     )
     seen = seen_by_origin(resp)
-    assert seen["h"]["x-forwarded-for"] == "203.0.113.7, 10.0.0.2, 127.0.0.1"
+    assert seen["h"]["x-forwarded-for"] == "81.2.69.7, 10.0.0.2, 127.0.0.1"
     assert seen["h"]["x-forwarded-proto"] == "https"
     assert seen["h"]["x-forwarded-host"] == "www.shop.example"
 
@@ -356,3 +356,46 @@ async def test_the_origins_server_and_date_headers_pass_once(tmp_path):
         await server.wait_closed()
     assert resp.get_all("server") == ["shopd/1.0"]
     assert resp.get_all("date") == ["Mon, 02 Nov 2026 10:00:00 GMT"]
+
+
+# ---------------------------------------------------------------------------
+# The client IP, end to end: which address the geo lookup sees
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def geo_db(tmp_path):
+    pytest.importorskip("mmdb_writer")
+    from edgeproxy.classify.geo_build import parse_rows, write_mmdb
+
+    path = tmp_path / "geo.mmdb"
+    write_mmdb(parse_rows("81.2.69.0/24,GB,,,,\n2.16.0.0/16,FR,,,,\n"), path, description="test")
+    return path
+
+
+@pytest.mark.parametrize(
+    "trust, xff, sees_uk",
+    [
+        (None, "81.2.69.7", False),  # an untrusted client cannot claim an address
+        ("127.0.0.0/8", "81.2.69.7", True),
+        ("127.0.0.0/8", "81.2.69.7, 2.16.1.9", False),  # the hop our proxy saw is FR
+        ("127.0.0.0/8", "2.16.1.9, 81.2.69.7", True),  # a forged left hop is not believed
+        ("10.0.0.0/8", "81.2.69.7", False),  # the peer is not in the trusted network
+    ],
+)
+async def test_client_ip_for_geo_comes_from_x_forwarded_for_only_through_trusted_proxies(origin, tmp_path, geo_db, trust, xff, sees_uk):
+    page = b'<html><body><section data-edge-slot="hero">default</section></body></html>'
+
+    async def handler(request):
+        return web.Response(body=page, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    slots = tmp_path / "slots"
+    from proxyharness import BROWSER, write_variant
+
+    write_variant(slots, "hero", "uk", "<b>UK</b>", header='when = { country = "GB" }')
+    overrides = {"geo_db": str(geo_db)}
+    if trust:
+        overrides["trust_proxy"] = trust
+    async with run_origin(app) as url, run_proxy(url, slots, **overrides) as proxy:
+        resp = await raw_request(proxy.port, request_bytes("GET", "/", {**BROWSER, "Accept-Encoding": "identity", "X-Forwarded-For": xff}))
+    assert (b"<b>UK</b>" in resp.body) is sees_uk
