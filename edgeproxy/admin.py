@@ -45,6 +45,11 @@ async def metrics(request: web.Request) -> web.Response:
     if state.cache is not None:
         m.cache_bytes.set(state.cache.bytes)
         m.cache_entries.set(len(state.cache))
+    if state.events is not None:
+        es = state.events.stats
+        m.events_written.labels("exposure").set(es.exposures_written)
+        m.events_written.labels("conversion").set(es.conversions_written)
+        m.events_dropped.set(es.dropped)
     if state.render_cache is not None:
         stats = state.render_cache.stats
         m.render_bytes.set(stats["bytes"])

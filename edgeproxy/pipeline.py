@@ -204,8 +204,9 @@ def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Vi
         for name, d in decision.slots.items():
             if d.experiment is not None and d.edit is None:
                 edits[name] = OBSERVE
-    # The budget covers classify + choose + rewrite, not the origin's time.
-    budget = state.settings.budget_s - (time.perf_counter() - rec.started) if state.settings.budget_ms > 0 else None
+    # The budget covers the CPU time of classify + choose + rewrite, never
+    # the origin's time (nothing before this point awaits).
+    budget = state.settings.budget_s - (time.thread_time() - rec.cpu_started) if state.settings.budget_ms > 0 else None
     if edits and budget is not None and budget <= 0:
         rec.fail_open("budget")
         edits = {}

@@ -30,6 +30,7 @@ class Record:
     method: str = ""
     path: str = ""
     started: float = dataclasses.field(default_factory=time.perf_counter)
+    cpu_started: float = dataclasses.field(default_factory=time.thread_time)  # for the personalisation budget
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds
     status: int = 0
     personalised: bool = False
@@ -104,6 +105,12 @@ class Metrics:
         )
         self.render_keys_per_url = Gauge(
             "edgeproxy_render_cache_max_keys_per_url", "Most distinct decisions cached for one URL", registry=r, multiprocess_mode="max"
+        )
+        self.events_written = Gauge(
+            "edgeproxy_events_written", "Exposure and conversion lines written", ["log"], registry=r, multiprocess_mode="livesum"
+        )
+        self.events_dropped = Gauge(
+            "edgeproxy_events_dropped", "Experiment events dropped (buffer full or disk failing)", registry=r, multiprocess_mode="livesum"
         )
         self._children: dict[tuple, object] = {}
         # A short in-memory window of recent latencies for the dashboard.

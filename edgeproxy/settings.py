@@ -42,8 +42,9 @@ DEFAULT_FIRST_BYTE_TIMEOUT = 30.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_UPSTREAM_CONNECTIONS = 256
 
-# Personalisation budget per request (classify + choose + rewrite CPU), ms.
-# Past it, remaining slots keep the origin's bytes.
+# Personalisation budget per request (classify + choose + rewrite, CPU time
+# of the proxy's thread, never the origin's time), ms.  Past it, remaining
+# slots keep the origin's bytes.  0 disables the budget.
 DEFAULT_BUDGET_MS = 10.0
 # Decoded HTML above this size streams through unchanged.
 DEFAULT_MAX_REWRITE_BYTES = 8 * 1024 * 1024

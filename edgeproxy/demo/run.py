@@ -283,7 +283,8 @@ async def _serve(args: argparse.Namespace, out) -> int:
 
 def _tidy_logs(log_dir: Path, out) -> None:
     """Keep the experiment logs when something was logged, else remove them."""
-    logs = sorted(p for p in log_dir.glob("*.jsonl") if p.stat().st_size > 0)
+    # exposures first: the order `edgeproxy report EXPOSURES CONVERSIONS` reads best
+    logs = sorted((p for p in log_dir.glob("*.jsonl") if p.stat().st_size > 0), key=lambda p: p.name != "exposures.jsonl")
     if logs:
         print(f"edgeproxy demo: experiment logs kept: edgeproxy report {' '.join(map(str, logs))}", file=out, flush=True)
     else:

@@ -16,9 +16,9 @@ What holds:
 * Past ``max_rewrite_bytes`` of decoded HTML the rewriter stops: the rest of
   the page passes through unchanged (slots already rewritten stay so; a slot
   being held goes out as the origin sent it).  The page is never cut.
-* ``budget`` (seconds, ``None`` = none) is the rewriting time this body may
-  use: it is spent only inside ``feed``/``finish``, so time spent waiting for
-  a slow origin's next chunk does not count.  Once spent, the rewriter leaves
+* ``budget`` (seconds of CPU, ``None`` = none) is the rewriting time this
+  body may use: it is spent only inside ``feed``/``finish``, so time spent
+  waiting for a slow origin's next chunk does not count.  Once spent, the rewriter leaves
   the remaining slots as the origin sent them (outcome ``deadline``).
 * Decoder errors (``CorruptBody``, ``DecodedTooLarge``) propagate: once
   re-encoded bytes were sent there is no honest way to continue, so the
@@ -60,14 +60,18 @@ class BodyTransform:
     def _rewrite(self, plain: bytes, final: bool = False) -> bytes:
         if not plain and not final:
             return b""
-        started = time.perf_counter()
+        # The budget is CPU time (thread_time): a process descheduled on a
+        # busy machine does not lose its slots for it.  The rewriter's own
+        # deadline check reads perf_counter, so it gets the remaining budget
+        # from now on that clock.
+        started = time.thread_time()
         if self._budget is not None:
-            self._rewriter.deadline = started + self._budget
+            self._rewriter.deadline = time.perf_counter() + self._budget
         out = self._capped(plain) if plain else b""
         if final:
             out += self._rewriter.finish()
         if self._budget is not None:
-            self._budget = max(0.0, self._budget - (time.perf_counter() - started))
+            self._budget = max(0.0, self._budget - (time.thread_time() - started))
         return out
 
     def _capped(self, plain: bytes) -> bytes:
