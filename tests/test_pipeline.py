@@ -1129,3 +1129,28 @@ async def test_head_of_a_personalised_page_has_the_same_representation_headers_a
     assert "accept-encoding" in (head.get("vary") or "").lower()
     if head.get("content-length") is not None:  # optional on HEAD, but never the origin's other length
         assert int(head.get("content-length")) == len(get.body)
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "application/octet-stream"])
+@pytest.mark.parametrize("version", [b"HTTP/1.0", b"HTTP/1.1"])
+async def test_a_close_delimited_origin_body_is_a_complete_body(slots, content_type, version):
+    # No Content-Length, no chunking: the body ends when the origin closes.
+    async def serve(reader, writer):
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(version + b" 200 OK\r\nContent-Type: " + content_type.encode() + b"\r\nConnection: close\r\n\r\n")
+        for i in range(0, len(PAGE), 50):
+            writer.write(PAGE[i : i + 50])
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(f"http://127.0.0.1:{port}", slots) as proxy:
+            resp = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "identity"})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert resp.status == 200 and resp.complete
+    assert resp.body == (personalised() if content_type == "text/html" else PAGE)
