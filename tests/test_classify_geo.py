@@ -12,6 +12,7 @@ import argparse
 import io
 import ipaddress
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -360,3 +361,29 @@ def test_geo_accuracy_against_maxmind_json(name):
     assert total > 100
     assert share >= 0.99
     assert cities == with_city
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "setting geo_db="),
+        (b"not a database", "not a MaxMind DB (.mmdb) file"),
+    ],
+)
+def test_a_bad_geo_db_setting_names_the_key(tmp_path, content, message):
+    from edgeproxy.classify.geo import open_geo
+    from edgeproxy.errors import SettingsError
+
+    path = tmp_path / "geo.mmdb"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SettingsError, match=re.escape(message)) as info:
+        open_geo(path)
+    assert info.value.key == "geo_db"
+
+
+def test_explain_with_a_missing_geo_db_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "slots").mkdir()
+    code = main(["explain", "/", "--slots", str(tmp_path / "slots"), "--geo-db", str(tmp_path / "nope.mmdb")])
+    assert code == 2
+    assert "geo_db" in capsys.readouterr().err

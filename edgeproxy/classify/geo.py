@@ -32,6 +32,7 @@ from typing import Any
 
 import maxminddb
 
+from ..errors import SettingsError
 from .clock import zone
 
 log = logging.getLogger(__name__)
@@ -121,10 +122,17 @@ class GeoReader:
 
 
 def open_geo(path: Path | str | None, *, mode: int = MODE_MMAP) -> GeoReader | None:
-    """Open ``path`` (``None``: no database, geo only from the CDN header)."""
+    """Open ``path`` (``None``: no database, geo only from the CDN header).
+    A missing or unreadable file is a ``SettingsError`` naming ``geo_db``,
+    so the proxy refuses to start with a one-line reason."""
     if path is None:
         return None
-    return GeoReader(path, mode=mode)
+    try:
+        return GeoReader(path, mode=mode)
+    except OSError as exc:
+        raise SettingsError("geo_db", str(path), f"cannot open: {exc.strerror or exc}") from exc
+    except (maxminddb.InvalidDatabaseError, ValueError) as exc:
+        raise SettingsError("geo_db", str(path), f"not a MaxMind DB (.mmdb) file: {exc}") from exc
 
 
 def _name(node: Any) -> str | None:
