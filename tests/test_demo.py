@@ -556,3 +556,19 @@ def test_edgeproxy_demo_command_prints_the_banner_and_stops_on_sigterm():
 async def _fetch_text(url: str, headers: dict[str, str]) -> str:
     async with aiohttp.ClientSession(headers=BROWSER) as session, session.get(url, headers=headers) as resp:
         return await resp.text()
+
+
+async def test_visitor_coming_back_in_a_new_session_gets_the_welcome_back_hero(demo_proxy):
+    async with aiohttp.ClientSession(headers=BROWSER) as session:
+        async with session.get(demo_proxy + "/") as first:
+            vid = first.cookies["edge_vid"].value
+        # Same second, new session: only the long-lived visitor cookie comes back.
+        _resp, body = await _get(session, demo_proxy + "/", headers={"Cookie": f"edge_vid={vid}"})
+    assert "welcome back" in _slot_inner(body, "section", "hero")
+
+
+async def test_second_page_of_a_first_visit_is_still_a_new_visitor(demo_proxy):
+    async with aiohttp.ClientSession(headers=BROWSER, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        await _get(session, demo_proxy + "/")
+        _resp, body = await _get(session, demo_proxy + "/")
+    assert "welcome back" not in _slot_inner(body, "section", "hero")

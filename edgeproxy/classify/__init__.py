@@ -233,6 +233,7 @@ def _classify(facts: RequestFacts, c: Classifiers, now: dt.datetime) -> Visitor:
 
     # Visitor id: keep a valid one, else mint; refresh its year once a session.
     visitor = ck.read_visitor(c.codec, names.visitor, cookies.get(names.visitor))
+    known_before = visitor is not None
     if visitor is None:
         visitor = ck.VisitorCookie(ck.new_id(), ts)
         set_cookies.append(ck.write_visitor(c.codec, names.visitor, visitor))
@@ -257,7 +258,10 @@ def _classify(facts: RequestFacts, c: Classifiers, now: dt.datetime) -> Visitor:
         ctx["utm_medium"] = session.utm_medium
     if session.utm_campaign:
         ctx["utm_campaign"] = session.utm_campaign
-    ctx["visitor"] = "returning" if visitor.first_seen < session.start else "new"
+    # Returning: known from an earlier session (a visitor cookie that came
+    # with a new session, or a first visit before this session began).
+    returning = (known_before and new_session) or visitor.first_seen < session.start
+    ctx["visitor"] = "returning" if returning else "new"
     if names.customer is not None:
         ctx["customer"] = ck.flag(cookies.get(names.customer))
     if names.logged_in is not None:
