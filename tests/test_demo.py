@@ -572,3 +572,8 @@ async def test_second_page_of_a_first_visit_is_still_a_new_visitor(demo_proxy):
         await _get(session, demo_proxy + "/")
         _resp, body = await _get(session, demo_proxy + "/")
     assert "welcome back" not in _slot_inner(body, "section", "hero")
+
+
+def test_readme_what_to_try_is_what_the_demo_prints():
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert demo_run.what_to_try() in readme, "README's 'What to try' is stale: paste demo_run.what_to_try() again"
