@@ -49,6 +49,12 @@ async def tunnel_websocket(request: web.Request, session: aiohttp.ClientSession,
     ]
     protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
     url = upstream_url(settings, request.raw_path)
+    # A client handshake that cannot succeed (no Sec-WebSocket-Key, a bad
+    # version) is refused before the origin is contacted.  (Bug fixed: the
+    # origin's WebSocket was opened, then left open when prepare() failed.)
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        rec.status = 400
+        return web.Response(status=400, text="400 Bad Request: not a valid WebSocket handshake\n")
     try:
         origin = await session.ws_connect(
             url,
@@ -70,7 +76,12 @@ async def tunnel_websocket(request: web.Request, session: aiohttp.ClientSession,
     client = web.WebSocketResponse(
         protocols=(origin.protocol,) if origin.protocol else (), autoclose=False, autoping=False, max_msg_size=0
     )
-    await client.prepare(request)
+    try:
+        await client.prepare(request)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await origin.close()
+        raise
     rec.status = 101
 
     async def pump(src, dst, dst_is_client: bool) -> None:

@@ -43,6 +43,7 @@ class Origin:
                 await ws.send_bytes(b"echo:" + msg.data)
         if self.closed_with is not None and not self.closed_with.done():
             self.closed_with.set_result(ws.close_code)
+        self.handshakes[-1]["closed"] = True
         return ws
 
 
@@ -138,3 +139,17 @@ async def test_a_ping_is_answered_by_the_origins_pong(proxy, session):
         msg = await ws.receive(timeout=5)
         assert msg.type == WSMsgType.PONG
         assert msg.data == b"are you there"
+
+
+async def test_a_malformed_upgrade_request_is_refused_and_the_origin_released(proxy, origin):
+    from proxyharness import raw_request, request_bytes
+
+    before = len(origin.handshakes)
+    resp = await raw_request(proxy.port, request_bytes("GET", "/ws", {"Upgrade": "websocket", "Connection": "Upgrade"}))
+    assert resp.status == 400
+    # the origin's socket was not left open behind a failed client handshake
+    for _ in range(100):
+        if all(h.get("closed") for h in origin.handshakes[before:]):
+            break
+        await asyncio.sleep(0.02)
+    assert all(h.get("closed") for h in origin.handshakes[before:])
