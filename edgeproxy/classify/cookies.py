@@ -31,9 +31,9 @@ if absent) and replaced by a fresh one; nothing here raises on input.
 Visitor "new" or "returning": returning when the visitor id was first seen
 before the current session started, i.e. from the second session on.
 
-Sessions last 30 minutes after the last request: every response sends
-``edge_ses`` again with ``Max-Age=1800``, so the browser drops it after 30
-idle minutes.  The value stays the same for the whole session, so its
+Sessions last 30 minutes after the last page view: every classified
+response (page loads, not assets) sends ``edge_ses`` again with
+``Max-Age=1800``, so the browser drops it after 30 idle minutes.  The value stays the same for the whole session, so its
 signature is computed once (the codec's cache), not per request.  A request
 carrying campaign tags (utm parameters or a click id) that differ from the
 session's starts a new session, as classic Google Analytics did, so a
@@ -59,15 +59,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-import functools
 from functools import lru_cache
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import quote, unquote
 
 from ..model import EMPTY, SOURCES, CapCount, SetCookie
