@@ -23,7 +23,7 @@ COLOURS = {
     B.EDGEPROXY_DEFAULT: "#8c564b",
 }
 
-#: (figure, numerator, denominator) of the per-page peer ratios.
+#: (title, numerator system, denominator system, key) of the per-page peer ratios (closed loop).
 PEER_RATIOS = (
     ("edgeproxy ÷ nginx+sub_filter, CPU/req", B.EDGEPROXY, B.NGINX, "cpu_us_per_request"),
     ("edgeproxy ÷ bare aiohttp, CPU/req", B.EDGEPROXY, B.BARE, "cpu_us_per_request"),

@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     children = Children(workdir, server_cpus)
     calibrations = len(pages) if (args.open_loop and not args.rate and args.generator != "bundled" and args.duration >= 1.0
                                   and wrk.wrk_binary()) else 0
-    load_steps = len(pages) * len(wanted) * (args.repeat + (1 if args.open_loop else 0)) + calibrations + (2 if args.profile else 0)
+    load_steps = len(pages) * len(wanted) * (args.repeat + (1 if args.open_loop else 0)) + calibrations + (3 if args.profile else 0)
     steps = load_steps + 2 + (1 if args.soak else 0)  # + TTFB, memory, soak
     planned = load_steps * (args.duration + args.warmup) + len(wanted) * (args.ttfb_count * 0.06 + 1.0) + (args.soak or 0) * 60
     progress = Progress(steps + 1, planned)
@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_page = B.DEFAULT_BUDGET_PAGE if B.DEFAULT_BUDGET_PAGE in pages else pages[0]
             args.out.mkdir(parents=True, exist_ok=True)
             for s in systems.values():
-                if s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED):
+                if s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT):
                     progress.start(f"profile {LABELS[s.name]} ({profile_page}, py-spy)", max(2.0, args.duration) + 1)
                     stem = started.strftime("%Y%m%dT%H%M%SZ")
                     profiles[s.name] = runner.profile(s, profile_page, args.out / f"profile-{stem}-{s.name}.txt")
