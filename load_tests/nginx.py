@@ -37,8 +37,12 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def write_config(prefix: Path, *, port: int, upstream_port: int, host: str = "127.0.0.1") -> Path:
-    """Write ``nginx.conf`` (and its temp dirs) under ``prefix``; returns the file."""
+def write_config(prefix: Path, *, port: int, upstream_port: int, host: str = "127.0.0.1", gzip: bool = False) -> Path:
+    """Write ``nginx.conf`` (and its temp dirs) under ``prefix``; returns the file.
+
+    ``gzip``: compress responses for clients that accept it, at level 1 (as
+    edgeproxy does), since the origin is asked for identity bodies."""
+    compress = "gzip on; gzip_comp_level 1; gzip_types text/html; gzip_min_length 1024;" if gzip else "gzip off;"
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     # As root, nginx would switch its worker to "nobody", which cannot read
@@ -58,6 +62,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     keepalive_requests 1000000;
+    {compress}
     upstream origin {{
         server {host}:{upstream_port};
         keepalive 64;

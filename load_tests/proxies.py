@@ -124,7 +124,7 @@ async def reparse_handler(request: web.Request) -> web.StreamResponse:
         headers = _response_headers(up, drop=frozenset({"content-length", "content-encoding", "cache-control", "etag"}))
         headers.append(("Cache-Control", "private"))
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            out = gzip.compress(out, 6)
+            out = gzip.compress(out, 1)  # level 1, as nginx and edgeproxy
             headers.append(("Content-Encoding", "gzip"))
         resp = web.Response(status=up.status, body=out)
         for k, v in headers:

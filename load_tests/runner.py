@@ -194,7 +194,7 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
         else:
             s.port = free_port()
             prefix = workdir / "nginx"
-            conf = nginx.write_config(prefix, port=s.port, upstream_port=origin_port, host=HOST)
+            conf = nginx.write_config(prefix, port=s.port, upstream_port=origin_port, host=HOST, gzip=args.gzip)
             s.child = children.spawn(B.NGINX, nginx.command(binary, prefix, conf))
             s.expected_edits = "hero+banner"
             s.notes.append(f"nginx {nginx.nginx_version(binary)}; sub_filter cannot sort")
