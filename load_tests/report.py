@@ -243,6 +243,31 @@ def _svg_bars(title: str, bars: Mapping[str, float], labels: Mapping[str, str], 
     return "".join(out)
 
 
+def _svg_series(title: str, points: Sequence[tuple[float, float]], xunit: str, yunit: str) -> str:
+    """One line, linear axes from 0."""
+    w, h, left, right, top, bottom = 640, 260, 60, 20, 30, 40
+    xmax = max((x for x, _ in points), default=1.0) or 1.0
+    ymax = max((y for _, y in points), default=1.0) * 1.1 or 1.0
+
+    def px(x: float) -> float:
+        return left + (w - left - right) * x / xmax
+
+    def py(y: float) -> float:
+        return top + (h - top - bottom) * (1 - y / ymax)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>']
+    for i in range(5):
+        y = ymax * i / 4
+        out.append(f'<line x1="{left}" x2="{w - right}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#ddd"/>'
+                   f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.0f} {yunit}</text>')
+        x = xmax * i / 4
+        out.append(f'<text x="{px(x):.1f}" y="{h - bottom + 16}" text-anchor="middle">{x:.0f} {xunit}</text>')
+    out.append('<polyline fill="none" stroke="#9467bd" stroke-width="2" points="'
+               + " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points) + '"/></svg>')
+    return "".join(out)
+
+
 def write_html(report: Mapping, labels: Mapping[str, str], path: Path) -> Path:
     """A self-contained page: per page, latency percentiles (closed and open
     loop), CPU per request and throughput per system."""
@@ -265,6 +290,25 @@ def write_html(report: Mapping, labels: Mapping[str, str], path: Path) -> Path:
         rps = {r["system"]: r["rps"] for r in runs if r["page"] == page and r["mode"] == "closed"}
         parts.append(_svg_bars(f"{page}: requests/s, closed loop", rps, labels, "req/s"))
         parts.append("</div>")
+    if report.get("ttfb"):
+        parts.append("<h2>time to first byte, origin streams (/stream)</h2><table><tr><th>system</th><th>TTFB p50 ms</th>"
+                     "<th>TTFB p90 ms</th><th>complete p50 ms</th></tr>")
+        for name, t in report["ttfb"].items():
+            parts.append(f"<tr><th>{html.escape(labels.get(name, name))}</th><td>{t['ttfb_ms']['p50']:.2f}</td>"
+                         f"<td>{t['ttfb_ms']['p90']:.2f}</td><td>{t['total_ms']['p50']:.2f}</td></tr>")
+        parts.append("</table>")
+    if report.get("memory"):
+        parts.append("<h2>memory: a large non-HTML body to a slow client</h2><table><tr><th>system</th>"
+                     "<th>RSS before MiB</th><th>peak MiB</th><th>growth MiB</th></tr>")
+        for name, m in report["memory"].items():
+            parts.append(f"<tr><th>{html.escape(labels.get(name, name))}</th><td>{m['rss_before_mib']:.0f}</td>"
+                         f"<td>{m['rss_peak_mib']:.0f}</td><td>{m['rss_growth_mib']:.1f}</td></tr>")
+        parts.append("</table>")
+    soak = report.get("soak")
+    if soak and soak.get("rss_samples"):
+        parts.append(f"<h2>soak: edgeproxy at {soak['rate']:.0f} req/s</h2>")
+        parts.append(_svg_series(f"RSS over the soak ({soak['rss_growth_pct']:+.1f} %)",
+                                 [(t, kib / 1024) for t, kib in soak["rss_samples"]], "s", "MiB"))
     figures = report["figures"].get(report["budget_page"]) or {}
     if figures:
         parts.append(f"<h2>issue 4 figures ({html.escape(report['budget_page'])} page)</h2><table>")
