@@ -299,7 +299,7 @@ def test_bots_get_no_cookies_no_ids(classifiers, ua):
         (LONDON, None, None, "GB", "Europe/London"),
         # through a trusted proxy: X-Forwarded-For and the CDN header count
         ("10.0.0.1", "216.160.83.56", None, "US", "America/Los_Angeles"),
-        ("10.0.0.1", "216.160.83.56", "JP", "JP", None),
+        ("10.0.0.1", "216.160.83.56", "JP", "JP", "Asia/Tokyo"),
         # from an untrusted peer the header is ignored
         (LONDON, None, "JP", "GB", "Europe/London"),
         # pseudo-codes fall back to the database

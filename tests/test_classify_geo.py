@@ -25,6 +25,7 @@ from edgeproxy.classify.geo import (
     Geo,
     GeoReader,
     country_code,
+    country_zone,
     geo_from_headers,
     locate,
 )
@@ -105,10 +106,10 @@ def test_lookups_are_cached(city):
     assert (info.hits, info.misses) == (1, 1)
 
 
-def test_country_database_gives_country_and_continent_only():
+def test_country_database_gives_country_continent_and_the_countrys_timezone():
     reader = GeoReader(COUNTRY_DB, mode=MODE_MMAP)
     try:
-        assert reader.lookup("81.2.69.142") == Geo("GB", None, None, "EU", None)
+        assert reader.lookup("81.2.69.142") == Geo("GB", None, None, "EU", "Europe/London")
         assert reader.database_type == "GeoLite2-Country"
     finally:
         reader.close()
@@ -165,8 +166,10 @@ def test_cloudflare_sibling_headers_give_city_region_continent_timezone():
 @pytest.mark.parametrize(
     "headers, expected",
     [
-        # continent follows from the country when the CDN does not say
-        ({"cloudfront-viewer-country": "JP"}, Geo("JP", None, None, "AS", None)),
+        # continent and (single) timezone follow from the country when the CDN does not say
+        ({"cloudfront-viewer-country": "JP"}, Geo("JP", None, None, "AS", "Asia/Tokyo")),
+        # a country with several zones: timezone unknown
+        ({"cloudfront-viewer-country": "CA"}, Geo("CA", None, None, "NA", None)),
         # a bad timezone is dropped, the rest kept
         ({"cloudfront-viewer-country": "US", "cloudfront-viewer-time-zone": "Mars/Olympus"}, Geo("US", None, None, "NA", None)),
         ({"cloudfront-viewer-country": "US", "cloudfront-viewer-time-zone": "../../etc/passwd"}, Geo("US", None, None, "NA", None)),
@@ -204,6 +207,32 @@ def test_locate_trusts_the_header_only_from_trusted_peers(city, peer_trusted, he
 
 def test_locate_without_database_or_header_is_unknown():
     assert locate({}, "81.2.69.142", header=None, peer_trusted=True, reader=None) == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "code, tz",
+    [
+        # one zone in the tz database
+        ("GB", "Europe/London"),
+        ("FR", "Europe/Paris"),
+        ("JP", "Asia/Tokyo"),
+        ("IN", "Asia/Kolkata"),
+        # several zones, one clock for nearly everyone
+        ("DE", "Europe/Berlin"),
+        ("CN", "Asia/Shanghai"),
+        ("ES", "Europe/Madrid"),
+        # several clocks: unknown
+        ("US", None),
+        ("CA", None),
+        ("RU", None),
+        ("AU", None),
+        ("BR", None),
+        (None, None),
+        ("XX", None),
+    ],
+)
+def test_country_zone(code, tz):
+    assert country_zone(code) == tz
 
 
 def test_every_country_has_one_continent():
@@ -245,9 +274,9 @@ def test_geo_build_output_reads_back_through_geo(tmp_path):
         # the more specific network wins even though its container came first
         assert reader.lookup("81.2.69.142") == Geo("GB", "Scotland", "Edinburgh", "EU", "Europe/London")
         assert reader.lookup("2a02:c7c::1") == Geo("IE", "Leinster", "Dublin", "EU", "Europe/Dublin")
-        assert reader.lookup("5.44.0.99") == Geo("DE", None, None, "EU", None)
+        assert reader.lookup("5.44.0.99") == Geo("DE", None, None, "EU", "Europe/Berlin")
         assert reader.lookup("5.44.0.100") == UNKNOWN
-        assert reader.lookup("46.114.1.1") == Geo("FR", None, "Paris", "EU", None)
+        assert reader.lookup("46.114.1.1") == Geo("FR", None, "Paris", "EU", "Europe/Paris")
         assert reader.lookup("8.8.8.8") == UNKNOWN
         assert reader.database_type == "edgeproxy-City"
     finally:

@@ -16,7 +16,9 @@ Two sources, in this order (CONTRACT §3):
 Unknown, private, loopback and malformed addresses give an unknown geo,
 never an error.  Lookups are cached per address (LRU).
 ``region`` is the English name of the first (largest) subdivision, ``city``
-the English city name, as the slots README documents.
+the English city name, as the slots README documents.  The timezone is the
+record's (or the CDN's), else the country's when it has only one
+(``country_zone``), else unknown (the clock then uses the proxy's zone).
 """
 
 from __future__ import annotations
@@ -162,12 +164,14 @@ def record_geo(record: Mapping[str, Any]) -> Geo:
         region = _name(first) or (first.get("iso_code") if isinstance(first, dict) else None)
     location = record.get("location")
     tz = location.get("time_zone") if isinstance(location, dict) else None
+    if not isinstance(tz, str) or zone(tz) is None:
+        tz = country_zone(code) if code else None
     return Geo(
         country=code,
         region=region if isinstance(region, str) and region else None,
         city=_name(record.get("city")),
         continent=continent,
-        timezone=tz if isinstance(tz, str) and zone(tz) is not None else None,
+        timezone=tz,
     )
 
 
@@ -201,12 +205,14 @@ def geo_from_headers(headers: Mapping[str, str], header: str) -> Geo | None:
     if continent not in CONTINENT_CODES:
         continent = CONTINENT_OF.get(code)
     tz = _header_text(headers.get(tz_h)) if tz_h else None
+    if tz is None or zone(tz) is None:
+        tz = country_zone(code)
     return Geo(
         country=code,
         region=_header_text(headers.get(region_h)) if region_h else None,
         city=_header_text(headers.get(city_h)) if city_h else None,
         continent=continent,
-        timezone=tz if tz and zone(tz) is not None else None,
+        timezone=tz,
     )
 
 
@@ -235,6 +241,56 @@ def locate(
             timezone=from_header.timezone or from_db.timezone,
         )
     return from_header
+
+
+# ---------------------------------------------------------------------------
+# The timezone of a country that has only one (GB, FR, JP, IN…), from the
+# system's tz database (zone.tab), for geo that knows the country but not the
+# zone: a CDN country header, Country databases.  Countries with several
+# zones where (nearly) everyone keeps one clock get that one
+# (``DOMINANT_ZONES``); the others (US, CA, RU, AU, BR, MX…) get none, and
+# the proxy's zone is used.
+# ---------------------------------------------------------------------------
+DOMINANT_ZONES: Mapping[str, str] = {
+    "AR": "America/Argentina/Buenos_Aires", "CL": "America/Santiago", "CN": "Asia/Shanghai",
+    "CY": "Asia/Nicosia", "DE": "Europe/Berlin", "EC": "America/Guayaquil", "ES": "Europe/Madrid",
+    "MY": "Asia/Kuala_Lumpur", "NZ": "Pacific/Auckland", "PS": "Asia/Hebron", "PT": "Europe/Lisbon",
+    "UA": "Europe/Kyiv", "UZ": "Asia/Tashkent",
+}
+
+@lru_cache(maxsize=1)
+def _single_zones() -> Mapping[str, str]:
+    import zoneinfo
+
+    text = None
+    for base in zoneinfo.TZPATH:
+        try:
+            text = (Path(base) / "zone.tab").read_text(encoding="utf-8")
+            break
+        except OSError:
+            continue
+    if text is None:
+        try:
+            from importlib.resources import files
+
+            text = files("tzdata").joinpath("zoneinfo", "zone.tab").read_text(encoding="utf-8")
+        except (ImportError, OSError, ValueError, TypeError):
+            return {}
+    zones: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) >= 3:
+            zones.setdefault(parts[0].strip(), []).append(parts[2].strip())
+    single = {code: names[0] for code, names in zones.items() if len(names) == 1}
+    single.update(DOMINANT_ZONES)
+    return {code: name for code, name in single.items() if zone(name) is not None}
+
+
+def country_zone(code: str | None) -> str | None:
+    """The only timezone of country ``code``, or ``None``."""
+    return _single_zones().get(code) if code else None
 
 
 # ---------------------------------------------------------------------------
