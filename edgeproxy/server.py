@@ -285,7 +285,13 @@ def serve(settings: Settings) -> int:
             time.sleep(0.2)
         for proc in procs:
             proc.join()
-            code = code or (proc.exitcode or 0)
+            exitcode = proc.exitcode or 0
+            # A worker the forwarded SIGTERM reached while spawn was still
+            # importing (before _worker blocked the signal) stopped cleanly
+            # too.  (Bug fixed: a stop during start-up exited with 241.)
+            if stopping and exitcode == -signal.SIGTERM:
+                exitcode = 0
+            code = code or exitcode
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return code
