@@ -285,12 +285,20 @@ def _single_zones() -> Mapping[str, str]:
             zones.setdefault(parts[0].strip(), []).append(parts[2].strip())
     single = {code: names[0] for code, names in zones.items() if len(names) == 1}
     single.update(DOMINANT_ZONES)
-    return {code: name for code, name in single.items() if zone(name) is not None}
+    return single
 
 
 def country_zone(code: str | None) -> str | None:
-    """The only timezone of country ``code``, or ``None``."""
-    return _single_zones().get(code) if code else None
+    """The one timezone of country ``code``, or ``None``.  (The table is
+    read once, by ``load_country_zones`` at start.)"""
+    name = _single_zones().get(code) if code else None
+    return name if name is not None and zone(name) is not None else None
+
+
+def load_country_zones() -> int:
+    """Read the country -> timezone table now (start-up), not on the first
+    request that needs it; returns its size."""
+    return len(_single_zones())
 
 
 # ---------------------------------------------------------------------------
