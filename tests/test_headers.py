@@ -399,3 +399,28 @@ async def test_client_ip_for_geo_comes_from_x_forwarded_for_only_through_trusted
     async with run_origin(app) as url, run_proxy(url, slots, **overrides) as proxy:
         resp = await raw_request(proxy.port, request_bytes("GET", "/", {**BROWSER, "Accept-Encoding": "identity", "X-Forwarded-For": xff}))
     assert (b"<b>UK</b>" in resp.body) is sees_uk
+
+
+async def test_an_h2c_upgrade_offer_is_ignored_and_not_forwarded(proxy):
+    # curl --http2 on an http:// URL offers h2c; the proxy answers in HTTP/1.1.
+    resp = await raw_request(
+        proxy.port,
+        request_bytes(
+            "GET", "/echo",
+            [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")],
+        ),
+    )
+    seen = seen_by_origin(resp)
+    assert "upgrade" not in seen["names"] and "http2-settings" not in seen["names"]
+
+
+async def test_an_h2c_upgrade_offer_with_a_body_still_delivers_the_body(proxy):
+    resp = await raw_request(
+        proxy.port,
+        request_bytes(
+            "POST", "/echo",
+            [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")],
+            b"hello",
+        ),
+    )
+    assert seen_by_origin(resp)["body"] == "hello"
