@@ -151,11 +151,16 @@ class Origin:
     async def chunked(self, request: web.Request) -> web.StreamResponse:
         """PAGE cut at the offsets in ``?cuts=`` (comma-separated)."""
         cuts = [int(x) for x in request.query.get("cuts", "").split(",") if x]
-        resp = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+        coding = request.query.get("coding", "identity")
+        body = encode(coding, PAGE)
+        headers = {"Content-Type": "text/html; charset=utf-8"}
+        if coding != "identity":
+            headers["Content-Encoding"] = coding
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         last = 0
-        for cut in [*cuts, len(PAGE)]:
-            await resp.write(PAGE[last:cut])
+        for cut in [c for c in cuts if c < len(body)] + [len(body)]:
+            await resp.write(body[last:cut])
             await asyncio.sleep(0)
             last = cut
         await resp.write_eof()
@@ -291,6 +296,19 @@ async def test_any_chunking_of_the_origin_body_gives_the_same_page(proxy, client
     path = "/chunked?cuts=" + ",".join(map(str, cuts))
     async with client.get(url(proxy, path)) as resp:
         assert await resp.read() == personalised()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    coding=st.sampled_from(["identity", "gzip", "deflate", "br", "zstd"]),
+    accept=st.sampled_from(["identity", "gzip", "deflate", "br", "zstd", "gzip, br", "*"]),
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=10, unique=True).map(sorted),
+)
+async def test_any_chunking_and_coding_of_the_origin_body_gives_the_same_page(proxy, coding, accept, cuts):
+    path = f"/chunked?coding={coding}&cuts=" + ",".join(map(str, cuts))
+    resp = await raw_get(proxy.port, path, {**BROWSER, "Accept-Encoding": accept})
+    assert resp.status == 200 and resp.complete
+    assert decode(resp.get("content-encoding"), resp.body) == personalised()
 
 
 # ---------------------------------------------------------------------------
