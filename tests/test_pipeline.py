@@ -1172,3 +1172,26 @@ async def test_a_close_delimited_origin_body_is_a_complete_body(slots, content_t
         await server.wait_closed()
     assert resp.status == 200 and resp.complete
     assert resp.body == (personalised() if content_type == "text/html" else PAGE)
+
+
+async def test_an_early_hints_103_before_the_page_does_not_replace_it(slots):
+    # Storefront platforms send 103 Early Hints before the page.
+    async def serve(reader, writer):
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload; as=style\r\n\r\n")
+        await writer.drain()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(PAGE) + PAGE)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(f"http://127.0.0.1:{port}", slots) as proxy:
+            resp = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "identity"})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert resp.status == 200
+    assert resp.body == personalised()
