@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="show a visitor's context and each slot's decision")
     explain.add_argument("url", help="page URL as the visitor would request it (path and query are used)")
-    explain.add_argument("--ua", help="User-Agent")
+    explain.add_argument("--ua", help="User-Agent (default: a desktop Chrome's; --ua '' for none)")
     explain.add_argument("--ip", help="client IP (for the geo lookup)")
     explain.add_argument("--cookie", action="append", default=[], help="Cookie header or name=value (repeatable)")
     explain.add_argument("--referer", help="Referer")

@@ -30,6 +30,9 @@ from .model import Decision, RequestFacts, Visitor, frozen_map
 from .settings import build_settings
 
 
+DEFAULT_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
+
 def run_explain(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -82,8 +85,9 @@ def build_facts(args: argparse.Namespace) -> RequestFacts:
     url = args.url if "://" in args.url or args.url.startswith("/") else "http://" + args.url
     parts = urlsplit(url)
     headers: dict[str, str] = {}
-    if args.ua:
-        headers["user-agent"] = args.ua
+    # No --ua: describe a desktop browser (a request without a User-Agent is
+    # a bot, which would only ever see the defaults).
+    headers["user-agent"] = args.ua if args.ua is not None else DEFAULT_UA
     if args.referer:
         headers["referer"] = args.referer
     for item in args.header or ():

@@ -161,8 +161,8 @@ def test_os_and_browser_families(devices, ua, os, browser):
     assert (info.os, info.browser) == (os, browser)
 
 
-def test_no_user_agent_header_is_unknown_not_a_bot(devices):
-    assert devices.classify(None) == DeviceInfo(None)
+def test_no_user_agent_header_is_a_bot(devices):
+    assert devices.classify(None) == DeviceInfo("bot")
 
 
 def test_user_agent_is_cut_before_matching(devices):

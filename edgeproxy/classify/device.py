@@ -21,9 +21,10 @@ Order of the rules (first that applies wins):
    handset ua-parser knows by name → mobile;
 6. everything else → desktop.
 
-A request with no User-Agent header at all gets ``UNKNOWN``: device, os
-and browser unknown, not a bot (``edgeproxy explain`` without ``--ua``
-describes such a request).
+A request with no User-Agent header at all is a bot, like an empty one:
+every browser sends one, and a script that does not must not get cookies or
+join experiments.  (``edgeproxy explain`` without ``--ua`` describes a
+desktop browser, and says so.)
 
 iPads on iPadOS 13+ send the desktop Safari User-Agent by default and are
 indistinguishable from a Mac server-side: they count as desktop.
@@ -114,6 +115,7 @@ class DeviceInfo:
 
 
 UNKNOWN = DeviceInfo(None)
+BOT = DeviceInfo("bot")
 
 
 # ---------------------------------------------------------------------------
@@ -194,7 +196,7 @@ class DeviceClassifier:
 
     def classify(self, user_agent: str | None, ch_mobile: str | None = None) -> DeviceInfo:
         if user_agent is None:
-            return UNKNOWN
+            return BOT
         ua = user_agent[:MAX_UA_CHARS]
         if not ua.isascii():
             # Undecodable header bytes arrive as lone surrogates; the native
