@@ -237,9 +237,14 @@ async def _banner(proc: asyncio.subprocess.Process, *, admin: bool = True) -> tu
 
 
 async def test_edgeproxy_serve_with_the_stable_flags_proxies_and_stops_on_sigterm(origin, slots, tmp_path):
+    pytest.importorskip("mmdb_writer")
+    from edgeproxy.classify.geo_build import parse_rows, write_mmdb
+
+    write_mmdb(parse_rows("81.2.69.0/24,GB,,,,\n"), tmp_path / "geo.mmdb", description="test")
     proc = await _start_cli(
         "--upstream", origin.url, "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
-        "--slots", str(slots), "--geo-header", "CF-IPCountry", "--trust-proxy", "10.0.0.0/8",
+        "--slots", str(slots), "--geo-db", str(tmp_path / "geo.mmdb"),
+        "--geo-header", "CF-IPCountry", "--trust-proxy", "10.0.0.0/8",
         "--trust-proxy", "192.168.0.0/16", "--preview-token", "s3cret", "--holdout", "0",
         "--exposure-log", str(tmp_path / "exposures.jsonl"), "--conversion-log", str(tmp_path / "conversions.jsonl"),
         "--conversion-path", "/checkout/complete", "--workers", "1",
