@@ -1195,3 +1195,20 @@ async def test_an_early_hints_103_before_the_page_does_not_replace_it(slots):
         await server.wait_closed()
     assert resp.status == 200
     assert resp.body == personalised()
+
+
+async def test_preview_shows_a_variant_before_it_goes_live_only_with_the_token(origin, tmp_path):
+    slots = tmp_path / "slots"
+    write_variant(slots, "hero", "black-friday", "<h1>Black Friday</h1>", header="priority = 5\nstart = 2099-11-27T00:00:00Z")
+    async with run_proxy(origin.url, slots, preview_token="s3cret") as proxy:
+        live = await raw_get(proxy.port, "/", {**BROWSER, "Accept-Encoding": "identity"})
+        assert b"Black Friday" not in live.body  # not live yet
+        forced = await raw_get(
+            proxy.port, "/?edge_preview=hero:black-friday", {**BROWSER, "Accept-Encoding": "identity", "X-Edge-Preview-Token": "s3cret"}
+        )
+        assert b"<h1>Black Friday</h1>" in forced.body
+        assert json.loads(forced.get("x-edge-explain"))["slots"]["hero"]["variant"] == "black-friday"
+        assert forced.get("cache-control").startswith("private")  # never stored by a shared cache
+        sneaky = await raw_get(proxy.port, "/?edge_preview=hero:black-friday", {**BROWSER, "Accept-Encoding": "identity"})
+        assert b"Black Friday" not in sneaky.body
+        assert sneaky.get("x-edge-explain") is None
