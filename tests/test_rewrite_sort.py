@@ -131,3 +131,16 @@ def test_attribute_values_are_read_with_character_references_decoded():
 def test_body_that_is_not_a_clean_element_list_raises_sort_error(body):
     with pytest.raises(SortError):
         sort(body, PRICE)
+
+
+def test_sort_keys_read_only_real_attributes_first_occurrence_any_case():
+    # The wanted name inside another attribute's value is not that attribute;
+    # a repeated attribute keeps its first value; names are case-insensitive;
+    # a valueless attribute is "" (not a number: after the numbers).
+    body = (
+        b'<li data-sku="A" title="data-price=0" data-price=3>a</li>'
+        b'<li data-sku="B" DATA-PRICE=2 data-price=0>b</li>'
+        b'<li data-sku="C" data-price>c</li>'
+        b"<li data-sku=\"D\" data-price = '1'>d</li>"
+    )
+    assert skus(sort(body, PRICE)) == ["D", "B", "A", "C"]

@@ -46,8 +46,18 @@ class SortError(RewriteError):
 def split_children(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
     """``(separators, elements)``: ``len(separators) == len(elements) + 1``;
     each element is a ``(start, end)`` extent into ``inner``."""
+    seps, els, _ = _split(inner)
+    return seps, els
+
+
+def _split(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]], list[tuple[int, int]]]:
+    """``split_children`` plus, for each element, the span of its start tag
+    that holds the attributes (from the end of the tag name to the ``>``), so
+    that the tag is matched only once."""
     seps: list[bytes] = []
     els: list[tuple[int, int]] = []
+    spans: list[tuple[int, int]] = []
+    start_tag = sc.START_TAG.match
     sep_start = pos = 0
     n = len(inner)
     while True:
@@ -71,10 +81,12 @@ def split_children(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
         if not nxt.isalpha():
             pos = lt + 1
             continue
-        tag = sc.start_tag(inner, lt)
-        if tag is None:
+        m = start_tag(inner, lt)  # never None: "<" and a letter start a tag
+        gt = m.end()
+        if gt >= n or inner[gt] != 0x3E:  # ">"
             raise SortError(f"unterminated start tag at offset {lt} of the slot body")
-        name, end = tag
+        name = m.group(1).decode("latin-1").lower()
+        end = gt + 1
         if name in sc.RAW_TEXT:
             pos = sc.skip_context(inner, lt, name, True)
             if name in _STAY or name == "plaintext":
@@ -89,23 +101,23 @@ def split_children(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
             el_end = found[1]
         seps.append(inner[sep_start:lt])
         els.append((lt, el_end))
+        spans.append((m.end(1), gt))
         sep_start = pos = el_end
     seps.append(inner[sep_start:])
-    return seps, els
+    return seps, els, spans
 
 
-def _attrs(inner: bytes, start: int, wanted: frozenset[bytes], encoding: str) -> dict[str, str]:
-    """The ``wanted`` attributes of the start tag at ``start`` (first
-    occurrence wins, as in HTML); only those are decoded."""
-    m = sc.START_TAG.match(inner, start)
-    assert m is not None
+def _attrs(inner: bytes, span: tuple[int, int], wanted: frozenset[bytes], encoding: str) -> dict[str, str]:
+    """The ``wanted`` attributes of a start tag whose attributes are
+    ``inner[span[0]:span[1]]`` (first occurrence wins, as in HTML); only
+    those are decoded."""
     out: dict[str, str] = {}
-    for a in sc.ATTR.finditer(inner, m.end(1), m.end()):
-        name = a.group(1).lower()
+    for name, raw in sc.ATTR.findall(inner, span[0], span[1]):
+        name = name.lower()
         if name in wanted:
             key = name.decode("latin-1")
             if key not in out:
-                out[key] = sc.attr_value(a.group(2), encoding)
+                out[key] = sc.attr_value(raw, encoding)
     return out
 
 
@@ -172,11 +184,11 @@ def _wanted(keys: tuple[SortKey, ...]):
 
 def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8") -> bytes:
     """``inner`` with its element children reordered by ``edit.keys``."""
-    seps, els = split_children(inner)
+    seps, els, spans = _split(inner)
     if len(els) < 2 or not edit.keys:
         return inner
     wanted = frozenset(_wanted(edit.keys))
-    attrs = [_attrs(inner, start, wanted, encoding) for start, _ in els]
+    attrs = [_attrs(inner, span, wanted, encoding) for span in spans]
     columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
     order = sorted(range(len(els)), key=lambda i: tuple(col[i] for col in columns) + (i,))
     if order == list(range(len(els))):
