@@ -59,6 +59,8 @@ _ASSET_EXTENSIONS = frozenset(
     "css js mjs map json xml txt csv png jpg jpeg gif webp avif svg ico bmp woff woff2 ttf otf eot "
     "mp4 webm mp3 ogg wav pdf zip gz br wasm webmanifest".split()
 )
+# An Accept header of a page load names one of these (absent: maybe a page).
+_PAGE_ACCEPTS = ("text/html", "application/xhtml", "*/*")
 # Sec-Fetch-Dest values of a page load (absent on older browsers and curl).
 _DOCUMENT_DESTS = frozenset({"", "document", "iframe", "frame", "embed", "object"})
 
@@ -132,12 +134,16 @@ def _facts(request: web.Request, settings: Settings) -> RequestFacts:
 
 def wants_page(facts: RequestFacts) -> bool:
     """Is this a page load the proxy may personalise?  Other requests
-    (assets, XHR, form posts, WebSockets) are proxied untouched and
-    unclassified: they set no cookies and count no affinity."""
+    (assets, XHR and API calls, form posts, WebSockets) are proxied untouched
+    and unclassified: they set no cookies, count no affinity, and keep their
+    conditional and Range headers."""
     if facts.method not in ("GET", "HEAD"):
         return False
     if facts.headers.get("sec-fetch-dest", "").lower() not in _DOCUMENT_DESTS:
         return False
+    accept = facts.headers.get("accept")
+    if accept is not None and not any(t in accept for t in _PAGE_ACCEPTS):
+        return False  # e.g. an API client asking for application/json
     last = facts.path.rsplit("/", 1)[-1]
     ext = last.rsplit(".", 1)[-1].lower() if "." in last else ""
     return ext not in _ASSET_EXTENSIONS

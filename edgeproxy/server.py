@@ -41,6 +41,7 @@ from .fetch import open_session
 from .pipeline import State, handle, preview_digest
 from .record import Metrics
 from .render_cache import RenderCache
+from .errors import SettingsError
 from .settings import Settings, build_settings
 
 log = logging.getLogger("edgeproxy.server")
@@ -84,6 +85,10 @@ class ProxyServer:
 
     async def start(self) -> None:
         s = self.settings
+        if not Path(s.slots).is_dir():
+            # A typo here would otherwise serve an unpersonalised shop while
+            # every probe says ready.
+            raise SettingsError("slots", str(s.slots), "no such folder (create it, even empty, or give --slots DIR)")
         catalog = await asyncio.to_thread(CatalogStore, Path(s.slots), max_fragment_bytes=s.max_fragment_bytes)
         classifiers = await asyncio.to_thread(classifying.open_classifiers, s)
         state = State(
@@ -301,5 +306,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
     """``edgeproxy serve``: settings from flags > env > TOML > defaults."""
     flags = {k: v for k, v in vars(args).items() if k not in ("command",)}
     settings = build_settings(flags)
+    if not Path(settings.slots).is_dir():
+        raise SettingsError("slots", str(settings.slots), "no such folder (create it, even empty, or give --slots DIR)")
     setup_logging(settings)
     return serve(settings)

@@ -284,6 +284,8 @@ async def test_edgeproxy_serve_reads_a_config_file(origin, slots, tmp_path):
         (["--upstream", "http://shop", "--trust-proxy", "not-a-network"], "trust_proxy"),
         (["--upstream", "http://shop", "--holdout", "150"], "holdout"),
         ([], "upstream"),
+        # A mistyped slots folder would serve an unpersonalised shop while /readyz says ready.
+        (["--upstream", "http://shop", "--slots", "/nonexistent/slots-typo"], "slots"),
     ],
 )
 async def test_edgeproxy_serve_refuses_a_bad_value_naming_it(args, named):
