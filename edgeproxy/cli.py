@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--at", metavar="ISO-TIME", help="pretend it is this time (default now)")
     explain.add_argument("--slots", metavar="DIR", help="slots folder (default ./slots)")
     explain.add_argument("--config", metavar="FILE")
-    explain.add_argument("--geo-db", dest="geo_db", metavar="PATH")
+    explain.add_argument("--geo-db", dest="geo_db", metavar="PATH", help="a .mmdb for --ip (as serve --geo-db)")
+    explain.add_argument("--geo-header", dest="geo_header", metavar="NAME", help="the CDN country header to believe, e.g. CF-IPCountry (as serve --geo-header); send it with --header")
     explain.add_argument("--json", action="store_true", help="print the decision trace as JSON")
 
     report = sub.add_parser("report", help="per experiment and arm: conversion rate, uplift vs control, p-value, SRM check")

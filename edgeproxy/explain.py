@@ -37,7 +37,9 @@ def run_explain(args: argparse.Namespace, *, out: TextIO | None = None, err: Tex
     out = out or sys.stdout
     err = err or sys.stderr
     settings = build_settings(
-        {"slots": args.slots, "geo_db": args.geo_db}, config=args.config, require_upstream=False
+        {"slots": args.slots, "geo_db": args.geo_db, "geo_header": getattr(args, "geo_header", None)},
+        config=args.config,
+        require_upstream=False,
     )
     now = parse_at(args.at)
     facts = build_facts(args)

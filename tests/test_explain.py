@@ -217,3 +217,12 @@ def test_real_classifier_runs_on_the_example_slots(capsys):
         pytest.skip("no example slots/ folder")
     assert main(["explain", "/c/hiking", "--slots", str(REPO_SLOTS), "--at", "2026-11-28T12:00:00Z"]) == 0
     assert "hiking-staff-picks" in capsys.readouterr().out
+
+
+@real
+def test_real_classifier_believes_the_cdn_country_header_named_by_geo_header(slots, capsys):
+    argv = ["explain", "/", "--slots", str(slots), "--geo-header", "CF-IPCountry", "--header", "CF-IPCountry: GB", "--json"]
+    assert main(argv) == 0
+    trace = json.loads(capsys.readouterr().out)
+    assert trace["context"]["country"] == "GB"
+    assert trace["slots"]["hero"]["variant"] == "uk"
