@@ -112,3 +112,21 @@ def test_bad_condition_names_the_key(when, key, reason):
         compile_when(tomllib.loads(f"when = {when}")["when"])
     assert info.value.key == key
     assert info.value.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    "when, reason",
+    [
+        ({"country": "UK"}, 'country: \'UK\' is not an ISO 3166 country code (did you mean "GB"?)'),
+        ({"country": ["GB", "ZZ"]}, "country: 'ZZ' is not an ISO 3166 country code"),
+        ({"country": {"not": "EL"}}, 'did you mean "GR"?'),
+    ],
+)
+def test_two_letter_country_that_no_visitor_can_have_is_rejected(when, reason):
+    with pytest.raises(ConditionError) as err:
+        compile_when(when)
+    assert reason in str(err.value)
+
+
+def test_kosovo_as_cdns_send_it_is_a_country():
+    assert compile_when({"country": "XK"})

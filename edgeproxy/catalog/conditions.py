@@ -38,6 +38,21 @@ from ..model import CONTEXT_KEYS
 from .model import Condition
 
 _ISO2 = re.compile(r"^[A-Za-z]{2}$")
+# ISO 3166-1 alpha-2, the officially assigned codes, plus XK (Kosovo, as
+# MaxMind and most CDNs send it).  A two-letter code outside it never
+# matches any visitor, so it is a load-time error.
+ISO_COUNTRIES = frozenset(
+    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
+    BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG
+    EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR
+    HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR
+    LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG
+    NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE
+    SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA
+    UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK""".split()
+)
+# Codes people write that are not the ISO code of the country they mean.
+_COUNTRY_MISTAKES = {"UK": "GB", "EL": "GR", "EN": "GB"}
 
 
 class ConditionError(ValueError):
@@ -137,6 +152,10 @@ def _any_of(key: str, kind: object, values: list) -> tuple[Callable[[Any], bool]
         for v in values:
             if not isinstance(v, str) or not _ISO2.match(v):
                 raise ConditionError(key, f"{key}: {_show(v)} is not an ISO 3166 two-letter code like \"GB\"")
+            if key == "country" and v.upper() not in ISO_COUNTRIES:
+                hint = _COUNTRY_MISTAKES.get(v.upper())
+                again = f' (did you mean "{hint}"?)' if hint else ""
+                raise ConditionError(key, f"{key}: {_show(v)} is not an ISO 3166 country code{again}")
             codes.append(v.upper())
         wanted = frozenset(codes)
         return _tagged(lambda v: isinstance(v, str) and v.upper() in wanted, wanted), f"{key}={'|'.join(codes)}"
