@@ -470,3 +470,14 @@ async def test_origin_blob_is_exactly_the_asked_size(origin):
     writer.write(build_request("127.0.0.1", origin, "/nope"))
     assert (await read_response(reader))[0] == 404
     writer.close()
+
+
+def test_the_regression_budgets_file_is_valid_and_looser_than_the_targets():
+    targets = B.load_budgets()
+    guards = B.load_budgets(Path(B.__file__).with_name("budgets-regression.toml"))
+    assert set(guards) == set(targets)
+    for key, limit in targets.items():
+        if key.endswith("_max"):
+            assert guards[key] >= limit, key
+        elif key.endswith("_min"):
+            assert guards[key] <= limit, key
