@@ -483,6 +483,13 @@ class Runner:
         return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)])
 
 
+def _died(s: System) -> str:
+    """`` (the server exited with N: log tail)`` when it is no longer running."""
+    if s.child is not None and s.child.proc.poll() is not None:
+        return f" (the server exited with {s.child.proc.returncode}:\n{s.child.log_tail()})"
+    return ""
+
+
 def median_run(tries: list[dict]) -> dict:
     """The run with the median CPU per request (the lower middle for an even
     count); with more than one, every try's CPU and req/s are kept on it."""
@@ -598,14 +605,24 @@ def main(argv: list[str] | None = None) -> int:
             tries: dict[str, list[dict]] = {s.name: [] for s in measured}
             for round_no in range(1, args.repeat + 1):
                 for s in measured:
+                    if s.error:
+                        continue
                     label = f"{page} {LABELS[s.name]} closed c={args.concurrency}"
                     progress.start(label + (f" ({round_no}/{args.repeat})" if args.repeat > 1 else ""), args.duration + args.warmup)
-                    with NoiseMeter(children) as noise:
-                        one = runner.closed(s, page)
+                    try:
+                        with NoiseMeter(children) as noise:
+                            one = runner.closed(s, page)
+                    except (RuntimeError, ValueError, OSError) as exc:
+                        # The generator failed (or the server died): mark it, measure the rest.
+                        s.error = f"closed loop on {page} failed: {exc}" + _died(s)
+                        progress.finish(f"{page:>5} {LABELS[s.name]}: {str(exc).splitlines()[0]}")
+                        continue
                     one.update(other_cpus=noise.other_cpus)
                     tries[s.name].append(one)
                     progress.finish(_fmt_step(s, page, one))
             for s in measured:
+                if not tries[s.name]:
+                    continue
                 res = median_run(tries[s.name])
                 res.update(system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid), origin_rss_kib=tree_rss_kib(origin.pid))
                 runs.append(res)
@@ -617,8 +634,13 @@ def main(argv: list[str] | None = None) -> int:
                         # an open loop above its capacity measures the generator.
                         rate, capped = GENERATOR_SHARE * gen_capacity[page], True
                     progress.start(f"{page} {LABELS[s.name]} open {rate:.0f}/s", args.duration + args.warmup)
-                    with NoiseMeter(children) as noise:
-                        ores = runner.open(s, page, rate)
+                    try:
+                        with NoiseMeter(children) as noise:
+                            ores = runner.open(s, page, rate)
+                    except (RuntimeError, ValueError, OSError) as exc:
+                        s.error = f"open loop on {page} failed: {exc}" + _died(s)
+                        progress.finish(f"{page:>5} {LABELS[s.name]}: {str(exc).splitlines()[0]}")
+                        continue
                     ores.update(rate_capped=capped, other_cpus=noise.other_cpus, system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid))
                     runs.append(ores)
                     progress.finish(_fmt_step(s, page, ores))
@@ -630,7 +652,10 @@ def main(argv: list[str] | None = None) -> int:
                 if s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT):
                     progress.start(f"profile {LABELS[s.name]} ({profile_page}, py-spy)", max(2.0, args.duration) + 1)
                     stem = started.strftime("%Y%m%dT%H%M%SZ")
-                    profiles[s.name] = runner.profile(s, profile_page, args.out / f"profile-{stem}-{s.name}.txt")
+                    try:
+                        profiles[s.name] = runner.profile(s, profile_page, args.out / f"profile-{stem}-{s.name}.txt")
+                    except (RuntimeError, ValueError, OSError) as exc:
+                        profiles[s.name] = {"skipped": f"profiling failed: {exc}"}
                     progress.finish(f"profile {LABELS[s.name]}: " + (profiles[s.name].get("skipped")
                                     or f"{profiles[s.name]['samples']} samples"))
         soak: dict = {}
@@ -647,7 +672,10 @@ def main(argv: list[str] | None = None) -> int:
         progress.start("time to first byte, origin streams (/stream)", len(wanted) * args.ttfb_count * 0.06)
         for s in systems.values():
             if s.runnable and not s.cacheable and not s.headers and s.name != B.AIOHTTP_STATIC:
-                ttfb[s.name] = runner.ttfb(s)
+                try:
+                    ttfb[s.name] = runner.ttfb(s)
+                except (RuntimeError, ValueError, OSError) as exc:
+                    s.error = f"TTFB check failed: {exc}" + _died(s)
         progress.finish("time to first byte: " + ", ".join(
             f"{LABELS[n]} {t['ttfb_ms']['p50']:.2f} ms" for n, t in ttfb.items() if t["ttfb_ms"]["p50"] is not None))
         memory: dict[str, dict] = {}
@@ -655,7 +683,10 @@ def main(argv: list[str] | None = None) -> int:
                    if s.runnable and not s.cacheable and not s.headers and s.name not in (B.DIRECT, B.AIOHTTP_STATIC)]
         progress.start(f"memory: a {LARGE_BODY_MB} MiB non-HTML body through each proxy", len(proxies) * 1.0)
         for s in proxies:
-            memory[s.name] = runner.large_body(s, LARGE_BODY_MB, LARGE_BODY_RATE)
+            try:
+                memory[s.name] = runner.large_body(s, LARGE_BODY_MB, LARGE_BODY_RATE)
+            except (RuntimeError, ValueError, OSError) as exc:
+                s.error = f"large-body check failed: {exc}" + _died(s)
         progress.finish(f"memory, {LARGE_BODY_MB} MiB non-HTML body at {LARGE_BODY_RATE:g} MB/s: " + ", ".join(
             f"{LABELS[n]} +{m['rss_growth_mib']:.0f} MiB" for n, m in memory.items()))
         progress.close()
