@@ -80,13 +80,19 @@ class Upstream:
     response: aiohttp.ClientResponse | None = None
     body_bytes: bytes | None = None
     cache_status: str = "BYPASS"
+    _index: dict[str, str] | None = dataclasses.field(default=None, repr=False, compare=False)
+    _indexed: list | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
-        lower = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lower:
-                return value
-        return default
+        """The first value of header ``name`` (any case).  Looked up often
+        per response, so the lower-cased index is built once."""
+        index = self._index
+        if index is None or self._indexed is not self.headers:
+            index = {}
+            for key, value in self.headers:
+                index.setdefault(key.lower(), value)
+            self._index, self._indexed = index, self.headers
+        return index.get(name.lower(), default)
 
     @property
     def content_length(self) -> int | None:

@@ -98,6 +98,7 @@ def is_html(content_type: str | None) -> bool:
     return content_type.split(";", 1)[0].strip().lower() in HTML_TYPES
 
 
+@functools.lru_cache(maxsize=256)
 def private_cache_control(value: str | None) -> str:
     """``Cache-Control`` for a personalised response: ``private``, the
     origin's ``max-age`` and other browser directives kept, every directive
