@@ -40,7 +40,8 @@ class Progress:
     def _eta(self, step_elapsed: float) -> float:
         done = self.spent_planned + min(step_elapsed, self.step_planned)
         elapsed = time.monotonic() - self.started
-        rate = elapsed / done if done > 0 else 1.0  # actual seconds per planned second
+        # Actual seconds per planned second, once there is enough to go on.
+        rate = elapsed / done if done >= 1.0 else 1.0
         return (self.planned - done) * rate
 
     def start(self, label: str, planned: float) -> None:

@@ -481,3 +481,37 @@ def test_the_regression_budgets_file_is_valid_and_looser_than_the_targets():
             assert guards[key] >= limit, key
         elif key.endswith("_min"):
             assert guards[key] <= limit, key
+
+
+# -- progress -------------------------------------------------------------------
+
+
+def test_progress_rewrites_one_line_on_a_terminal():
+    import io
+
+    from load_tests.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(2, planned=10.0, stream=out, tty=True)
+    p.start("first", 5.0)
+    p.update(requests=1234)
+    p.finish("first: done")
+    p.close()
+    text = out.getvalue()
+    assert text.count("\r\x1b[K[ 1/2] first   ") == 2  # start and update, rewritten in place
+    assert "1,234 req" in text
+    assert "~10s left" in text or "~9s left" in text  # no absurd estimate at the start
+    assert text.endswith("[ 1/2] first: done\n")
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal():
+    import io
+
+    from load_tests.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(1, planned=1.0, stream=out, tty=False, plain_interval=0.0)
+    p.start("only", 1.0)
+    p.finish("only: done")
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert out.getvalue().splitlines()[-1] == "[ 1/1] only: done"
