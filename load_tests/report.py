@@ -179,6 +179,40 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
         print("\nproblems:\n  " + "\n  ".join(p.splitlines()[0] for p in report["problems"]))
 
 
+def compare_runs(previous: Mapping, current: Mapping) -> list[dict]:
+    """Closed-loop CPU/req and req/s of every (system, page) in both reports."""
+    before = {(r["system"], r["page"]): r for r in previous.get("runs", ()) if r.get("mode") == "closed"}
+    rows = []
+    for r in current.get("runs", ()):
+        old = before.get((r["system"], r["page"]))
+        if r.get("mode") != "closed" or old is None:
+            continue
+        row = {"system": r["system"], "page": r["page"]}
+        for key in ("cpu_us_per_request", "rps"):
+            a, b = old.get(key), r.get(key)
+            row[key] = (a, b, (b - a) / a * 100 if a and b is not None else None)
+        rows.append(row)
+    return rows
+
+
+def print_comparison(previous: Mapping, current: Mapping, labels: Mapping[str, str], source: str) -> None:
+    rows = compare_runs(previous, current)
+    print(f"\n== against {source} ({previous.get('meta', {}).get('started')}, commit {previous.get('meta', {}).get('commit')}) ==")
+    if not rows:
+        print("no system and page in common")
+        return
+    print(f"{'system':<22} {'page':>5} {'CPU µs/req before':>18} {'after':>8} {'change':>8} {'req/s before':>13} {'after':>8} {'change':>8}")
+    for row in rows:
+        c0, c1, cd = row["cpu_us_per_request"]
+        r0, r1, rd = row["rps"]
+        print(f"{labels.get(row['system'], row['system']):<22} {row['page']:>5} {_num(c0, ',.0f', 18)} {_num(c1, ',.0f', 8)} "
+              f"{_change(cd)} {_num(r0, ',.0f', 13)} {_num(r1, ',.0f', 8)} {_change(rd)}")
+
+
+def _change(pct: float | None) -> str:
+    return f"{pct:+7.1f}%" if pct is not None else f"{'-':>8}"
+
+
 # ---------------------------------------------------------------- HTML / SVG
 
 

@@ -44,7 +44,7 @@ from .procs import (
     wait_port,
 )
 from .progress import Progress
-from .report import NOISY_CPUS, print_report, write_html
+from .report import NOISY_CPUS, print_comparison, print_report, write_html
 
 HOST = "127.0.0.1"
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--edgeproxy-arg", action="append", default=[], metavar="ARG", help="extra argument for `edgeproxy serve` (repeatable, e.g. --edgeproxy-arg=--workers=2)")
     ap.add_argument("--soak", type=float, metavar="MINUTES", help=f"also hold edgeproxy at {SOAK_FRACTION:.0%} of its max (open loop, budget page) for MINUTES and report RSS growth (the issue's soak: 10)")
     ap.add_argument("--profile", action="store_true", help="after the measured runs, sample edgeproxy under load with py-spy and print where its CPU goes")
+    ap.add_argument("--compare", type=Path, metavar="JSON", help="print CPU/req and req/s changes against an earlier run's JSON")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON and HTML go (default load_tests/results)")
     return ap
 
@@ -542,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         raise SystemExit(f"--repeat must be at least 1, not {args.repeat}")
     budget_spec = B.load_budgets(args.budgets)  # fail before starting anything
+    previous = None
+    if args.compare:
+        try:
+            previous = json.loads(args.compare.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--compare: cannot read {args.compare}: {exc}") from exc
 
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C so children are stopped.
     def on_term(signum, frame):
@@ -745,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         "problems": problems + broken,
     }
     print_report(report, LABELS, verdicts, budgets_enabled=args.budgets_enabled)
+    if previous is not None:
+        print_comparison(previous, report, LABELS, str(args.compare))
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
     json_path = args.out / f"run-{stamp}.json"

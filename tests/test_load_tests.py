@@ -515,3 +515,26 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
     p.finish("only: done")
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
     assert out.getvalue().splitlines()[-1] == "[ 1/1] only: done"
+
+
+def test_comparison_reports_the_change_of_each_system_and_page_in_both_runs():
+    from load_tests.report import compare_runs
+
+    before = {"runs": [{"system": "edgeproxy", "page": "120k", "mode": "closed", "cpu_us_per_request": 200.0, "rps": 1000.0},
+                       {"system": "nginx+sub_filter", "page": "120k", "mode": "closed", "cpu_us_per_request": 80.0, "rps": 9000.0}]}
+    after = {"runs": [{"system": "edgeproxy", "page": "120k", "mode": "closed", "cpu_us_per_request": 150.0, "rps": 1250.0},
+                      {"system": "edgeproxy", "page": "120k", "mode": "open", "cpu_us_per_request": 1.0, "rps": 1.0}]}
+    [row] = compare_runs(before, after)
+    assert row["system"] == "edgeproxy"
+    assert row["cpu_us_per_request"] == (200.0, 150.0, -25.0)
+    assert row["rps"] == (1000.0, 1250.0, 25.0)
+
+
+def test_comparison_prints_a_row_per_system_and_page(capsys):
+    from load_tests.report import print_comparison
+
+    run = {"system": "edgeproxy", "page": "120k", "mode": "closed", "cpu_us_per_request": 200.0, "rps": 1000.0}
+    print_comparison({"runs": [run]}, {"runs": [dict(run, cpu_us_per_request=100.0)]}, {"edgeproxy": "edgeproxy"}, "old.json")
+    out = capsys.readouterr().out
+    assert "old.json" in out
+    assert " -50.0%" in out and "  +0.0%" in out
