@@ -140,6 +140,7 @@ from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamError
 from .fetch import Upstream
+from .rewrite.codec import parse_accept
 
 log = logging.getLogger("edgeproxy.cache")
 
@@ -238,24 +239,9 @@ def _http_date(value: str | None) -> float | None:
 
 @lru_cache(maxsize=1024)  # browsers send a handful of distinct values
 def normalise_accept_encoding(value: str) -> str:
-    """The sorted set of codings with q > 0: ``"br, gzip;q=0.8"`` → ``"br,gzip"``."""
-    codings = set()
-    for part in value.split(","):
-        coding, _, params = part.partition(";")
-        coding = coding.strip().lower()
-        if not coding:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            pname, _, pvalue = param.partition("=")
-            if pname.strip().lower() == "q":
-                try:
-                    q = float(pvalue.strip())
-                except ValueError:
-                    q = 1.0
-        if q > 0:
-            codings.add(coding)
-    return ",".join(sorted(codings))
+    """The sorted set of codings with q > 0: ``"br, gzip;q=0.8"`` → ``"br,gzip"``
+    (parsed as the proxy negotiates, ``rewrite.codec.parse_accept``)."""
+    return ",".join(sorted(coding for coding, q in parse_accept(value).items() if q > 0))
 
 
 def normalise_cookie(value: str, ignored: frozenset[str] = frozenset()) -> str:

@@ -40,7 +40,7 @@ from .headers import forward_request_headers, is_trusted, request_facts
 from .model import NO_DECISION, Observe, RequestFacts, SetCookie, Visitor
 from .record import Metrics, Record
 from .respond import Plan, send
-from .rewrite.codec import AVAILABLE, _parse_accept
+from .rewrite.codec import AVAILABLE, parse_accept
 from .settings import Settings
 from .websocket import tunnel_websocket
 
@@ -256,7 +256,7 @@ def upstream_accept_encoding(client_value: str | None) -> str | None:
     proxy ends up not rewriting is still one the client can read."""
     if client_value is None:
         return None
-    ranks = _parse_accept(client_value)
+    ranks = parse_accept(client_value)
     star = ranks.get("*")
     ok = [c for c in ("gzip", "br", "zstd", "deflate") if c in AVAILABLE and ranks.get(c, star if star is not None else 0) > 0]
     return ", ".join(ok) if ok else "identity"

@@ -91,6 +91,7 @@ class ProxyServer:
             raise SettingsError("slots", str(s.slots), "no such folder (create it, even empty, or give --slots DIR)")
         catalog = await asyncio.to_thread(CatalogStore, Path(s.slots), max_fragment_bytes=s.max_fragment_bytes)
         classifiers = await asyncio.to_thread(classifying.open_classifiers, s)
+        await asyncio.to_thread(warm_up)
         state = State(
             settings=s,
             session=open_session(s),
@@ -166,6 +167,36 @@ class ProxyServer:
             close = getattr(state.classifiers, "close", None)
             if callable(close):
                 close()
+
+
+# Tags slots are commonly put on: their end-tag scanners are compiled at
+# start, not on a visitor's first request.
+_WARM_TAGS = ("div", "section", "ul", "ol", "li", "main", "aside", "header", "footer", "nav", "article", "span", "p", "table", "tbody")
+
+
+def warm_up() -> None:
+    """Run the rewriter once on a small page with every kind of edit, so the
+    first visitor does not pay for lazily compiled patterns (a cold first
+    rewrite costs ~10x a warm one, which could overrun ``budget_ms``)."""
+    from .model import ReplaceInner, SortChildren, SortKey
+    from .rewrite import rewrite_document
+    from .rewrite.scanner import body_scanner, closer
+
+    for tag in _WARM_TAGS:
+        body_scanner(tag)
+    for raw in ("script", "style", "textarea", "title", "template"):
+        closer(raw)
+    page = (
+        b"<!doctype html><html><head><title>t</title><script>var a='<div>';</script><style>p{}</style></head><body>"
+        b'<!-- c --><section data-edge-slot="a"><p>x</p></section>'
+        b'<ul data-edge-slot="b"><li data-sku="1" data-category="c" data-price="2">1</li><li data-sku="2" data-price="1">2</li></ul>'
+        b"</body></html>"
+    )
+    edits = {
+        "a": ReplaceInner("<h1>y</h1>"),
+        "b": SortChildren((SortKey("affinity"), SortKey("attr", attr="data-price"), SortKey("pin", skus=("2",))), ("c",)),
+    }
+    rewrite_document(page, edits)
 
 
 def _bind(state: State):

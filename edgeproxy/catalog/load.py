@@ -43,7 +43,7 @@ from ..errors import SlotFileError
 from ..model import ReplaceInner, SlotDecision, SortChildren, SortKey
 from ..settings import DEFAULT_MAX_FRAGMENT_BYTES
 from .balance import BalanceError, check_balanced
-from .conditions import ConditionError, compile_when
+from .conditions import ConditionError, _show, compile_when
 from .model import CAP_PERIODS, Arm, Cap, Catalog, Experiment, FileStamp, FileState, Slot, Variant
 from .template import TemplateError, compile_template
 
@@ -452,16 +452,6 @@ def _sort_keys(value: Any, fail) -> tuple[SortKey, ...]:
                 f"\"-data-<attr>\" (descending) or \"pin:SKU,SKU\"", "sort",
             )
     return tuple(keys)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
 
 
 def _did_you_mean(key: str, allowed: Iterable[str]) -> str:

@@ -304,7 +304,7 @@ def encoder_for(name: str) -> Encoder | None:
 
 
 # -- negotiation ---------------------------------------------------------------
-def _parse_accept(value: str) -> dict[str, float]:
+def parse_accept(value: str) -> dict[str, float]:
     """``coding -> qvalue`` from an Accept-Encoding value (first mention wins).
     Entries with a malformed qvalue are ignored."""
     out: dict[str, float] = {}
@@ -339,7 +339,7 @@ def negotiate(accept_encoding: str | None, available: frozenset[str] | set[str] 
     """
     if accept_encoding is None:
         return "identity"
-    ranks = _parse_accept(accept_encoding)
+    ranks = parse_accept(accept_encoding)
     star = ranks.get("*")
     best, best_q = "identity", -1.0
     for coding in (*(c for c in PREFERENCE if c in available), "identity"):
