@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import budgets as B
+from . import metrics as edge_metrics
 
 TABLE_PERCENTILES = ("p50", "p90", "p99", "p99.9")
 #: Other processes' CPU use during a run (in CPUs) above which a row is flagged.
@@ -118,6 +119,11 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
     for name, info in systems.items():
         for note in info["notes"]:
             print(f"note: {labels[name]}: {note}")
+    said = [r for r in runs if r.get("edgeproxy_metrics")]
+    if said:
+        print("\n== what edgeproxy's /metrics say about its closed-loop runs (warm-up included; stage times are wall time) ==")
+        for r in said:
+            print(f"{labels[r['system']]:<22} {r['page']:>5}  {edge_metrics.describe(r['edgeproxy_metrics'])}")
     if report["ttfb"]:
         print("\n== time to first byte, origin sends its head at once and its body 50 ms later (/stream) ==")
         print(f"{'system':<22} {'TTFB p50 ms':>12} {'TTFB p90 ms':>12} {'complete p50 ms':>16}")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import budgets as B
+from . import metrics as edge_metrics
 from . import nginx, wrk
 from .pages import BANNER_VARIANT, HERO_VARIANT, PAGE_SIZES, SORT_KEYS, check_personalised, describe, make_page
 from .procs import (
@@ -97,6 +98,7 @@ class System:
     edits: str = ""
     expected_edits: str = ""
     headers: list[tuple[str, str]] = field(default_factory=list)  # per-system request headers
+    admin_port: int | None = None  # edgeproxy's admin port: /metrics around each run
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -215,6 +217,7 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             child = children.spawn(B.EDGEPROXY, argv, env=env, cwd=str(workdir))
             for n in ep_names:
                 systems[n].port, systems[n].child, systems[n].expected_edits = port, child, "hero+banner+sort"
+                systems[n].admin_port = admin
             if B.EDGEPROXY_CACHED in systems:
                 systems[B.EDGEPROXY_CACHED].cacheable = True
             if B.EDGEPROXY_DEFAULT in systems:
@@ -484,6 +487,17 @@ class Runner:
         return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)])
 
 
+def scrape_metrics(s: System) -> edge_metrics.Samples | None:
+    """edgeproxy's /metrics, parsed; None for other systems or when it does not answer."""
+    if s.admin_port is None:
+        return None
+    try:
+        status, _, body = http_get(HOST, s.admin_port, "/metrics")
+    except OSError:
+        return None
+    return edge_metrics.parse(body.decode("utf-8", "replace")) if status == 200 else None
+
+
 def _died(s: System) -> str:
     """`` (the server exited with N: log tail)`` when it is no longer running."""
     if s.child is not None and s.child.proc.poll() is not None:
@@ -617,8 +631,11 @@ def main(argv: list[str] | None = None) -> int:
                     label = f"{page} {LABELS[s.name]} closed c={args.concurrency}"
                     progress.start(label + (f" ({round_no}/{args.repeat})" if args.repeat > 1 else ""), args.duration + args.warmup)
                     try:
+                        scraped = scrape_metrics(s)
                         with NoiseMeter(children) as noise:
                             one = runner.closed(s, page)
+                        if scraped is not None and (after := scrape_metrics(s)) is not None:
+                            one["edgeproxy_metrics"] = edge_metrics.summarise(scraped, after)
                     except (RuntimeError, ValueError, OSError) as exc:
                         # The generator failed (or the server died): mark it, measure the rest.
                         s.error = f"closed loop on {page} failed: {exc}" + _died(s)

@@ -538,3 +538,32 @@ def test_comparison_prints_a_row_per_system_and_page(capsys):
     out = capsys.readouterr().out
     assert "old.json" in out
     assert " -50.0%" in out and "  +0.0%" in out
+
+
+# -- edgeproxy's /metrics -------------------------------------------------------
+
+METRICS_BEFORE = """# HELP edgeproxy_requests_total Requests handled
+edgeproxy_requests_total{method="GET",personalised="yes",status="200"} 10.0
+edgeproxy_stage_duration_seconds_sum{stage="rewrite"} 0.01
+edgeproxy_stage_duration_seconds_count{stage="rewrite"} 10.0
+"""
+METRICS_AFTER = """edgeproxy_requests_total{method="GET",personalised="yes",status="200"} 98.0
+edgeproxy_requests_total{method="GET",personalised="no",status="200"} 2.0
+edgeproxy_fallbacks_total{reason="budget"} 2.0
+edgeproxy_slot_outcomes_total{outcome="applied"} 264.0
+edgeproxy_stage_duration_seconds_sum{stage="rewrite"} 0.19
+edgeproxy_stage_duration_seconds_count{stage="rewrite"} 100.0
+edgeproxy_stage_duration_seconds_bucket{le="+Inf",stage="rewrite"} 100.0
+"""
+
+
+def test_metrics_deltas_show_how_many_requests_were_really_personalised():
+    from load_tests import metrics
+
+    s = metrics.summarise(metrics.parse(METRICS_BEFORE), metrics.parse(METRICS_AFTER))
+    assert s["requests_by_personalised"] == {"yes": 88.0, "no": 2.0}
+    assert s["fallbacks"] == {"budget": 2.0}
+    assert s["slot_outcomes"] == {"applied": 264.0}
+    assert s["stage_mean_ms"]["rewrite"] == pytest.approx(2.0)
+    line = metrics.describe(s)
+    assert "personalised no 2.2%, yes 97.8%" in line and "FALLBACKS budget 2" in line
