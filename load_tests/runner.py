@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -539,7 +540,8 @@ def _fmt_step(s: System, page: str, res: dict) -> str:
     return line
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """Arguments with the quick/full defaults filled in; (args, pages, systems)."""
     args = build_parser().parse_args(argv)
     pages = (args.pages.split(",") if args.pages else (["120k"] if args.quick else list(PAGE_SIZES)))
     for p in pages:
@@ -549,13 +551,253 @@ def main(argv: list[str] | None = None) -> int:
     for n in wanted:
         if n not in SYSTEM_ORDER:
             raise SystemExit(f"--systems: unknown system {n!r} (systems: {', '.join(SYSTEM_ORDER)})")
-    wanted = [n for n in SYSTEM_ORDER if n in wanted]
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat must be at least 1, not {args.repeat}")
     args.duration = args.duration if args.duration is not None else (QUICK_DURATION if args.quick else DEFAULT_DURATION)
     args.warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP if args.quick else DEFAULT_WARMUP)
     args.ttfb_count = args.ttfb_count or (QUICK_TTFB_COUNT if args.quick else DEFAULT_TTFB_COUNT)
     args.open_connections = args.open_connections or max(2 * args.concurrency, 8)
-    if args.repeat < 1:
-        raise SystemExit(f"--repeat must be at least 1, not {args.repeat}")
+    return args, pages, [n for n in SYSTEM_ORDER if n in wanted]
+
+
+_FAILURES = (RuntimeError, ValueError, OSError)
+
+
+@dataclass
+class Session:
+    """One benchmark run: the measurements, in stages, then the report.
+
+    :meth:`measure` runs stages 1-4 (start, verify, load, extra checks) and
+    stops every child on the way out; :meth:`report` is stage 5."""
+
+    args: argparse.Namespace
+    pages: list[str]
+    wanted: list[str]
+    started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    runs: list[dict] = field(default_factory=list)
+    ttfb: dict[str, dict] = field(default_factory=dict)
+    memory: dict[str, dict] = field(default_factory=dict)
+    profiles: dict[str, dict] = field(default_factory=dict)
+    soak: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    systems: dict[str, System] = field(default_factory=dict)
+    runner: Runner | None = None
+
+    def measure(self, progress: Progress, children: Children, workdir: Path, gen_cpus, headers) -> None:
+        args = self.args
+        pin = (f"generator on CPU {sorted(gen_cpus)}, servers on CPU {sorted(children.cpus)}" if gen_cpus
+               else "no CPU pinning (one CPU or no sched_setaffinity)")
+        progress.note(f"load_tests: {len(self.wanted)} systems, pages {','.join(self.pages)}, {args.duration:g}s runs "
+                      f"(+{args.warmup:g}s warm-up), {pin}")
+        # 1 start the origin and every system
+        self.systems, origin = start_systems(args, children, workdir, self.wanted, progress.note)
+        for s in self.systems.values():
+            if s.skipped:
+                progress.note(f"{LABELS[s.name]}: {s.skipped}")
+        # 2 one request through each: 200, and which edits
+        self.problems = verify(self.systems, self.pages[0], headers)
+        for p in self.problems:
+            progress.note(f"warning: {p}")
+        self.runner = runner = Runner(args, gen_cpus, headers, progress, workdir)
+        progress.note(f"closed loop: {'wrk' if runner.use_wrk else 'bundled asyncio generator'}, {args.concurrency} connections; "
+                      + (f"open loop: bundled generator, {args.open_connections} connections, "
+                         + (f"{args.rate:g} req/s" if args.rate else f"{args.open_fraction:.0%} of each system's max")
+                         if args.open_loop else "no open loop"))
+        # 3 the load: closed loop (repeated round-robin), then open loop, per page
+        origin_system = self.systems.get(B.DIRECT) or System(B.DIRECT, port=origin_port_of(origin), child=origin)
+        for page in self.pages:
+            self._load_page(page, progress, children, origin, origin_system)
+        # 4 the extra checks
+        if args.profile:
+            self._profile(progress)
+        if args.soak:
+            self._soak(progress)
+        self._ttfb(progress)
+        self._memory(progress)
+        progress.close()
+
+    def _load_page(self, page: str, progress: Progress, children: Children, origin: Child, origin_system: System) -> None:
+        args, runner = self.args, self.runner
+        assert runner is not None
+        capacity = None
+        if args.open_loop and not args.rate and runner.use_wrk and origin_system.runnable:
+            progress.start(f"{page} bundled generator capacity (against the origin)", 1.0 + args.warmup)
+            capacity = runner.calibrate(origin_system, page)["rps"]
+            progress.finish(f"{page:>5} bundled generator capacity: {capacity:,.0f} req/s against the origin; "
+                            f"open-loop rates are capped at {GENERATOR_SHARE:.0%} of it")
+        measured = [s for s in self.systems.values() if s.runnable]
+        # Repeats go round-robin (A B C, A B C, …) so a noisy neighbour's
+        # burst lands on several systems, not on all tries of one.
+        tries: dict[str, list[dict]] = {s.name: [] for s in measured}
+        for round_no in range(1, args.repeat + 1):
+            for s in measured:
+                if s.error:
+                    continue
+                label = f"{page} {LABELS[s.name]} closed c={args.concurrency}"
+                progress.start(label + (f" ({round_no}/{args.repeat})" if args.repeat > 1 else ""), args.duration + args.warmup)
+                try:
+                    scraped = scrape_metrics(s)
+                    with NoiseMeter(children) as noise:
+                        one = runner.closed(s, page)
+                    if scraped is not None and (after := scrape_metrics(s)) is not None:
+                        one["edgeproxy_metrics"] = edge_metrics.summarise(scraped, after)
+                except _FAILURES as exc:
+                    # The generator failed (or the server died): mark it, measure the rest.
+                    s.error = f"closed loop on {page} failed: {exc}" + _died(s)
+                    progress.finish(f"{page:>5} {LABELS[s.name]}: {str(exc).splitlines()[0]}")
+                    continue
+                one.update(other_cpus=noise.other_cpus)
+                tries[s.name].append(one)
+                progress.finish(_fmt_step(s, page, one))
+        for s in measured:
+            if not tries[s.name]:
+                continue
+            res = median_run(tries[s.name])
+            res.update(system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid), origin_rss_kib=tree_rss_kib(origin.pid))
+            self.runs.append(res)
+            if not args.open_loop or s.error:
+                continue
+            rate = args.rate or max(1.0, res["rps"] * args.open_fraction)
+            capped = False
+            if not args.rate and capacity and rate > GENERATOR_SHARE * capacity:
+                # wrk found a max the Python generator cannot drive: an open
+                # loop above its capacity would measure the generator.
+                rate, capped = GENERATOR_SHARE * capacity, True
+            progress.start(f"{page} {LABELS[s.name]} open {rate:.0f}/s", args.duration + args.warmup)
+            try:
+                with NoiseMeter(children) as noise:
+                    ores = runner.open(s, page, rate)
+            except _FAILURES as exc:
+                s.error = f"open loop on {page} failed: {exc}" + _died(s)
+                progress.finish(f"{page:>5} {LABELS[s.name]}: {str(exc).splitlines()[0]}")
+                continue
+            ores.update(rate_capped=capped, other_cpus=noise.other_cpus, system=s.name, page=page,
+                        rss_kib=tree_rss_kib(s.child.pid))
+            self.runs.append(ores)
+            progress.finish(_fmt_step(s, page, ores))
+
+    def _main_page(self) -> str:
+        return B.DEFAULT_BUDGET_PAGE if B.DEFAULT_BUDGET_PAGE in self.pages else self.pages[0]
+
+    def _profile(self, progress: Progress) -> None:
+        page = self._main_page()
+        self.args.out.mkdir(parents=True, exist_ok=True)
+        stem = self.started.strftime("%Y%m%dT%H%M%SZ")
+        for s in self.systems.values():
+            if not (s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT)):
+                continue
+            progress.start(f"profile {LABELS[s.name]} ({page}, py-spy)", max(2.0, self.args.duration) + 1)
+            try:
+                self.profiles[s.name] = self.runner.profile(s, page, self.args.out / f"profile-{stem}-{s.name}.txt")
+            except _FAILURES as exc:
+                self.profiles[s.name] = {"skipped": f"profiling failed: {exc}"}
+            p = self.profiles[s.name]
+            progress.finish(f"profile {LABELS[s.name]}: " + (p.get("skipped") or f"{p['samples']} samples"))
+
+    def _soak(self, progress: Progress) -> None:
+        ep = self.systems.get(B.EDGEPROXY)
+        page = self._main_page()
+        closed = next((r for r in self.runs if r["system"] == B.EDGEPROXY and r["page"] == page and r["mode"] == "closed"), None)
+        if ep is None or not ep.runnable or closed is None:
+            progress.note("soak: skipped (edgeproxy was not measured)")
+            return
+        rate = SOAK_FRACTION * closed["rps"]
+        minutes = self.args.soak
+        progress.start(f"soak: edgeproxy {page} at {rate:.0f}/s for {minutes:g} min", minutes * 60 + SOAK_WARMUP)
+        try:
+            self.soak = self.runner.soak(ep, page, rate, minutes * 60)
+        except _FAILURES as exc:
+            ep.error = f"soak failed: {exc}" + _died(ep)
+            progress.finish(f"soak: {str(exc).splitlines()[0]}")
+            return
+        k = self.soak
+        progress.finish(f"soak: {k['requests']:,} requests, p99 {k['latency_ms']['p99']:.2f} ms, RSS "
+                        f"{k['rss_start_mib']:.0f} -> {k['rss_end_mib']:.0f} MiB ({k['rss_growth_pct']:+.1f} %)")
+
+    def _ttfb(self, progress: Progress) -> None:
+        progress.start("time to first byte, origin streams (/stream)", len(self.wanted) * self.args.ttfb_count * 0.06)
+        for s in self.systems.values():
+            if s.runnable and not s.cacheable and not s.headers and s.name != B.AIOHTTP_STATIC:
+                try:
+                    self.ttfb[s.name] = self.runner.ttfb(s)
+                except _FAILURES as exc:
+                    s.error = f"TTFB check failed: {exc}" + _died(s)
+        progress.finish("time to first byte: " + ", ".join(
+            f"{LABELS[n]} {t['ttfb_ms']['p50']:.2f} ms" for n, t in self.ttfb.items() if t["ttfb_ms"]["p50"] is not None))
+
+    def _memory(self, progress: Progress) -> None:
+        proxies = [s for s in self.systems.values()
+                   if s.runnable and not s.cacheable and not s.headers and s.name not in (B.DIRECT, B.AIOHTTP_STATIC)]
+        progress.start(f"memory: a {LARGE_BODY_MB} MiB non-HTML body through each proxy", len(proxies) * 1.0)
+        for s in proxies:
+            try:
+                self.memory[s.name] = self.runner.large_body(s, LARGE_BODY_MB, LARGE_BODY_RATE)
+            except _FAILURES as exc:
+                s.error = f"large-body check failed: {exc}" + _died(s)
+        progress.finish(f"memory, {LARGE_BODY_MB} MiB non-HTML body at {LARGE_BODY_RATE:g} MB/s: " + ", ".join(
+            f"{LABELS[n]} +{m['rss_growth_mib']:.0f} MiB" for n, m in self.memory.items()))
+
+    def report(self, budget_spec: dict, gen_cpus, server_cpus, previous: dict | None) -> int:
+        """5 figures, budgets, table, JSON and HTML; the exit status."""
+        args = self.args
+        budget_page = budget_spec.get("page", B.DEFAULT_BUDGET_PAGE)
+        figures_by_page = {page: B.compute_figures(self.runs, self.ttfb, page, memory=self.memory, soak=self.soak)
+                           for page in self.pages}
+        verdicts = B.check_budgets(budget_spec, figures_by_page[budget_page]) if budget_page in self.pages else []
+        broken = [f"{LABELS[s.name]}: {s.error}" for s in self.systems.values() if s.error]
+        for name, m in self.memory.items():
+            if m["status"] != 200 or m["bytes"] != m["expected"]:
+                broken.append(f"{LABELS[name]}: large body: status {m['status']}, {m['bytes']:,} of {m['expected']} bytes")
+        for r in self.runs:
+            ok = sum(v for k, v in r.get("statuses", {}).items() if k in ("200", "2xx/3xx"))
+            if r["requests"] == 0 or ok < r["requests"] or r.get("errors"):
+                broken.append(f"{LABELS[r['system']]} {r['page']} {r['mode']}: {r['requests']} requests, {ok} OK, "
+                              f"{r.get('errors', 0)} errors {r.get('error_samples', [])}")
+        meta = {
+            "started": self.started.isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "generator_cpus": sorted(gen_cpus) if gen_cpus else None,
+            "server_cpus": sorted(server_cpus) if server_cpus else None,
+            "closed_loop_generator": "wrk" if self.runner and self.runner.use_wrk else "bundled",
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "commit": _git_commit(),
+            "page_bytes": {p: len(make_page(PAGE_SIZES[p])) for p in self.pages},
+        }
+        report = {
+            "meta": meta,
+            "systems": {n: {"label": LABELS[n], "skipped": s.skipped, "error": s.error, "edits": s.edits,
+                            "expected_edits": s.expected_edits, "notes": s.notes} for n, s in self.systems.items()},
+            "runs": self.runs,
+            "ttfb": self.ttfb,
+            "profiles": self.profiles,
+            "memory": self.memory,
+            "soak": self.soak,
+            "figures": figures_by_page,
+            "budget_page": budget_page,
+            "budgets": [v.__dict__ for v in verdicts],
+            "problems": self.problems + broken,
+        }
+        print_report(report, LABELS, verdicts, budgets_enabled=args.budgets_enabled)
+        if previous is not None:
+            print_comparison(previous, report, LABELS, str(args.compare))
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = self.started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+        json_path = args.out / f"run-{stamp}.json"
+        json_path.write_text(json.dumps(report, indent=1))
+        html_path = write_html(report, LABELS, args.out / f"run-{stamp}.html")
+        print(f"\nwrote {json_path}\n      {html_path}")
+        if broken:
+            print("\nbroken (not a timing problem):\n  " + "\n  ".join(b.replace("\n", "\n    ") for b in broken), file=sys.stderr)
+            return EXIT_BROKEN
+        if args.budgets_enabled and any(v.failed for v in verdicts):
+            return EXIT_BUDGET
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, pages, wanted = _parse_args(argv)
     budget_spec = B.load_budgets(args.budgets)  # fail before starting anything
     previous = None
     if args.compare:
@@ -583,7 +825,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             gen_cpus = server_cpus = None
     headers = [("Accept-Encoding", "gzip")] if args.gzip else []
-    started = dt.datetime.now(dt.timezone.utc)
     workdir = Path(tempfile.mkdtemp(prefix="edgeproxy-load-"))
     children = Children(workdir, server_cpus)
     calibrations = len(pages) if (args.open_loop and not args.rate and args.generator != "bundled" and args.duration >= 1.0
@@ -592,197 +833,22 @@ def main(argv: list[str] | None = None) -> int:
     steps = load_steps + 2 + (1 if args.soak else 0)  # + TTFB, memory, soak
     planned = load_steps * (args.duration + args.warmup) + len(wanted) * (args.ttfb_count * 0.06 + 1.0) + (args.soak or 0) * 60
     progress = Progress(steps + 1, planned)
-    runner: Runner | None = None
+    session = Session(args, pages, wanted)
     try:
-        pin = (f"generator on CPU {sorted(gen_cpus)}, servers on CPU {sorted(server_cpus)}" if gen_cpus
-               else "no CPU pinning (one CPU or no sched_setaffinity)")
-        progress.note(f"load_tests: {len(wanted)} systems, pages {','.join(pages)}, {args.duration:g}s runs "
-                      f"(+{args.warmup:g}s warm-up), {pin}")
-        systems, origin = start_systems(args, children, workdir, wanted, progress.note)
-        origin_system = systems.get(B.DIRECT) or System(B.DIRECT, port=origin_port_of(origin), child=origin)
-        for s in systems.values():
-            if s.skipped:
-                progress.note(f"{LABELS[s.name]}: {s.skipped}")
-        problems = verify(systems, pages[0], headers)
-        for p in problems:
-            progress.note(f"warning: {p}")
-        runner = Runner(args, gen_cpus, headers, progress, workdir)
-        progress.note(f"closed loop: {'wrk' if runner.use_wrk else 'bundled asyncio generator'}, {args.concurrency} connections; "
-                      + (f"open loop: bundled generator, {args.open_connections} connections, "
-                         + (f"{args.rate:g} req/s" if args.rate else f"{args.open_fraction:.0%} of each system's max")
-                         if args.open_loop else "no open loop"))
-        runs: list[dict] = []
-        gen_capacity: dict[str, float] = {}
-        for page in pages:
-            if args.open_loop and not args.rate and runner.use_wrk and origin_system.runnable:
-                progress.start(f"{page} bundled generator capacity (against the origin)", 1.0 + args.warmup)
-                cal = runner.calibrate(origin_system, page)
-                gen_capacity[page] = cal["rps"]
-                progress.finish(f"{page:>5} bundled generator capacity: {cal['rps']:,.0f} req/s against the origin; "
-                                f"open-loop rates are capped at {GENERATOR_SHARE:.0%} of it")
-            measured = [s for s in systems.values() if s.runnable]
-            # Repeats go round-robin (A B C, A B C, …) so a noisy neighbour's
-            # burst lands on several systems, not on all tries of one.
-            tries: dict[str, list[dict]] = {s.name: [] for s in measured}
-            for round_no in range(1, args.repeat + 1):
-                for s in measured:
-                    if s.error:
-                        continue
-                    label = f"{page} {LABELS[s.name]} closed c={args.concurrency}"
-                    progress.start(label + (f" ({round_no}/{args.repeat})" if args.repeat > 1 else ""), args.duration + args.warmup)
-                    try:
-                        scraped = scrape_metrics(s)
-                        with NoiseMeter(children) as noise:
-                            one = runner.closed(s, page)
-                        if scraped is not None and (after := scrape_metrics(s)) is not None:
-                            one["edgeproxy_metrics"] = edge_metrics.summarise(scraped, after)
-                    except (RuntimeError, ValueError, OSError) as exc:
-                        # The generator failed (or the server died): mark it, measure the rest.
-                        s.error = f"closed loop on {page} failed: {exc}" + _died(s)
-                        progress.finish(f"{page:>5} {LABELS[s.name]}: {str(exc).splitlines()[0]}")
-                        continue
-                    one.update(other_cpus=noise.other_cpus)
-                    tries[s.name].append(one)
-                    progress.finish(_fmt_step(s, page, one))
-            for s in measured:
-                if not tries[s.name]:
-                    continue
-                res = median_run(tries[s.name])
-                res.update(system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid), origin_rss_kib=tree_rss_kib(origin.pid))
-                runs.append(res)
-                if args.open_loop:
-                    rate = args.rate or max(1.0, res["rps"] * args.open_fraction)
-                    capped = False
-                    if not args.rate and page in gen_capacity and rate > GENERATOR_SHARE * gen_capacity[page]:
-                        # wrk found a max the Python generator cannot drive:
-                        # an open loop above its capacity measures the generator.
-                        rate, capped = GENERATOR_SHARE * gen_capacity[page], True
-                    progress.start(f"{page} {LABELS[s.name]} open {rate:.0f}/s", args.duration + args.warmup)
-                    try:
-                        with NoiseMeter(children) as noise:
-                            ores = runner.open(s, page, rate)
-                    except (RuntimeError, ValueError, OSError) as exc:
-                        s.error = f"open loop on {page} failed: {exc}" + _died(s)
-                        progress.finish(f"{page:>5} {LABELS[s.name]}: {str(exc).splitlines()[0]}")
-                        continue
-                    ores.update(rate_capped=capped, other_cpus=noise.other_cpus, system=s.name, page=page, rss_kib=tree_rss_kib(s.child.pid))
-                    runs.append(ores)
-                    progress.finish(_fmt_step(s, page, ores))
-        profiles: dict[str, dict] = {}
-        if args.profile:
-            profile_page = B.DEFAULT_BUDGET_PAGE if B.DEFAULT_BUDGET_PAGE in pages else pages[0]
-            args.out.mkdir(parents=True, exist_ok=True)
-            for s in systems.values():
-                if s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT):
-                    progress.start(f"profile {LABELS[s.name]} ({profile_page}, py-spy)", max(2.0, args.duration) + 1)
-                    stem = started.strftime("%Y%m%dT%H%M%SZ")
-                    try:
-                        profiles[s.name] = runner.profile(s, profile_page, args.out / f"profile-{stem}-{s.name}.txt")
-                    except (RuntimeError, ValueError, OSError) as exc:
-                        profiles[s.name] = {"skipped": f"profiling failed: {exc}"}
-                    progress.finish(f"profile {LABELS[s.name]}: " + (profiles[s.name].get("skipped")
-                                    or f"{profiles[s.name]['samples']} samples"))
-        soak: dict = {}
-        ep = systems.get(B.EDGEPROXY)
-        if args.soak and ep is not None and ep.runnable:
-            soak_page = B.DEFAULT_BUDGET_PAGE if B.DEFAULT_BUDGET_PAGE in pages else pages[0]
-            max_rps = next(r["rps"] for r in runs if r["system"] == B.EDGEPROXY and r["page"] == soak_page and r["mode"] == "closed")
-            rate = SOAK_FRACTION * max_rps
-            progress.start(f"soak: edgeproxy {soak_page} at {rate:.0f}/s for {args.soak:g} min", args.soak * 60 + SOAK_WARMUP)
-            soak = runner.soak(ep, soak_page, rate, args.soak * 60)
-            progress.finish(f"soak: {soak['requests']:,} requests, p99 {soak['latency_ms']['p99']:.2f} ms, RSS "
-                            f"{soak['rss_start_mib']:.0f} -> {soak['rss_end_mib']:.0f} MiB ({soak['rss_growth_pct']:+.1f} %)")
-        ttfb: dict[str, dict] = {}
-        progress.start("time to first byte, origin streams (/stream)", len(wanted) * args.ttfb_count * 0.06)
-        for s in systems.values():
-            if s.runnable and not s.cacheable and not s.headers and s.name != B.AIOHTTP_STATIC:
-                try:
-                    ttfb[s.name] = runner.ttfb(s)
-                except (RuntimeError, ValueError, OSError) as exc:
-                    s.error = f"TTFB check failed: {exc}" + _died(s)
-        progress.finish("time to first byte: " + ", ".join(
-            f"{LABELS[n]} {t['ttfb_ms']['p50']:.2f} ms" for n, t in ttfb.items() if t["ttfb_ms"]["p50"] is not None))
-        memory: dict[str, dict] = {}
-        proxies = [s for s in systems.values()
-                   if s.runnable and not s.cacheable and not s.headers and s.name not in (B.DIRECT, B.AIOHTTP_STATIC)]
-        progress.start(f"memory: a {LARGE_BODY_MB} MiB non-HTML body through each proxy", len(proxies) * 1.0)
-        for s in proxies:
-            try:
-                memory[s.name] = runner.large_body(s, LARGE_BODY_MB, LARGE_BODY_RATE)
-            except (RuntimeError, ValueError, OSError) as exc:
-                s.error = f"large-body check failed: {exc}" + _died(s)
-        progress.finish(f"memory, {LARGE_BODY_MB} MiB non-HTML body at {LARGE_BODY_RATE:g} MB/s: " + ", ".join(
-            f"{LABELS[n]} +{m['rss_growth_mib']:.0f} MiB" for n, m in memory.items()))
-        progress.close()
+        session.measure(progress, children, workdir, gen_cpus, headers)
     except KeyboardInterrupt:
         progress.close()
         print("\nload_tests: interrupted; stopping the servers", file=sys.stderr)
         return 130
     finally:
+        runner = session.runner
         if runner is not None and runner.current is not None and runner.current.poll() is None:
             runner.current.kill()
         children.stop_all()
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
-        with contextlib.suppress(OSError):
-            import shutil
-
-            shutil.rmtree(workdir)
-
-    budget_page = budget_spec.get("page", B.DEFAULT_BUDGET_PAGE)
-    figures_by_page = {page: B.compute_figures(runs, ttfb, page, memory=memory, soak=soak) for page in pages}
-    figures = figures_by_page.get(budget_page, {})
-    verdicts = B.check_budgets(budget_spec, figures) if budget_page in pages else []
-    broken = [f"{LABELS[s.name]}: {s.error}" for s in systems.values() if s.error]
-    for name, m in memory.items():
-        if m["status"] != 200 or m["bytes"] != m["expected"]:
-            broken.append(f"{LABELS[name]}: large body: status {m['status']}, {m['bytes']:,} of {m['expected']} bytes")
-    for r in runs:
-        ok = sum(v for k, v in r.get("statuses", {}).items() if k in ("200", "2xx/3xx"))
-        if r["requests"] == 0 or ok < r["requests"] or r.get("errors"):
-            broken.append(f"{LABELS[r['system']]} {r['page']} {r['mode']}: {r['requests']} requests, {ok} OK, "
-                          f"{r.get('errors', 0)} errors {r.get('error_samples', [])}")
-    meta = {
-        "started": started.isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "generator_cpus": sorted(gen_cpus) if gen_cpus else None,
-        "server_cpus": sorted(server_cpus) if server_cpus else None,
-        "closed_loop_generator": "wrk" if runner and runner.use_wrk else "bundled",
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "commit": _git_commit(),
-        "page_bytes": {p: len(make_page(PAGE_SIZES[p])) for p in pages},
-    }
-    report = {
-        "meta": meta,
-        "systems": {n: {"label": LABELS[n], "skipped": s.skipped, "error": s.error, "edits": s.edits,
-                        "expected_edits": s.expected_edits, "notes": s.notes} for n, s in systems.items()},
-        "runs": runs,
-        "ttfb": ttfb,
-        "profiles": profiles,
-        "memory": memory,
-        "soak": soak,
-        "figures": figures_by_page,
-        "budget_page": budget_page,
-        "budgets": [v.__dict__ for v in verdicts],
-        "problems": problems + broken,
-    }
-    print_report(report, LABELS, verdicts, budgets_enabled=args.budgets_enabled)
-    if previous is not None:
-        print_comparison(previous, report, LABELS, str(args.compare))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
-    json_path = args.out / f"run-{stamp}.json"
-    json_path.write_text(json.dumps(report, indent=1))
-    html_path = write_html(report, LABELS, args.out / f"run-{stamp}.html")
-    print(f"\nwrote {json_path}\n      {html_path}")
-    if broken:
-        print("\nbroken (not a timing problem):\n  " + "\n  ".join(b.replace("\n", "\n    ") for b in broken), file=sys.stderr)
-        return EXIT_BROKEN
-    if args.budgets_enabled and any(v.failed for v in verdicts):
-        return EXIT_BUDGET
-    return 0
+        shutil.rmtree(workdir, ignore_errors=True)
+    return session.report(budget_spec, gen_cpus, server_cpus, previous)
 
 
 def _git_commit() -> str | None:
