@@ -102,7 +102,7 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
                 if r.get("repeats"):
                     cpus = [t["cpu_us_per_request"] for t in r["repeats"] if t["cpu_us_per_request"]]
                     if cpus:
-                        flags.append(f"median of {len(r['repeats'])}: CPU {min(cpus):,.0f}–{max(cpus):,.0f}")
+                        flags.append(f"best of {len(r['repeats'])}: CPU {min(cpus):,.0f}–{max(cpus):,.0f}")
                 if flags:
                     edits = (edits + "  " if edits else "") + "[" + "; ".join(flags) + "]"
                 rss = r.get("rss_kib")
