@@ -284,7 +284,7 @@ class SlotRewriter:
             if sc.inside_tag(buf, self._pos, q):
                 self._opos = q + 1
                 continue
-            kind = "!--" if o.group(1) is not None else o.group(2).decode().lower()
+            kind = sc.opener_kind(o)
             if kind == "plaintext":
                 return "dead"
             e = sc.skip_context(buf, q, kind, final)

@@ -1,0 +1,195 @@
+"""edgeproxy.rewrite.scanner: the tuned patterns give exactly what the plain
+ones give.
+
+``OPENER`` and ``body_scanner`` are literal tries without capture groups
+(cheaper per ``<`` for sre); the hit's kind is read from its bytes.  The
+references below are the plain alternations with groups they replaced; both
+are run on random markup-ish bytes, whole and fed in pieces, and must agree
+hit for hit and call for call.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeproxy.rewrite import scanner as sc
+
+_D = rb"(?=[\t\n\f\r />])"
+REF_OPENER = re.compile(rb"<(?=[!sStTnNxXiIpP])(?:(!--)|(" + sc._RAW_ALT + rb")" + _D + rb")")
+
+
+def ref_body_scanner(name: str) -> re.Pattern[bytes]:
+    n = sc._ci(name)
+    return re.compile(rb"<(?:(!--)|(" + sc._RAW_ALT + rb")" + _D + rb"|(" + n + rb")" + _D + rb"|/(" + n + rb")" + _D + rb")")
+
+
+class ReferenceEndFinder:
+    """``EndFinder`` as it was, on the plain pattern with groups."""
+
+    def __init__(self, name: str, start: int) -> None:
+        self.rx = ref_body_scanner(name)
+        self.start = self.pos = self.tok = start
+        self.depth = 1
+
+    def run(self, buf, final: bool, cap: int) -> tuple:
+        limit = self.start + cap
+        while True:
+            m = self.rx.search(buf, self.pos)
+            if m is None:
+                if final:
+                    return ("unterminated",)
+                self.pos = max(self.pos, len(buf) - sc.LOOKBACK)
+                return ("over",) if self.pos > limit else ("need",)
+            q = m.start()
+            if q > limit:
+                return ("over",)
+            t = sc.MARKUP.match(buf, self.tok, q).end()
+            if t != q:
+                self.tok = t
+                self.pos = q + 1
+                continue
+            if m.group(3) is not None or m.group(4) is not None:
+                e = sc.tag_end(buf, q, sc.START_TAG if m.group(3) is not None else sc.END_TAG)
+                if e is None:
+                    if final:
+                        return ("unterminated",)
+                    self.pos = q
+                    return ("need",)
+                self.depth += 1 if m.group(3) is not None else -1
+                if self.depth == 0:
+                    return ("end", q, e)
+                self.pos = self.tok = e
+                continue
+            kind = "!--" if m.group(1) is not None else m.group(2).decode().lower()
+            e = sc.skip_context(buf, q, kind, final)
+            if e is None:
+                self.pos = q
+                return ("need",)
+            if e >= len(buf) and final:
+                return ("unterminated",)
+            self.pos = self.tok = e
+
+
+# Pieces that move the end finder of a <li>: same-name tags in every case and
+# with every delimiter, lookalikes, comments, raw text, tags hiding "</li>" in
+# attribute values, bogus comments, lone "<" (also as the last byte fed).
+PIECES = [
+    b"<li>", b"<LI class=x>", b"<li/>", b"</li>", b"</LI >", b"</li\n>", b"</li", b"<li",
+    b"<lix>", b"</lix>", b"<l>", b"</l>", b"<a href=/x>", b"</a>", b"<b>x</b>",
+    b"<!-- </li> -->", b"<!-->", b"<!--->", b"<!--", b"-->", b"--!>",
+    b"<script>x = '</li>';</script>", b"<ScRiPt>", b"</script>", b"<style>", b"</style >",
+    b"<textarea></li></textarea>", b"<title>", b"</title>", b"<template><li></template>",
+    b'<img alt="</li>">', b"<img alt='<li>' src=x>", b"<a title=x</li>", b'<a b="', b"<a b='x>'>",
+    b"<!x>", b"<?x>", b"</ >", b"</>", b"<", b"<<", b"< ", b"a<b", b">", b'"', b"'", b"=",
+    b"text", b"\n", b"<br>", b"<div =x>", b'<div ="y">', b"<p a=b/>", b"<plaintext>",
+]
+docs = st.lists(st.sampled_from(PIECES), max_size=14).map(b"".join)
+
+
+def drive(finder, doc: bytes, cuts: list[int], cap: int) -> list[tuple]:
+    """Feed ``doc`` in pieces (as the rewriter does: run after each growth,
+    stop at the first answer other than "need"), then once with final."""
+    results = []
+    for p in sorted({min(c, len(doc)) for c in cuts}):
+        r = finder.run(doc[:p], False, cap)
+        results.append(r)
+        if r[0] != "need":
+            return results
+    results.append(finder.run(doc, True, cap))
+    return results
+
+
+@settings(max_examples=600, deadline=None)
+@given(docs, st.lists(st.integers(0, 200), max_size=6), st.sampled_from([1 << 20, 30, 5, 0]))
+def test_end_finder_agrees_with_the_plain_loop(doc, cuts, cap):
+    a = drive(sc.EndFinder("li", 0), doc, cuts, cap)
+    b = drive(ReferenceEndFinder("li", 0), doc, cuts, cap)
+    assert a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(docs, st.integers(0, 40))
+def test_end_finder_agrees_byte_by_byte(doc, start):
+    cuts = list(range(len(doc) + 1))
+    start = min(start, len(doc))
+    assert drive(sc.EndFinder("li", start), doc, cuts, 1 << 20) == drive(ReferenceEndFinder("li", start), doc, cuts, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "doc, expected",
+    [
+        # A "<" as the last byte fed may still become "</li>".
+        (b"<b>x</b><", None),
+        (b"<b>x</b></li>", (8, 13)),
+        # "</li>" inside an attribute value, a comment, raw text: not the end.
+        (b'<img alt="</li>"></li>', (17, 22)),
+        (b"<a title=x</li>y</a></li>", (20, 25)),
+        (b"<!-- </li> --></li>", (14, 19)),
+        (b"<sCrIpT>'</li>'</script></LI >", (24, 30)),
+        # nested same-name elements, any case
+        (b"<LI><li/></li></Li></li>", (19, 24)),
+    ],
+)
+def test_element_end(doc, expected):
+    if expected is None:
+        assert sc.element_end(doc, 0, "li", False) is None
+        assert sc.element_end(doc + b"/li>", 0, "li", False) == (8, 13)
+    else:
+        assert sc.element_end(doc, 0, "li", True) == expected
+
+
+# Openers and tag names in every case, lookalikes (a longer name, a missing
+# delimiter), names sharing prefixes with raw-text names.
+OPENER_PIECES = [
+    b"<!--", b"<!-", b"<!", b"<script>", b"<SCRIPT ", b"<ScRiPt/", b"<scripts>", b"<script", b"<scrip>",
+    b"<style\n", b"<sTyLe>", b"<span>", b"<s>", b"<S>", b"<textarea>", b"<TEXTAREA\t", b"<template>",
+    b"<Template>", b"<title>", b"<TiTlE>", b"<tr>", b"<t>", b"<xmp>", b"<XMP>", b"<x>", b"<noscript>",
+    b"<NOEMBED>", b"<noframes>", b"<nav>", b"<iframe>", b"<IFRAME>", b"<img>", b"<i>", b"<plaintext>",
+    b"<PLAINTEXT>", b"<p>", b"<pre>", b"</script>", b"</li>", b"</LI>", b"<li>", b"<Li\f", b"<lix>",
+    b"</lix>", b"<a-b>", b"</a-b\r>", b"<\xe9>", b"</\xe9>", b"<", b"x", b" ", b"<<",
+]
+opener_docs = st.lists(st.sampled_from(OPENER_PIECES), max_size=20).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(opener_docs)
+def test_opener_finds_what_the_plain_pattern_finds(doc):
+    got = [(m.start(), sc.opener_kind(m)) for m in sc.OPENER.finditer(doc)]
+    want = [(m.start(), "!--" if m.group(1) else m.group(2).decode().lower()) for m in REF_OPENER.finditer(doc)]
+    assert got == want
+
+
+def _kind(name: str, text: bytes) -> str:
+    """How ``EndFinder`` reads a ``body_scanner`` hit."""
+    if text[1] == 0x21:
+        return "!--"
+    if text[1] == 0x2F:
+        return "end"
+    word = text[1:].decode("latin-1").lower()
+    return word if word in sc._RAW_SET else "start"
+
+
+@settings(max_examples=500, deadline=None)
+@given(opener_docs, st.sampled_from(["li", "a-b", "s", "script", "template", "t", "p", "\xe9", "noscript"]))
+def test_body_scanner_finds_what_the_plain_pattern_finds(doc, name):
+    got = [(m.start(), _kind(name, m.group())) for m in sc.body_scanner(name).finditer(doc)]
+    want = []
+    for m in ref_body_scanner(name).finditer(doc):
+        if m.group(1):
+            kind = "!--"
+        elif m.group(2):
+            kind = m.group(2).decode().lower()
+        else:
+            kind = "start" if m.group(3) else "end"
+        want.append((m.start(), kind))
+    assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(opener_docs, st.sampled_from(["li", "script", "template", "s"]), st.lists(st.integers(0, 200), max_size=4))
+def test_end_finder_agrees_with_the_plain_loop_for_any_name(doc, name, cuts):
+    assert drive(sc.EndFinder(name, 0), doc, cuts, 1 << 20) == drive(ReferenceEndFinder(name, 0), doc, cuts, 1 << 20)
