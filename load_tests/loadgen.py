@@ -66,10 +66,13 @@ def build_request(host: str, port: int, path: str, headers: Sequence[tuple[str, 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def read_response(reader: asyncio.StreamReader, status_line: bytes = b"") -> tuple[int, int, bool]:
+async def read_response(
+    reader: asyncio.StreamReader, status_line: bytes = b"", on_body: Callable[[], None] | None = None
+) -> tuple[int, int, bool]:
     """Read one response; returns (status, body bytes, keep-alive).
 
-    ``status_line``: the response's first line when the caller already read it."""
+    ``status_line``: the response's first line when the caller already read it;
+    ``on_body``: called once, as soon as the first byte of the body is in."""
     head = status_line + await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1."):
         raise ProtocolError(f"not an HTTP/1.x response: {head[:40]!r}")
@@ -81,8 +84,14 @@ async def read_response(reader: asyncio.StreamReader, status_line: bytes = b"") 
         return status, 0, keep_alive
     if i >= 0:
         n = int(lower[i + 17 : lower.index(b"\r\n", i + 2)])
-        if n:
-            await reader.readexactly(n)
+        if n and on_body is not None:
+            await reader.readexactly(1)
+            on_body()
+            n0 = n - 1
+        else:
+            n0 = n
+        if n0:
+            await reader.readexactly(n0)
         return status, n, keep_alive
     i = lower.find(b"\r\ntransfer-encoding:")
     if i >= 0 and b"chunked" in lower[i : lower.index(b"\r\n", i + 2)]:
@@ -94,7 +103,13 @@ async def read_response(reader: asyncio.StreamReader, status_line: bytes = b"") 
                 while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
                     pass
                 return status, total, keep_alive
-            await reader.readexactly(size + 2)
+            if on_body is not None:
+                await reader.readexactly(1)
+                on_body()
+                on_body = None
+                await reader.readexactly(size + 1)
+            else:
+                await reader.readexactly(size + 2)
             total += size
     # Neither: the body runs to the end of the connection.
     body = await reader.read()
@@ -345,9 +360,12 @@ async def open_loop(
 
 async def time_to_first_byte(host: str, port: int, request: bytes, *, count: int) -> dict:
     """``count`` sequential requests on one connection: time to the first byte
-    of the response head and to the end of the response, in ms."""
+    of the response head, to the first byte of its body (a proxy that holds
+    the page's head until it has seen a slot shows here), and to the end of
+    the response, in ms."""
     reader, writer = await _connect(host, port)
     firsts: list[float] = []
+    bodies: list[float] = []
     totals: list[float] = []
     statuses: Counter = Counter()
     try:
@@ -356,9 +374,12 @@ async def time_to_first_byte(host: str, port: int, request: bytes, *, count: int
             writer.write(request)
             status_line = await reader.readuntil(b"\r\n")  # the first bytes
             first = time.perf_counter()
-            status, _, keep = await read_response(reader, status_line)
+            body_at: list[float] = []
+            status, _, keep = await read_response(reader, status_line, on_body=lambda: body_at.append(time.perf_counter()))
             totals.append(time.perf_counter() - t0)
             firsts.append(first - t0)
+            if body_at:
+                bodies.append(body_at[0] - t0)
             statuses[status] += 1
             if not keep:
                 writer.close()
@@ -366,11 +387,13 @@ async def time_to_first_byte(host: str, port: int, request: bytes, *, count: int
     finally:
         writer.close()
     firsts.sort()
+    bodies.sort()
     totals.sort()
     return {
         "count": count,
         "statuses": {str(k): v for k, v in statuses.items()},
         "ttfb_ms": latency_summary(firsts),
+        "first_body_byte_ms": latency_summary(bodies),
         "total_ms": latency_summary(totals),
     }
 

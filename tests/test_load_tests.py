@@ -157,7 +157,7 @@ async def test_time_to_first_byte_reads_whole_responses_on_one_connection(server
     out = await time_to_first_byte("127.0.0.1", server.server.port, _request(server, "/chunked"), count=5)
     assert out["statuses"] == {"200": 5}
     assert server.count["/chunked"] == 5
-    assert out["ttfb_ms"]["p50"] <= out["total_ms"]["p50"]
+    assert out["ttfb_ms"]["p50"] <= out["first_body_byte_ms"]["p50"] <= out["total_ms"]["p50"]
 
 
 async def test_download_reads_the_whole_body_at_the_given_rate_cap(server):
@@ -193,6 +193,19 @@ def _reader(data: bytes) -> asyncio.StreamReader:
 )
 async def test_read_response_frames_the_body(raw, expected):
     assert await read_response(_reader(raw)) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    ],
+)
+async def test_read_response_reports_the_first_body_byte_once(raw):
+    seen = []
+    assert await read_response(_reader(raw), on_body=lambda: seen.append(1)) == (200, 5, True)
+    assert seen == [1]
 
 
 async def test_read_response_leaves_the_next_response_on_the_connection():
