@@ -20,6 +20,7 @@ DEFAULT_RATE = 250  # samples per second
 #: Leaf frames that mean "the event loop is waiting", not working.
 IDLE_LEAVES = re.compile(r"^(Runner\.run \(asyncio/runners|run_until_complete|run_forever|_run_once|select \(selectors|poll )")
 _LINE = re.compile(r":\d+\)$")
+_PROCESS = re.compile(r'^process \d+:')
 
 
 def py_spy_binary() -> str | None:
@@ -68,7 +69,8 @@ def summarise(lines: Iterable[str], top: int = 15) -> dict:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if f]
+        # --subprocesses puts a 'process PID:"argv"' frame at the root.
+        frames = [f for f in stack.split(";") if f and not _PROCESS.match(f)]
         total += n
         if not frames or IDLE_LEAVES.match(frames[-1]):
             idle += n

@@ -333,9 +333,10 @@ class Runner:
 
         return setup
 
-    def _loadgen(self, argv: list[str], on_progress=None, headers: list[tuple[str, str]] = ()) -> dict:
+    def _loadgen(self, argv: list[str], system: System, on_progress=None) -> dict:
+        """Run the bundled generator against ``system`` (with its request headers)."""
         cmd = [sys.executable, "-m", "load_tests.loadgen", *argv]
-        for k, v in [*self.headers, *headers]:
+        for k, v in [*self.headers, *system.headers]:
             cmd += ["--header", f"{k}: {v}"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                 preexec_fn=self._preexec(), cwd=str(Path(__file__).resolve().parents[1]))
@@ -368,12 +369,12 @@ class Runner:
         if not self.use_wrk:
             res = self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page),
                                  "--concurrency", str(a.concurrency), "--duration", str(a.duration), "--warmup", str(a.warmup),
-                                 "--cpu-pid", str(s.child.pid)], headers=s.headers)
+                                 "--cpu-pid", str(s.child.pid)], system=s)
             res["generator"] = "bundled"
             return res
         if a.warmup > 0:
             self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page),
-                           "--concurrency", str(a.concurrency), "--duration", str(a.warmup), "--warmup", "0"], headers=s.headers)
+                           "--concurrency", str(a.concurrency), "--duration", str(a.warmup), "--warmup", "0"], system=s)
         cpu0 = tree_cpu_seconds(s.child.pid)
         proc = wrk.run(self.wrk, self.wrk_script, f"http://{HOST}:{s.port}{s.path(page)}", concurrency=a.concurrency,
                        duration=a.duration, headers=[*self.headers, *s.headers], preexec=self._preexec())
@@ -401,7 +402,7 @@ class Runner:
         a = self.args
         res = self._loadgen(["open", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--rate", f"{rate:.1f}",
                              "--connections", str(a.open_connections), "--duration", str(a.duration), "--warmup", str(a.warmup),
-                             "--cpu-pid", str(s.child.pid)], headers=s.headers)
+                             "--cpu-pid", str(s.child.pid)], system=s)
         res["generator"] = "bundled"
         return res
 
@@ -416,7 +417,7 @@ class Runner:
         rec = profile.start_recording(binary, s.child.pid, out, duration, preexec=self._preexec())
         try:
             self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--concurrency",
-                           str(self.args.concurrency), "--duration", str(duration + 1.0), "--warmup", "0"])
+                           str(self.args.concurrency), "--duration", str(duration + 1.0), "--warmup", "0"], system=s)
             text = rec.communicate(timeout=duration + 30)[0]
         finally:
             if rec.poll() is None:
@@ -440,7 +441,7 @@ class Runner:
 
         res = self._loadgen(["open", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--rate", f"{rate:.1f}",
                              "--connections", str(self.args.open_connections), "--duration", str(seconds),
-                             "--warmup", str(max(self.args.warmup, SOAK_WARMUP)), "--cpu-pid", str(s.child.pid)], on_progress=sample)
+                             "--warmup", str(max(self.args.warmup, SOAK_WARMUP)), "--cpu-pid", str(s.child.pid)], system=s, on_progress=sample)
         samples.append((res["elapsed"], tree_rss_kib(s.child.pid)))
         first, last = samples[0][1], samples[-1][1]
         peak = max(kib for _, kib in samples)
@@ -453,7 +454,7 @@ class Runner:
         """The bundled generator's own ceiling: a short closed loop against ``s``
         (the origin, the fastest server) with the open loop's connections."""
         return self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--concurrency",
-                              str(self.args.open_connections), "--duration", "1.0", "--warmup", str(self.args.warmup)])
+                              str(self.args.open_connections), "--duration", "1.0", "--warmup", str(self.args.warmup)], system=s)
 
     def large_body(self, s: System, megabytes: int, rate_mb_s: float) -> dict:
         """A ``megabytes`` non-HTML body through ``s`` to a slow client, with
@@ -485,7 +486,7 @@ class Runner:
         return result
 
     def ttfb(self, s: System) -> dict:
-        return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)])
+        return self._loadgen(["ttfb", "--host", HOST, "--port", str(s.port), "--path", "/stream", "--count", str(self.args.ttfb_count)], system=s)
 
 
 def scrape_metrics(s: System) -> edge_metrics.Samples | None:
