@@ -193,3 +193,48 @@ def test_body_scanner_finds_what_the_plain_pattern_finds(doc, name):
 @given(opener_docs, st.sampled_from(["li", "script", "template", "s"]), st.lists(st.integers(0, 200), max_size=4))
 def test_end_finder_agrees_with_the_plain_loop_for_any_name(doc, name, cuts):
     assert drive(sc.EndFinder(name, 0), doc, cuts, 1 << 20) == drive(ReferenceEndFinder(name, 0), doc, cuts, 1 << 20)
+
+
+# The attribute grammar as first written (one iteration per space run or
+# attribute, plain optional value).  ``sc._ATTRS`` is reshaped for speed and
+# must consume exactly the same bytes from any point, whatever the input's end.
+PLAIN_ATTRS = re.compile(
+    rb"(?:[\t\n\f\r /]++"
+    rb"|[^\t\n\f\r />=][^\t\n\f\r />=]*+"
+    rb"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >\"'][^\t\n\f\r >]*+|(?=>)))?"
+    rb"|=(?![\t\n\f\r ]*+[\"'])[^\t\n\f\r />=]*+"
+    rb")*+"
+)
+ATTRS = re.compile(sc._ATTRS)
+ATTR_PIECES = [
+    b" ", b"  ", b"\t", b"\n", b"/", b"//", b"a", b"data-x", b"=", b"==", b'"', b"'", b'"v"', b"'v'",
+    b'="x"', b"='y'", b"=z", b" = ", b'= "q w"', b"=>", b"= >", b">", b"<", b"a=b=c", b'x"y', b"&amp;",
+    b"\xe9", b"\f", b"\r",
+]
+attr_docs = st.lists(st.sampled_from(ATTR_PIECES), max_size=16).map(b"".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(attr_docs, st.data())
+def test_attribute_grammar_consumes_what_the_plain_form_consumes(doc, data):
+    pos = data.draw(st.integers(0, len(doc)))
+    endpos = data.draw(st.integers(pos, len(doc)))
+    assert ATTRS.match(doc, pos, endpos).end() == PLAIN_ATTRS.match(doc, pos, endpos).end()
+
+
+@pytest.mark.parametrize(
+    "tag, end",
+    [
+        (b'<a b="x>y" c>', 13),
+        (b"<a b = 'x' >", 12),
+        (b'<a ="x">', None),  # "=" then a quote: not a name, the tag stops there
+        (b"<a =x>", 6),
+        (b'<a b="x>', None),  # unterminated quote
+        (b"<a b=>", 6),
+        (b"<a b= >", 7),
+        (b'<a x"y=1 / >', 12),
+        (b"<a b=c=d e>", 11),
+    ],
+)
+def test_start_tag_ends(tag, end):
+    assert sc.tag_end(tag, 0) == end
