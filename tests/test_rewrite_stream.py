@@ -426,3 +426,55 @@ def test_slot_nested_in_an_observed_slot_is_still_rewritten():
     out, outcomes = rewrite_document(page, {"outer": Observe(), "inner": ReplaceInner("new")})
     assert out == b'<div data-edge-slot="outer"><p data-edge-slot="inner">new</p></div>'
     assert outcomes == {"outer": "seen", "inner": "applied"}
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 70_000, 16_384, 4_093])
+def test_large_page_with_slots_past_the_trim_size_streams_without_failing(chunk):
+    # Output pieces are views of the buffer: none may still be alive when the
+    # buffer is trimmed (stretches of 100 KB between and inside slots).
+    filler = b"<p class=f>" + b"x" * 100 + b"</p>\n"
+    fill = filler * (100_000 // len(filler))
+    doc = (
+        fill
+        + b"<div data-edge-slot=hero>" + fill + b"</div>"
+        + fill
+        + b"<ul data-edge-slot=grid><li data-p=2>b</li><li data-p=1>a</li></ul>"
+        + fill
+        + b"<div data-edge-slot=banner>old</div>"
+        + fill
+    )
+    edits = {
+        "hero": ReplaceInner("H"),
+        "banner": ReplaceInner("B"),
+        "grid": SortChildren((SortKey("attr", attr="data-p"),)),
+    }
+    expected = (
+        fill + b"<div data-edge-slot=hero>H</div>" + fill
+        + b"<ul data-edge-slot=grid><li data-p=1>a</li><li data-p=2>b</li></ul>"
+        + fill + b"<div data-edge-slot=banner>B</div>" + fill
+    )
+    rw = SlotRewriter(edits)
+    out = b"".join(rw.feed(doc[i : i + chunk]) for i in range(0, len(doc), chunk)) + rw.finish()
+    assert out == expected
+    assert rw.outcomes == {"hero": "applied", "banner": "applied", "grid": "applied"}
+    assert rewrite_document(doc, edits) == (expected, rw.outcomes)
+
+
+def test_failure_after_output_was_queued_passes_the_rest_through(monkeypatch):
+    # An error after a slot was rewritten (its output queued as buffer views):
+    # everything is still sent once, in order.
+    doc = b"<p>a</p><div data-edge-slot=hero>x</div><p>b</p><div data-edge-slot=banner>y</div><p>c</p>"
+    real = stream_mod.SlotRewriter._scan
+    calls = []
+
+    def flaky(self, buf, final):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("scanner bug")
+        return real(self, buf, final)
+
+    monkeypatch.setattr(stream_mod.SlotRewriter, "_scan", flaky)
+    rw = SlotRewriter({"hero": ReplaceInner("H"), "banner": ReplaceInner("B")})
+    out = rw.feed(doc) + rw.finish()
+    assert out == doc.replace(b">x<", b">H<")
+    assert rw.outcomes == {"hero": "applied", "banner": "absent"}

@@ -126,7 +126,10 @@ class SlotRewriter:
         self._pass = not self._edits  # pass everything through from now on
         self._skip: set[int] = set()  # absolute start-tag offsets of slots left alone
         self._tail = b""  # the last bytes fed, to catch a marker split by a chunk boundary
-        self._out: list[bytes] = []
+        # Pieces of output, joined by ``_drain``: fragments and zero-copy
+        # views of ``_buf``.  Empty between calls, so no view outlives the
+        # call that made it (a live view would stop ``_buf`` from resizing).
+        self._out: list[bytes | memoryview] = []
         self._fragments: dict[str, bytes] = {}
         self._finished = False
 
@@ -319,7 +322,7 @@ class SlotRewriter:
 
     def _close(self, buf: bytearray, slot: _Held, q: int, e: int) -> None:
         """The held slot's end tag is ``buf[q:e]``: apply the edit."""
-        inner = bytes(buf[slot.body : q])
+        inner = bytes(memoryview(buf)[slot.body : q])
         if self._deadline is not None and time.perf_counter() > self._deadline:
             self._leave(slot, DEADLINE)
             return
@@ -331,7 +334,7 @@ class SlotRewriter:
         except Exception:
             self._leave(slot, FAILED)
             return
-        self._out.append(bytes(buf[self._emitted : slot.body]))
+        self._out.append(memoryview(buf)[self._emitted : slot.body])
         self._out.append(new)
         self._emitted = q
         self._pos = self._opos = self._mpos = e
@@ -371,10 +374,10 @@ class SlotRewriter:
         buf = self._buf
         limit = self._slot.body if self._slot is not None else len(buf)
         if limit > self._emitted:
-            self._out.append(bytes(buf[self._emitted : limit]))
+            self._out.append(memoryview(buf)[self._emitted : limit])
             self._emitted = limit
-        out = b"".join(self._out) if len(self._out) != 1 else self._out[0]
-        self._out = []
+        out = b"".join(self._out) if len(self._out) != 1 else bytes(self._out[0])
+        self._out = []  # releases the views before _trim resizes the buffer
         self._trim()
         return out
 
