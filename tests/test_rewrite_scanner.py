@@ -238,3 +238,64 @@ def test_attribute_grammar_consumes_what_the_plain_form_consumes(doc, data):
 )
 def test_start_tag_ends(tag, end):
     assert sc.tag_end(tag, 0) == end
+
+
+def ref_skip_context(buf, q: int, kind: str, final: bool):
+    """``skip_context`` step by step, as first written."""
+    n = len(buf)
+    if kind == "!--":
+        if buf[q + 4 : q + 5] == b">":
+            return q + 5
+        if buf[q + 4 : q + 6] == b"->":
+            return q + 6
+        m = re.compile(rb"--!?>").search(buf, q + 4)
+        if m is not None:
+            return m.end()
+        return n if final else None
+    if kind == "plaintext":
+        return n if final else None
+    body = sc.tag_end(buf, q)
+    if body is None:
+        return n if final else None
+    if kind == "template":
+        found = sc.element_end(buf, body, "template", final)
+        if found is None:
+            return None
+        return n if found[0] is None else found[1]
+    m = sc.closer(kind).search(buf, body)
+    if m is None:
+        return n if final else None
+    e = sc.tag_end(buf, m.start(), sc.END_TAG)
+    if e is None:
+        return n if final else None
+    return e
+
+
+CONTEXT_PIECES = [
+    b"-", b"--", b"-->", b"--!>", b"->", b">", b"!", b"<", b"</", b"x", b" ", b'"', b"'", b"=",
+    b"</script>", b"</SCRIPT >", b"</script", b"</scripts>", b"</script a='>'>", b"</script x=\"",
+    b"</style>", b"</StYlE\n>", b"</textarea>", b"</title>", b"</template>", b"<template>", b"</noscript>",
+    b"</xmp/>", b"</iframe>", b"</noembed>", b"</noframes>", b"<!--", b"<script>",
+]
+OPENINGS = [
+    ("!--", b"<!--"), ("script", b"<script>"), ("script", b"<SCRIPT type='a>b'>"), ("script", b"<script"),
+    ("script", b'<script src="x'), ("style", b"<style media=x>"), ("textarea", b"<TextArea>"),
+    ("title", b"<title/>"), ("template", b"<template>"), ("noscript", b"<noscript>"), ("xmp", b"<xmp>"),
+    ("iframe", b"<iframe src=x>"), ("noembed", b"<noembed>"), ("noframes", b"<noframes>"),
+    ("plaintext", b"<plaintext>"),
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.sampled_from(OPENINGS),
+    st.lists(st.sampled_from(CONTEXT_PIECES), max_size=10).map(b"".join),
+    st.binary(max_size=3),
+    st.booleans(),
+)
+def test_skip_context_agrees_with_the_step_by_step_form(opening, rest, before, final):
+    kind, opener = opening
+    buf = before + opener + rest
+    q = len(before)
+    assert sc.skip_context(buf, q, kind, final) == ref_skip_context(buf, q, kind, final)
+    assert sc.skip_context(bytearray(buf), q, kind, final) == ref_skip_context(buf, q, kind, final)

@@ -250,6 +250,23 @@ def inside_tag(buf: bytes | bytearray, lo: int, q: int) -> bool:
     return e >= q
 
 
+def _whole(name: str) -> re.Pattern[bytes]:
+    """A complete raw-text element ``name`` from its ``<``: the start tag, the
+    text up to the first ``</name`` + delimiter, and that end tag to its
+    ``>`` (what ``skip_context`` finds in three steps)."""
+    n = _ci(name)
+    return re.compile(
+        rb"<" + n + rb"(?=[\t\n\f\r />])" + _ATTRS + rb">"
+        rb"(?:[^<]++|<(?!/" + n + rb"[\t\n\f\r />]))*+"
+        rb"</" + n + _ATTRS + rb">"
+    )
+
+
+# Complete contexts in one match each: the common case of ``skip_context``.
+_WHOLE = {name: _whole(name) for name in RAW_TEXT if name not in ("template", "plaintext")}
+_WHOLE["!--"] = re.compile(rb"<!--(?:>|->|(?:[^-]++|-(?!-!?>))*+--!?>)")
+
+
 def skip_context(buf: bytes | bytearray, q: int, kind: str, final: bool) -> int | None:
     """End offset of the comment or raw-text element opened at ``q``.
 
@@ -257,6 +274,12 @@ def skip_context(buf: bytes | bytearray, q: int, kind: str, final: bool) -> int 
     when the closer has not arrived yet, ``len(buf)`` when ``final`` and the
     construct runs to EOF (as a browser would read it).
     """
+    whole = _WHOLE.get(kind)
+    if whole is not None:
+        m = whole.match(buf, q)
+        if m is not None:
+            return m.end()
+    # Incomplete (or a template): step by step.
     n = len(buf)
     if kind == "!--":
         # Abruptly closed "<!-->" and "<!--->" (WHATWG comment start states).
