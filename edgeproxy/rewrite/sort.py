@@ -107,17 +107,15 @@ def _split(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]], list[tuple
     return seps, els, spans
 
 
-def _attrs(inner: bytes, span: tuple[int, int], wanted: frozenset[bytes], encoding: str) -> dict[str, str]:
-    """The ``wanted`` attributes of a start tag whose attributes are
-    ``inner[span[0]:span[1]]`` (first occurrence wins, as in HTML); only
-    those are decoded."""
+def _attrs(inner: bytes, span: tuple[int, int], wanted: dict[bytes, str], encoding: str) -> dict[str, str]:
+    """The ``wanted`` attributes (lower-case name -> key) of a start tag whose
+    attributes are ``inner[span[0]:span[1]]`` (first occurrence wins, as in
+    HTML); only those are decoded."""
     out: dict[str, str] = {}
     for name, raw in sc.ATTR.findall(inner, span[0], span[1]):
-        name = name.lower()
-        if name in wanted:
-            key = name.decode("latin-1")
-            if key not in out:
-                out[key] = sc.attr_value(raw, encoding)
+        key = wanted.get(name) or wanted.get(name.lower())
+        if key is not None and key not in out:
+            out[key] = sc.attr_value(raw, encoding)
     return out
 
 
@@ -136,8 +134,11 @@ def _rank_key(values: list[str | None], order: tuple[str, ...]) -> list[tuple]:
     miss = len(order)
     out = []
     for v in values:
-        best = min((ranks.get(tok, miss) for tok in (v or "").split()), default=miss)
-        out.append((best,))
+        toks = v.split() if v else ()
+        if len(toks) == 1:
+            out.append((ranks.get(toks[0], miss),))
+        else:
+            out.append((min((ranks.get(tok, miss) for tok in toks), default=miss),))
     return out
 
 
@@ -187,7 +188,7 @@ def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8") -> 
     seps, els, spans = _split(inner)
     if len(els) < 2 or not edit.keys:
         return inner
-    wanted = frozenset(_wanted(edit.keys))
+    wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
     attrs = [_attrs(inner, span, wanted, encoding) for span in spans]
     columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
     order = sorted(range(len(els)), key=lambda i: tuple(col[i] for col in columns) + (i,))
