@@ -65,14 +65,14 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
           + (f"(generator on {meta['generator_cpus']}, servers on {meta['server_cpus']})" if meta["generator_cpus"] else "(not pinned)"))
     a = meta["args"]
     print(f"closed loop: {meta['closed_loop_generator']}, {a['concurrency']} connections, {a['duration']:g}s after {a['warmup']:g}s warm-up; "
-          + (f"open loop: bundled generator, {a['open_connections']} connections, "
+          + (f"open loop: bundled generator, {a['open_connections'] or 'rate/250 (at least 8)'} connections, "
              + (f"{a['rate']:g} req/s" if a["rate"] else f"{a['open_fraction']:.0%} of the system's closed-loop req/s")
              + ", latency from the scheduled send time" if a["open_loop"] else "no open loop")
           + f"; {'gzip' if a['gzip'] else 'identity'} responses")
     print("CPU µs/req: the server process tree's user+system CPU over the measured window ÷ requests (origin excluded, "
           "except for 'direct')")
     if any(r.get("rate_capped") for r in runs):
-        print("open */s: rate capped at half the bundled generator's ceiling (wrk found a higher max than it can drive)")
+        print("open */s: rate capped below the bundled generator's ceiling against that system (wrk found a higher max than it can drive)")
     pages = list(dict.fromkeys(r["page"] for r in runs)) or list(meta["page_bytes"])
     head = (f"{'system':<22} {'loop':<14} {'req/s':>9} " + " ".join(f"{p + ' ms':>9}" for p in TABLE_PERCENTILES)
             + f" {'CPU µs/req':>11} {'RSS MiB':>8}  edits")
@@ -89,6 +89,8 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
             for i, r in enumerate(mine):
                 lat = r.get("latency_ms") or {}
                 mode = f"closed c={r['concurrency']}" if r["mode"] == "closed" else f"open {r['rate']:.0f}/s"
+                if r["mode"] == "open" and not a["open_connections"]:
+                    mode += f" c{r['concurrency']}"
                 if r.get("rate_capped"):
                     mode += "*"
                 edits = info["edits"] if i == 0 else ""

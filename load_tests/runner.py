@@ -17,6 +17,7 @@ import datetime as dt
 import gzip
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -60,8 +61,10 @@ QUICK_DURATION = 0.6
 QUICK_WARMUP = 0.2
 QUICK_TTFB_COUNT = 5
 VERIFY_TRIES = 5
-#: Open-loop rates stay below this share of the bundled generator's ceiling.
-GENERATOR_SHARE = 0.5
+#: Open-loop rates stay below this share of the bundled generator's ceiling
+#: against a system, when that ceiling is below GENERATOR_BOUND of wrk's.
+GENERATOR_SHARE = 0.4
+GENERATOR_BOUND = 0.9
 #: The large non-HTML body of the memory check, and the client's read rate (MB/s).
 LARGE_BODY_MB = 128
 LARGE_BODY_RATE = 256.0
@@ -126,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--repeat", type=int, default=1, metavar="N", help="closed-loop runs per system and page, round-robin; the one with the least CPU/req is reported (default 1)")
     ap.add_argument("--open-fraction", type=float, default=DEFAULT_OPEN_FRACTION, help="open-loop rate as a fraction of each system's closed-loop max (default 0.7)")
     ap.add_argument("--rate", type=float, help="open-loop rate in requests/s for every system (overrides --open-fraction)")
-    ap.add_argument("--open-connections", type=int, help="open-loop connections (default 2 x concurrency, at least 8)")
+    ap.add_argument("--open-connections", type=int, help="open-loop connections (default: enough that each sends at most every 4 ms, at least 8)")
     ap.add_argument("--no-open", dest="open_loop", action="store_false", help="skip the open-loop runs")
     ap.add_argument("--generator", choices=("auto", "wrk", "bundled"), default="auto", help="closed-loop generator (auto: wrk when installed)")
     ap.add_argument("--gzip", action="store_true", help="clients send Accept-Encoding: gzip (default identity, as the issue's figures)")
@@ -401,7 +404,7 @@ class Runner:
     def open(self, s: System, page: str, rate: float) -> dict:
         a = self.args
         res = self._loadgen(["open", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--rate", f"{rate:.1f}",
-                             "--connections", str(a.open_connections), "--duration", str(a.duration), "--warmup", str(a.warmup),
+                             "--connections", str(open_connections(a, rate)), "--duration", str(a.duration), "--warmup", str(a.warmup),
                              "--cpu-pid", str(s.child.pid)], system=s)
         res["generator"] = "bundled"
         return res
@@ -440,7 +443,7 @@ class Runner:
                 samples.append((msg["elapsed"], tree_rss_kib(s.child.pid)))
 
         res = self._loadgen(["open", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--rate", f"{rate:.1f}",
-                             "--connections", str(self.args.open_connections), "--duration", str(seconds),
+                             "--connections", str(open_connections(self.args, rate)), "--duration", str(seconds),
                              "--warmup", str(max(self.args.warmup, SOAK_WARMUP)), "--cpu-pid", str(s.child.pid)], system=s, on_progress=sample)
         samples.append((res["elapsed"], tree_rss_kib(s.child.pid)))
         first, last = samples[0][1], samples[-1][1]
@@ -451,10 +454,10 @@ class Runner:
         return res
 
     def calibrate(self, s: System, page: str) -> dict:
-        """The bundled generator's own ceiling: a short closed loop against ``s``
-        (the origin, the fastest server) with the open loop's connections."""
+        """The bundled generator's ceiling against ``s``: a short closed loop
+        with 8 connections."""
         return self._loadgen(["closed", "--host", HOST, "--port", str(s.port), "--path", s.path(page), "--concurrency",
-                              str(self.args.open_connections), "--duration", "1.0", "--warmup", str(self.args.warmup)], system=s)
+                              str(open_connections(self.args, 0)), "--duration", "1.0", "--warmup", str(self.args.warmup)], system=s)
 
     def large_body(self, s: System, megabytes: int, rate_mb_s: float) -> dict:
         """A ``megabytes`` non-HTML body through ``s`` to a slow client, with
@@ -544,6 +547,19 @@ def _fmt_step(s: System, page: str, res: dict) -> str:
     return line
 
 
+#: Open-loop connections are sized so that each sends at most one request per
+#: this many seconds: a connection is a serial queue, and one with no slack
+#: turns a short hiccup into lag that never drains (wrk2's advice: many
+#: connections relative to rate x latency).
+OPEN_CONNECTION_INTERVAL = 0.004
+
+
+def open_connections(args: argparse.Namespace, rate: float) -> int:
+    if args.open_connections:
+        return args.open_connections
+    return max(8, 2 * args.concurrency, math.ceil(rate * OPEN_CONNECTION_INTERVAL))
+
+
 def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[str]]:
     """Arguments with the quick/full defaults filled in; (args, pages, systems)."""
     args = build_parser().parse_args(argv)
@@ -560,7 +576,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], 
     args.duration = args.duration if args.duration is not None else (QUICK_DURATION if args.quick else DEFAULT_DURATION)
     args.warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP if args.quick else DEFAULT_WARMUP)
     args.ttfb_count = args.ttfb_count or (QUICK_TTFB_COUNT if args.quick else DEFAULT_TTFB_COUNT)
-    args.open_connections = args.open_connections or max(2 * args.concurrency, 8)
+    # None: per run, from the rate (open_connections()).
     return args, pages, [n for n in SYSTEM_ORDER if n in wanted]
 
 
@@ -604,13 +620,13 @@ class Session:
             progress.note(f"warning: {p}")
         self.runner = runner = Runner(args, gen_cpus, headers, progress, workdir)
         progress.note(f"closed loop: {'wrk' if runner.use_wrk else 'bundled asyncio generator'}, {args.concurrency} connections; "
-                      + (f"open loop: bundled generator, {args.open_connections} connections, "
+                      + (f"open loop: bundled generator, " + (f"{args.open_connections} connections, " if args.open_connections
+                                                                else "connections by rate (>= 8), ")
                          + (f"{args.rate:g} req/s" if args.rate else f"{args.open_fraction:.0%} of each system's max")
                          if args.open_loop else "no open loop"))
         # 3 the load: closed loop (repeated round-robin), then open loop, per page
-        origin_system = self.systems.get(B.DIRECT) or System(B.DIRECT, port=origin_port_of(origin), child=origin)
         for page in self.pages:
-            self._load_page(page, progress, children, origin, origin_system)
+            self._load_page(page, progress, children, origin)
         # 4 the extra checks
         if args.profile:
             self._profile(progress)
@@ -620,15 +636,9 @@ class Session:
         self._memory(progress)
         progress.close()
 
-    def _load_page(self, page: str, progress: Progress, children: Children, origin: Child, origin_system: System) -> None:
+    def _load_page(self, page: str, progress: Progress, children: Children, origin: Child) -> None:
         args, runner = self.args, self.runner
         assert runner is not None
-        capacity = None
-        if args.open_loop and not args.rate and runner.use_wrk and origin_system.runnable:
-            progress.start(f"{page} bundled generator capacity (against the origin)", 1.0 + args.warmup)
-            capacity = runner.calibrate(origin_system, page)["rps"]
-            progress.finish(f"{page:>5} bundled generator capacity: {capacity:,.0f} req/s against the origin; "
-                            f"open-loop rates are capped at {GENERATOR_SHARE:.0%} of it")
         measured = [s for s in self.systems.values() if s.runnable]
         # Repeats go round-robin (A B C, A B C, …) so a noisy neighbour's
         # burst lands on several systems, not on all tries of one.
@@ -663,10 +673,23 @@ class Session:
                 continue
             rate = args.rate or max(1.0, res["rps"] * args.open_fraction)
             capped = False
-            if not args.rate and capacity and rate > GENERATOR_SHARE * capacity:
-                # wrk found a max the Python generator cannot drive: an open
-                # loop above its capacity would measure the generator.
-                rate, capped = GENERATOR_SHARE * capacity, True
+            if not args.rate and runner.use_wrk:
+                # wrk found the max; can the Python generator drive this system
+                # that fast?  (Its ceiling depends on the response: nginx's
+                # sub_filter output comes in many small chunks.)  An open loop
+                # beyond it would measure the generator.
+                progress.start(f"{page} {LABELS[s.name]} bundled generator ceiling", 1.0 + args.warmup)
+                try:
+                    ceiling = runner.calibrate(s, page)
+                except _FAILURES as exc:
+                    s.error = f"calibration on {page} failed: {exc}" + _died(s)
+                    progress.finish(f"{page:>5} {LABELS[s.name]}: {str(exc).splitlines()[0]}")
+                    continue
+                limited = ceiling["rps"] < GENERATOR_BOUND * res["rps"]
+                if limited and rate > GENERATOR_SHARE * ceiling["rps"]:
+                    rate, capped = GENERATOR_SHARE * ceiling["rps"], True
+                progress.finish(f"{page:>5} {LABELS[s.name]:<22} bundled generator reaches {ceiling['rps']:,.0f} req/s"
+                                + (f" (wrk {res['rps']:,.0f}): open loop capped at {rate:,.0f}/s" if capped else ""))
             progress.start(f"{page} {LABELS[s.name]} open {rate:.0f}/s", args.duration + args.warmup)
             try:
                 with NoiseMeter(children) as noise:
@@ -831,8 +854,8 @@ def main(argv: list[str] | None = None) -> int:
     headers = [("Accept-Encoding", "gzip")] if args.gzip else []
     workdir = Path(tempfile.mkdtemp(prefix="edgeproxy-load-"))
     children = Children(workdir, server_cpus)
-    calibrations = len(pages) if (args.open_loop and not args.rate and args.generator != "bundled" and args.duration >= 1.0
-                                  and wrk.wrk_binary()) else 0
+    calibrations = len(pages) * len(wanted) if (args.open_loop and not args.rate and args.generator != "bundled"
+                                                and args.duration >= 1.0 and wrk.wrk_binary()) else 0
     load_steps = len(pages) * len(wanted) * (args.repeat + (1 if args.open_loop else 0)) + calibrations + (3 if args.profile else 0)
     steps = load_steps + 2 + (1 if args.soak else 0)  # + TTFB, memory, soak
     planned = load_steps * (args.duration + args.warmup) + len(wanted) * (args.ttfb_count * 0.06 + 1.0) + (args.soak or 0) * 60
