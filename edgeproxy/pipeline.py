@@ -271,14 +271,17 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
         host=facts.host,
         upstream_host=fetching.upstream_host(settings),
     )
+    # Only codings the proxy can decode (and the client accepts) are asked
+    # for (CONTRACT §4), so any body can still be rewritten or read.
+    drop = {"accept-encoding"}
     if plan.edits:
-        # The page will be rewritten: get a full body in an encoding the
-        # proxy can decode, not a 304/206 of a copy the visitor has.
-        drop = {"if-none-match", "if-modified-since", "if-range", "range", "accept-encoding"}
-        headers = [(n, v) for n, v in headers if n.lower() not in drop]
-        wanted = upstream_accept_encoding(request.headers.get("Accept-Encoding"))
-        if wanted:
-            headers.append(("Accept-Encoding", wanted))
+        # The page will be rewritten: get a full body, not a 304/206 of a
+        # copy the visitor has.
+        drop |= {"if-none-match", "if-modified-since", "if-range", "range"}
+    headers = [(n, v) for n, v in headers if n.lower() not in drop]
+    wanted = upstream_accept_encoding(request.headers.get("Accept-Encoding"))
+    if wanted:
+        headers.append(("Accept-Encoding", wanted))
     return fetching.without_preview_cookie(headers, PREVIEW_COOKIE)
 
 

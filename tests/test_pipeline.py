@@ -461,6 +461,14 @@ async def test_the_origin_is_only_asked_for_codings_the_proxy_can_decode(proxy, 
     assert "gzip" in codings and "br" in codings
 
 
+async def test_assets_too_ask_the_origin_only_for_codings_the_proxy_can_decode(proxy, origin):
+    # Not a page load (an asset), so nothing is rewritten; still CONTRACT §4.
+    origin.seen.clear()
+    await raw_get(proxy.port, "/static/app.js", {**BROWSER, "Accept-Encoding": "compress, x-foo, gzip"})
+    sent = dict((k.lower(), v) for k, v in origin.seen[-1]["headers"]).get("accept-encoding", "")
+    assert {c.strip() for c in sent.split(",")} == {"gzip"}
+
+
 @pytest.mark.parametrize(
     "content_encoding, body",
     [
