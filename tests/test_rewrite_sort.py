@@ -144,3 +144,95 @@ def test_sort_keys_read_only_real_attributes_first_occurrence_any_case():
         b"<li data-sku=\"D\" data-price = '1'>d</li>"
     )
     assert skus(sort(body, PRICE)) == ["D", "B", "A", "C"]
+
+
+# ---------------------------------------------------------------------------
+# One pass (split_until_end) == end finder, then split_children
+# ---------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edgeproxy.model import ReplaceInner  # noqa: E402
+from edgeproxy.rewrite import SlotRewriter, rewrite_document  # noqa: E402
+from edgeproxy.rewrite import scanner as sc  # noqa: E402
+from edgeproxy.rewrite import stream as stream_mod  # noqa: E402
+from edgeproxy.rewrite.sort import _split, split_until_end  # noqa: E402
+
+GRID_PIECES = [
+    b"<li data-p=2>b</li>", b"<LI data-p=1>a</LI >", b"<li data-p=3>x<ul><li>n</li></ul></li>", b"<ul>", b"</ul>",
+    b"</UL >", b"</ul", b"<!-- </ul> -->", b"<!--", b"-->", b"<script>'</ul>'</script>", b"<img data-p=0>",
+    b'<li data-p=4 title="</ul>">t</li>', b"<li title='<UL>'>", b"<li>", b"</li>", b"text ", b"\n", b"<", b"<!x>",
+    b"</ >", b"<textarea></ul></textarea>", b"<template><li></template>", b"<p data-p=5>a</p>",
+    b"<li data-p=6><!--</li>--></li>", b"<li>a</ul>b</li>", b"<br>", b"<li data-p=0 data-edge-slot=h>h</li>",
+    b"<plaintext>", b"<li data-p=1", b"<style>x</style>", b"<uL/>", b"<ul\n>", b"<ulx>", b"</ulx>",
+]
+grid_bodies = st.lists(st.sampled_from(GRID_PIECES), max_size=10).map(b"".join)
+
+
+@settings(max_examples=800, deadline=None)
+@given(grid_bodies, st.sampled_from([b"<ul data-edge-slot=g>", b"<UL data-edge-slot=g class=x>"]), grid_bodies)
+def test_split_until_end_agrees_with_the_end_finder_and_split_children(body, start, after):
+    buf = b"<p>" + start + body + after
+    b = 3 + len(start)
+    found = split_until_end(buf, b, "ul", len(buf))
+    if found is None:
+        return
+    q, e, els, spans = found
+    assert sc.element_end(buf, b, "ul", False) == (q, e)
+    assert sc.element_end(buf, b, "ul", True) == (q, e)
+    _, ref_els, ref_spans = _split(buf[b:q])
+    assert (els, spans) == (ref_els, ref_spans)
+
+
+EDITS_G = {
+    "g": SortChildren((SortKey("attr", attr="data-p"),)),
+    "h": ReplaceInner("H"),
+}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    grid_bodies,
+    st.sampled_from([b"<ul data-edge-slot=g>", b"<UL data-edge-slot=g class=x>"]),
+    grid_bodies,
+    st.lists(st.integers(0, 300), max_size=4),
+    st.sampled_from([1 << 20, 30]),
+)
+def test_sort_slot_output_is_the_same_with_or_without_the_one_pass(body, start, after, cuts, cap):
+    doc = b"<p>a</p>" + start + body + after
+
+    def run(d):
+        whole = rewrite_document(d, EDITS_G, max_slot_bytes=cap)
+        rw = SlotRewriter(EDITS_G, max_slot_bytes=cap)
+        out, prev = [], 0
+        for p in sorted({min(c, len(d)) for c in cuts}) + [len(d)]:
+            out.append(rw.feed(d[prev:p]))
+            prev = p
+        out.append(rw.finish())
+        return whole, (b"".join(out), rw.outcomes)
+
+    fast = run(doc)
+    real = stream_mod.split_until_end
+    try:
+        stream_mod.split_until_end = lambda *a: None
+        exact = run(doc)
+    finally:
+        stream_mod.split_until_end = real
+    assert fast == exact
+
+
+def test_one_pass_gives_way_when_a_child_holds_the_slot_tag_name():
+    # "</ul>" inside a child (in an attribute value here): the one pass does
+    # not decide, the exact path reads it as a value.
+    doc = b'<ul data-edge-slot=g><li data-p=2><img alt="</ul>"></li><li data-p=1>a</li></ul>'
+    body = doc.index(b">") + 1
+    assert split_until_end(doc, body, "ul", len(doc)) is None
+    out, outcomes = rewrite_document(doc, EDITS_G)
+    assert out == b'<ul data-edge-slot=g><li data-p=1>a</li><li data-p=2><img alt="</ul>"></li></ul>'
+    assert outcomes["g"] == "applied"
+    # In the child's own start tag it is inside a tag for both: decided at once.
+    doc = b'<ul data-edge-slot=g><li data-p=2 title="</ul>">b</li><li data-p=1>a</li></ul>'
+    assert split_until_end(doc, body, "ul", len(doc))[:2] == (73, 78)
+    assert rewrite_document(doc, EDITS_G)[0] == (
+        b'<ul data-edge-slot=g><li data-p=1>a</li><li data-p=2 title="</ul>">b</li></ul>'
+    )

@@ -54,57 +54,135 @@ def _split(inner: bytes) -> tuple[list[bytes], list[tuple[int, int]], list[tuple
     """``split_children`` plus, for each element, the span of its start tag
     that holds the attributes (from the end of the tag name to the ``>``), so
     that the tag is matched only once."""
-    seps: list[bytes] = []
+    els, spans, _ = _walk(inner, 0, None)
+    return _separators(inner, els), els, spans
+
+
+def _separators(inner: bytes, els: list[tuple[int, int]]) -> list[bytes]:
+    seps, prev = [], 0
+    for start, end in els:
+        seps.append(inner[prev:start])
+        prev = end
+    seps.append(inner[prev:])
+    return seps
+
+
+class _Unknown(Exception):
+    """``split_until_end`` cannot tell in one pass: take the exact path."""
+
+
+def split_until_end(
+    buf: bytes | bytearray, body: int, name: str, limit: int
+) -> tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """For a slot ``<name>`` whose content starts at ``body``: its end tag and
+    its children in one pass, instead of ``EndFinder`` then
+    ``split_children`` over the same bytes.  Returns ``(end_tag_start,
+    end_tag_end, elements, spans)`` (extents relative to ``body``), or
+    ``None`` whenever the answer might differ from that exact path: the end
+    tag not in ``buf`` yet or starting past ``limit``, a child named ``name``,
+    a child that holds ``<name`` or ``</name`` in any case (even inside an
+    attribute or a comment), anything ``split_children`` would refuse."""
+    try:
+        els, spans, end = _walk(buf, body, name)
+    except (_Unknown, SortError):
+        return None
+    q, e = end
+    if q > limit:
+        return None
+    return q, e, [(a - body, b - body) for a, b in els], [(a - body, b - body) for a, b in spans]
+
+
+def _walk(buf, base: int, stop: str | None):
+    """Element children of the content starting at ``buf[base]``: their
+    extents, the attribute spans of their start tags, and (with ``stop``, the
+    parent's name) the parent's end tag, which ends the walk.  Without
+    ``stop`` the content is all of ``buf`` from ``base``, and complete."""
     els: list[tuple[int, int]] = []
     spans: list[tuple[int, int]] = []
     start_tag = sc.START_TAG.match
-    sep_start = pos = 0
-    n = len(inner)
+    final = stop is None
+    if stop is not None:
+        opener = b"<" + stop.encode("latin-1")
+        closer = b"</" + stop.encode("latin-1")
+    end_tag = None
+    pos = base
+    n = len(buf)
     while True:
-        lt = inner.find(b"<", pos)
+        lt = buf.find(b"<", pos)
         if lt < 0:
+            if not final:
+                raise _Unknown
             break
-        nxt = inner[lt + 1 : lt + 2]
-        if inner.startswith(b"<!--", lt):
-            pos = sc.skip_context(inner, lt, "!--", True)
+        nxt = buf[lt + 1 : lt + 2]
+        if buf.startswith(b"<!--", lt):
+            pos = sc.skip_context(buf, lt, "!--", final)
+            if pos is None or (not final and pos >= n):
+                raise _Unknown
             continue
         if nxt in (b"!", b"?"):
-            gt = inner.find(b">", lt)
+            gt = buf.find(b">", lt)
+            if gt < 0 and not final:
+                raise _Unknown
             pos = n if gt < 0 else gt + 1
             continue
         if nxt == b"/":
-            if inner[lt + 2 : lt + 3].isalpha():
+            if buf[lt + 2 : lt + 3].isalpha():
+                if stop is not None:
+                    m = sc.END_TAG.match(buf, lt)
+                    gt = m.end()
+                    if m.group(1).decode("latin-1").lower() == stop and gt < n and buf[gt] == 0x3E:
+                        end_tag = (lt, gt + 1)
+                        break
+                    raise _Unknown
                 raise SortError(f"stray end tag at offset {lt} of the slot body")
-            gt = inner.find(b">", lt)
+            gt = buf.find(b">", lt)
+            if gt < 0 and not final:
+                raise _Unknown
             pos = n if gt < 0 else gt + 1
             continue
         if not nxt.isalpha():
+            if not nxt and not final:
+                raise _Unknown
             pos = lt + 1
             continue
-        m = start_tag(inner, lt)  # never None: "<" and a letter start a tag
+        m = start_tag(buf, lt)  # never None: "<" and a letter start a tag
         gt = m.end()
-        if gt >= n or inner[gt] != 0x3E:  # ">"
-            raise SortError(f"unterminated start tag at offset {lt} of the slot body")
+        if gt >= n or buf[gt] != 0x3E:  # ">"
+            if not final:
+                raise _Unknown
+            raise SortError(f"unterminated start tag at offset {lt - base} of the slot body")
         name = m.group(1).decode("latin-1").lower()
         end = gt + 1
+        if name == stop:
+            raise _Unknown
         if name in sc.RAW_TEXT:
-            pos = sc.skip_context(inner, lt, name, True)
+            if not final and name == "plaintext":
+                raise _Unknown
+            pos = sc.skip_context(buf, lt, name, final)
+            if pos is None or (not final and pos >= n):
+                raise _Unknown
             if name in _STAY or name == "plaintext":
                 continue
             el_end = pos
         elif name in sc.VOID_ELEMENTS:
             el_end = end
         else:
-            found = sc.element_end(inner, end, name, True)
+            found = sc.element_end(buf, end, name, final)
             if found is None or found[0] is None:
-                raise SortError(f"<{name}> at offset {lt} of the slot body has no end tag")
+                if not final:
+                    raise _Unknown
+                raise SortError(f"<{name}> at offset {lt - base} of the slot body has no end tag")
             el_end = found[1]
-        seps.append(inner[sep_start:lt])
+        if stop is not None:
+            # The exact path would have read this child with the parent's
+            # end finder, which reacts to <stop> and </stop> only.
+            child = bytes(buf[end:el_end]).lower()
+            if opener in child or closer in child:
+                raise _Unknown
         els.append((lt, el_end))
         spans.append((m.end(1), gt))
-        sep_start = pos = el_end
-    seps.append(inner[sep_start:])
-    return seps, els, spans
+        pos = el_end
+    return els, spans, end_tag
 
 
 def _attrs(inner: bytes, span: tuple[int, int], wanted: dict[bytes, str], encoding: str) -> dict[str, str]:
@@ -183,9 +261,16 @@ def _wanted(keys: tuple[SortKey, ...]):
             yield key.attr.lower().encode("latin-1", "replace")
 
 
-def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8") -> bytes:
-    """``inner`` with its element children reordered by ``edit.keys``."""
-    seps, els, spans = _split(inner)
+def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, children=None) -> bytes:
+    """``inner`` with its element children reordered by ``edit.keys``.
+
+    ``children`` is ``(elements, spans)`` from ``split_until_end`` when the
+    caller already has them."""
+    if children is None:
+        seps, els, spans = _split(inner)
+    else:
+        els, spans = children
+        seps = _separators(inner, els)
     if len(els) < 2 or not edit.keys:
         return inner
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}

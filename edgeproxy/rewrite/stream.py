@@ -58,7 +58,7 @@ from ..model import Edit, Observe, ReplaceInner, SortChildren
 from ..settings import DEFAULT_MAX_SLOT_BYTES
 from . import scanner as sc
 from .charset import encode_fragment, rewritable
-from .sort import SortError, sort_children
+from .sort import SortError, sort_children, split_until_end
 
 APPLIED = "applied"
 ABSENT = "absent"
@@ -83,10 +83,14 @@ _TAIL = len(sc.MARKER) - 1
 class _Held:
     """An edited slot whose start tag has been seen; its body is held."""
 
-    __slots__ = ("name", "edit", "tag", "body", "finder")
+    __slots__ = ("name", "edit", "tag", "body", "finder", "one_pass", "children")
 
     def __init__(self, name: str, edit: Edit, tag: int, body: int, finder: sc.EndFinder) -> None:
         self.name, self.edit, self.tag, self.body, self.finder = name, edit, tag, body, finder
+        # A sort slot first tries to find its end and its children in one
+        # pass (``split_until_end``), once; ``children`` is what it found.
+        self.one_pass = isinstance(edit, SortChildren) and finder.name.isascii()
+        self.children = None
 
 
 class SlotRewriter:
@@ -212,6 +216,14 @@ class SlotRewriter:
                 if not self._scan(buf, final):
                     break
                 continue
+            if slot.one_pass:
+                slot.one_pass = False
+                found = split_until_end(buf, slot.body, slot.finder.name, slot.body + self._cap)
+                if found is not None:
+                    self._slot = None
+                    slot.children = found[2], found[3]
+                    self._close(buf, slot, found[0], found[1])
+                    continue
             r = slot.finder.run(buf, final, self._cap)
             if r[0] == "need":
                 break
@@ -327,7 +339,7 @@ class SlotRewriter:
             self._leave(slot, DEADLINE)
             return
         try:
-            new = self._apply(slot.name, slot.edit, inner)
+            new = self._apply(slot.name, slot.edit, inner, slot.children)
         except SortError:
             self._leave(slot, UNSORTABLE)
             return
@@ -346,7 +358,7 @@ class SlotRewriter:
         self._skip.add(self._base + slot.tag)
         self._pos = self._opos = self._mpos = slot.body
 
-    def _apply(self, name: str, edit: Edit, inner: bytes) -> bytes:
+    def _apply(self, name: str, edit: Edit, inner: bytes, children=None) -> bytes:
         if isinstance(edit, ReplaceInner):
             frag = self._fragments.get(name)
             if frag is None:
@@ -358,10 +370,11 @@ class SlotRewriter:
                 inner, inner_outcomes = rewrite_document(
                     inner, others, charset=self._charset, max_slot_bytes=self._cap, deadline=self._deadline
                 )
+                children = None  # the extents were of the bytes before
                 for k, v in inner_outcomes.items():
                     if v != ABSENT:
                         self._note(k, v)
-            return sort_children(inner, edit, encoding=self._charset or "latin-1")
+            return sort_children(inner, edit, encoding=self._charset or "latin-1", children=children)
         raise RewriteError(f"unknown edit {edit!r} for slot {name!r}")
 
     def _note(self, name: str, outcome: str) -> None:
