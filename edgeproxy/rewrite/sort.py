@@ -177,7 +177,7 @@ def _walk(buf, base: int, stop: str | None):
             # The exact path would have read this child with the parent's
             # end finder, which reacts to <stop> and </stop> only.
             child = bytes(buf[end:el_end]).lower()
-            if opener in child or closer in child:
+            if child.find(opener) >= 0 or child.find(closer) >= 0:  # (`in` formats a TypeError first)
                 raise _Unknown
         els.append((lt, el_end))
         spans.append((m.end(1), gt))
@@ -276,7 +276,8 @@ def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, 
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
     attrs = [_attrs(inner, span, wanted, encoding) for span in spans]
     columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
-    order = sorted(range(len(els)), key=lambda i: tuple(col[i] for col in columns) + (i,))
+    keys = list(zip(*columns, range(len(els))))  # (key 1, key 2, ..., origin index)
+    order = sorted(range(len(els)), key=keys.__getitem__)
     if order == list(range(len(els))):
         return inner
     parts = [seps[0]]

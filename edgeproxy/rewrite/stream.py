@@ -291,22 +291,25 @@ class SlotRewriter:
         ``limit``), ``"need"`` (one is not closed yet; ``_pos`` is its opener),
         or ``"dead"`` (``<plaintext>``: the rest of the page is text).
         """
+        search, inside_tag, skip_context = sc.OPENER.search, sc.inside_tag, sc.skip_context
+        pos = self._pos
         while True:
-            o = sc.OPENER.search(buf, self._opos, limit)
+            o = search(buf, self._opos, limit)
             if o is None:
                 return "clear"
             q = o.start()
-            if sc.inside_tag(buf, self._pos, q):
+            if inside_tag(buf, pos, q):
                 self._opos = q + 1
                 continue
-            kind = sc.opener_kind(o)
+            text = o.group()
+            kind = "!--" if text[1] == 0x21 else text[1:].decode("latin-1").lower()
             if kind == "plaintext":
                 return "dead"
-            e = sc.skip_context(buf, q, kind, final)
+            e = skip_context(buf, q, kind, final)
             if e is None:
                 self._pos = self._opos = q
                 return "need"
-            self._pos = self._opos = e
+            self._pos = self._opos = pos = e
             if e > limit:
                 return "past"
 
@@ -366,7 +369,7 @@ class SlotRewriter:
             return frag
         if isinstance(edit, SortChildren):
             others = {k: v for k, v in self._edits.items() if k != name}
-            if others and sc.MARKER in inner:
+            if others and inner.find(sc.MARKER) >= 0:
                 inner, inner_outcomes = rewrite_document(
                     inner, others, charset=self._charset, max_slot_bytes=self._cap, deadline=self._deadline
                 )
