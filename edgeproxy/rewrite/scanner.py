@@ -160,7 +160,9 @@ MARKUP = re.compile(
 # ``opener_kind``).  No capture groups and a literal trie (``_trie``): sre
 # pays per "<" in the page, and this is about 25% cheaper per "<" than the
 # same alternation of character classes with groups.
-OPENER = re.compile(rb"<(?:!--|(?:" + _trie(RAW_TEXT) + rb")(?=[\t\n\f\r />]))")
+# The lookahead (the first letters, one class test) still saves ~7% on a page.
+OPENER = re.compile(rb"<(?=[!sStTnNxXiIpP])(?:!--|(?:" + _trie(RAW_TEXT) + rb")(?=[\t\n\f\r />]))")
+assert {n[0] for n in RAW_TEXT} == set("stnxip"), "update OPENER's first-letter lookahead"
 
 
 def opener_kind(m: re.Match[bytes]) -> str:
