@@ -42,6 +42,7 @@ async def metrics(request: web.Request) -> web.Response:
     state.metrics.catalog_variants.set(len(catalog))
     state.metrics.catalog_errors.set(len(catalog.errors))
     m = state.metrics
+    m.flush()
     if state.cache is not None:
         m.cache_bytes.set(state.cache.bytes)
         m.cache_entries.set(len(state.cache))
