@@ -299,3 +299,38 @@ def test_skip_context_agrees_with_the_step_by_step_form(opening, rest, before, f
     q = len(before)
     assert sc.skip_context(buf, q, kind, final) == ref_skip_context(buf, q, kind, final)
     assert sc.skip_context(bytearray(buf), q, kind, final) == ref_skip_context(buf, q, kind, final)
+
+
+def ref_inside_tag(buf, lo: int, q: int) -> bool:
+    """``inside_tag`` as first written."""
+    l = buf.rfind(b"<", lo, q)
+    if l < 0:
+        return False
+    nxt = buf[l + 1 : l + 2]
+    if nxt.isalpha():
+        m = sc.START_TAG.match(buf, l)
+    elif nxt == b"/" and buf[l + 2 : l + 3].isalpha():
+        m = sc.END_TAG.match(buf, l)
+    elif nxt in (b"!", b"?", b"/"):
+        return buf.find(b">", l, q) < 0
+    else:
+        return False
+    e = m.end()
+    if e >= len(buf) or buf[e] != 0x3E:
+        return True
+    return e >= q
+
+
+INSIDE_PIECES = [
+    b"<a", b"<a b=c>", b"</div>", b"</div", b"<", b"<<", b">", b" ", b"x", b"=", b'"', b"'", b'"a>b"', b"'<'",
+    b"<!x", b"<?x", b"</ ", b"</>", b"</1>", b"<img alt=", b" = ", b"/", b"<1", b"\n", b"<\xe9", b"</\xe9",
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(INSIDE_PIECES), max_size=12).map(b"".join), st.sampled_from([b"<!--", b"<script>"]), st.binary(max_size=4))
+def test_inside_tag_agrees_with_the_plain_form(before, opener, after):
+    buf = before + opener + after
+    q = len(before)
+    for lo in range(0, q + 1):
+        assert sc.inside_tag(buf, lo, q) == ref_inside_tag(buf, lo, q)

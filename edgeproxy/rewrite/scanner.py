@@ -126,6 +126,7 @@ def _trie(names, depth: int = 2) -> bytes:
 # the closing ">" (or where the input runs out); see ``tag_end``.
 START_TAG = re.compile(rb"<([a-zA-Z][^\t\n\f\r />]*+)" + _ATTRS)
 END_TAG = re.compile(rb"</([a-zA-Z][^\t\n\f\r />]*+)" + _ATTRS)
+_START_OR_END_TAG = re.compile(rb"</?[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS)
 # One attribute inside a complete tag: group 1 name, group 2 raw value.
 ATTR = re.compile(
     rb"([^\t\n\f\r />=][^\t\n\f\r />=]*+|=[^\t\n\f\r />=]*+)"
@@ -234,15 +235,10 @@ def inside_tag(buf: bytes | bytearray, lo: int, q: int) -> bool:
     l = buf.rfind(b"<", lo, q)
     if l < 0:
         return False
-    nxt = buf[l + 1 : l + 2]
-    if nxt.isalpha():
-        m = START_TAG.match(buf, l)
-    elif nxt == b"/" and buf[l + 2 : l + 3].isalpha():
-        m = END_TAG.match(buf, l)
-    elif nxt in (b"!", b"?", b"/"):
-        gt = buf.find(b">", l, q)
-        return gt < 0
-    else:
+    m = _START_OR_END_TAG.match(buf, l)
+    if m is None:
+        if buf[l + 1 : l + 2] in (b"!", b"?", b"/"):  # a bogus comment: to its ">"
+            return buf.find(b">", l, q) < 0
         return False
     # The tag runs at least to where the attribute grammar stopped; if that
     # is not its ">" it is unterminated (EOF or an open quote) and spans q.
