@@ -71,6 +71,7 @@ class ProxyServer:
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self._watcher: asyncio.Task | None = None
+        self._flusher: asyncio.Task | None = None
 
     @property
     def port(self) -> int:
@@ -130,6 +131,7 @@ class ProxyServer:
             await self._close()
             raise
         self._watcher = asyncio.ensure_future(watch(catalog, s.reload_interval))
+        self._flusher = asyncio.ensure_future(_flush_metrics(state))
         log.info(
             "edgeproxy on %s:%d -> %s (admin %s), %d slots, %d variants",
             s.host, self.port, s.upstream, f"{s.admin_host}:{self.admin_port}" if self.with_admin else "off",
@@ -146,6 +148,11 @@ class ProxyServer:
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, waits for handlers
             self._runner = None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,6 +204,15 @@ def warm_up() -> None:
         "b": SortChildren((SortKey("affinity"), SortKey("attr", attr="data-price"), SortKey("pin", skus=("2",))), ("c",)),
     }
     rewrite_document(page, edits)
+
+
+async def _flush_metrics(state: State, interval: float = 1.0) -> None:
+    """Move gathered request counts into the Prometheus series every second,
+    so with ``--workers`` the admin port's sum is never more than a second
+    behind for any worker."""
+    while True:
+        await asyncio.sleep(interval)
+        state.metrics.flush()
 
 
 def _bind(state: State):
