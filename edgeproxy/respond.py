@@ -78,7 +78,6 @@ class Plan:
     budget: float | None = None
     capped: frozenset[str] = frozenset()
     on_applied: Callable[[dict[str, str]], SetCookie | None] | None = None
-    extra_cookies: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------
@@ -237,12 +236,12 @@ def rewrite_reason(upstream: Upstream, method: str, plan: Plan, max_rewrite_byte
 class _Client:
     """The client's response: prepared lazily, writes counted."""
 
-    def __init__(self, request: web.Request, rec: Record) -> None:
+    def __init__(self, request: web.Request, rec: Record, render_cache: RenderCache | None, url: str) -> None:
         self.request = request
         self.rec = rec
         self.response: web.StreamResponse | None = None
-        self.render_cache: RenderCache | None = None
-        self.url = ""
+        self.render_cache = render_cache
+        self.url = url
 
     async def start(self, status: int, reason: str, headers: list[tuple[str, str]], *, length: int | None = None) -> None:
         resp = web.StreamResponse(status=status, reason=reason or None)
@@ -288,14 +287,11 @@ async def send(
 
     ``render_cache`` memoises rewritten bodies that came from memory (the
     upstream cache), keyed by ``url``, the body and the edits."""
-    client = _Client(request, rec)
-    client.render_cache = render_cache
-    client.url = url
+    client = _Client(request, rec, render_cache, url)
     html = is_html(upstream.header("content-type"))
     rec.html = html
     why_not = rewrite_reason(upstream, request.method, plan, max_rewrite_bytes)
     cookies = [format_cookie(c, secure=plan.secure) for c in plan.cookies] if html else []
-    explain = plan.explain if plan.explain is not None else None
     try:
         if why_not is None:
             await _send_rewritten(client, upstream, plan, rec, max_rewrite_bytes, max_slot_bytes, cookies)
@@ -309,14 +305,14 @@ async def send(
             personalised = request.method == "HEAD" and rewrite_reason(upstream, "GET", plan, max_rewrite_bytes) is None
             coding = negotiate(request.headers.get("Accept-Encoding")) if personalised else None
             headers = response_headers(upstream.headers, personalised=personalised, coding=coding, cookies=cookies)
-            if personalised:
-                # The GET's body would be rewritten: its length is not the origin's.
-                headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
-            if explain is not None:
-                headers.append(("X-Edge-Explain", explain_header(explain())))
+            if plan.explain is not None:
+                headers.append(("X-Edge-Explain", explain_header(plan.explain())))
             await _send_through(client, upstream, headers, keep_length=not personalised)
     finally:
-        upstream.release() if not rec.aborted else upstream.close()
+        if rec.aborted:
+            upstream.close()  # a broken body: never back into the pool
+        else:
+            upstream.release()
     assert client.response is not None
     return client.response
 
@@ -404,10 +400,12 @@ async def _send_rewritten(
         decoder = decoder_for(upstream.header("content-encoding"), max_bytes=max(DEFAULT_MAX_DECODED_BYTES, max_rewrite_bytes * 4))
         encoder = encoder_for(coding)
         assert decoder is not None and encoder is not None
-        # The charset sniff needs the start of the decoded page.
-        first_plain = _peek_plain(upstream.header("content-encoding"), first)
-        rewriter = _rewriter(plan, upstream, max_slot_bytes, first_plain)
-        return BodyTransform(decoder, rewriter, encoder, max_rewrite_bytes=max_rewrite_bytes, budget=plan.budget)
+        content_type = upstream.header("content-type")
+
+        def rewriter_for(head: bytes) -> SlotRewriter:  # head: the first decoded bytes
+            return SlotRewriter(plan.edits, charset=page_charset(content_type, head), max_slot_bytes=max_slot_bytes)
+
+        return BodyTransform(decoder, rewriter_for, encoder, max_rewrite_bytes=max_rewrite_bytes, budget=plan.budget)
 
     if complete:
         # The whole body is here: transform it before the head, fall back to
@@ -532,23 +530,6 @@ async def _send_rendered(
 def decodable(content_encoding: str | None) -> bool:
     """Whether the proxy can decode a body in this ``Content-Encoding``."""
     return decoder_for(content_encoding) is not None
-
-
-def _peek_plain(content_encoding: str | None, first: bytes) -> bytes:
-    """The first decoded bytes of the body, for the charset sniff; empty if
-    they cannot be decoded (the real decoder will report it)."""
-    try:
-        decoder = decoder_for(content_encoding, max_bytes=1 << 20)
-        if decoder is None:
-            return b""
-        return decoder.decompress(first[:16384])[:4096]
-    except Exception:
-        return b""
-
-
-def _rewriter(plan: Plan, upstream: Upstream, max_slot_bytes: int, head: bytes) -> SlotRewriter:
-    charset = page_charset(upstream.header("content-type"), head)
-    return SlotRewriter(plan.edits, charset=charset, max_slot_bytes=max_slot_bytes)
 
 
 def _note_outcomes(rec: Record, outcomes: dict[str, str]) -> None:

@@ -84,7 +84,7 @@ async def tunnel_websocket(request: web.Request, session: aiohttp.ClientSession,
         raise
     rec.status = 101
 
-    async def pump(src, dst, dst_is_client: bool) -> None:
+    async def pump(src, dst) -> None:
         # receive() rather than ``async for``: aiohttp's iterator stops before
         # yielding a CLOSE, which lost the peer's close code.  (Bug fixed: both
         # sides saw 1000 whatever code the other sent.)
@@ -104,7 +104,7 @@ async def tunnel_websocket(request: web.Request, session: aiohttp.ClientSession,
             else:  # ERROR / CLOSED
                 return
 
-    tasks = [asyncio.ensure_future(pump(client, origin, False)), asyncio.ensure_future(pump(origin, client, True))]
+    tasks = [asyncio.ensure_future(pump(client, origin)), asyncio.ensure_future(pump(origin, client))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

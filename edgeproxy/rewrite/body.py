@@ -3,13 +3,17 @@
 ``BodyTransform`` glues the three pure pieces together for the respond
 stage; it does no I/O and never sees aiohttp::
 
-    bt = BodyTransform(decoder_for("gzip"), SlotRewriter(edits), encoder_for("br"),
-                       max_rewrite_bytes=8 << 20)
+    bt = BodyTransform(decoder_for("gzip"),
+                       lambda head: SlotRewriter(edits, charset=page_charset(content_type, head)),
+                       encoder_for("br"), max_rewrite_bytes=8 << 20)
     for chunk in origin_body:
         send(bt.feed(chunk))
     send(bt.finish())
 
 What holds:
+
+* The rewriter is made from the first decoded bytes (``rewriter_for(head)``),
+  so the charset sniff reads the page's start without decoding it twice.
 
 * The output is a complete body in the encoder's coding; ``finish()`` ends
   the encoder's stream.
@@ -28,6 +32,7 @@ What holds:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .codec import Decoder, Encoder
 from .stream import OVER_CAP, SlotRewriter
@@ -36,13 +41,20 @@ from .stream import OVER_CAP, SlotRewriter
 class BodyTransform:
     """decode -> rewrite -> encode for one body (see the module docstring)."""
 
-    __slots__ = ("_decoder", "_rewriter", "_encoder", "_cap", "_decoded", "_stopped", "_budget")
+    __slots__ = ("_decoder", "_rewriter_for", "_rewriter", "_encoder", "_cap", "_decoded", "_stopped", "_budget")
 
     def __init__(
-        self, decoder: Decoder, rewriter: SlotRewriter, encoder: Encoder, *, max_rewrite_bytes: int, budget: float | None = None
+        self,
+        decoder: Decoder,
+        rewriter_for: Callable[[bytes], SlotRewriter],
+        encoder: Encoder,
+        *,
+        max_rewrite_bytes: int,
+        budget: float | None = None,
     ) -> None:
         self._decoder = decoder
-        self._rewriter = rewriter
+        self._rewriter_for = rewriter_for
+        self._rewriter: SlotRewriter | None = None
         self._encoder = encoder
         self._cap = max_rewrite_bytes
         self._decoded = 0
@@ -51,7 +63,7 @@ class BodyTransform:
 
     @property
     def outcomes(self) -> dict[str, str]:
-        return self._rewriter.outcomes
+        return self._rewriter.outcomes if self._rewriter is not None else {}
 
     @property
     def decoded_bytes(self) -> int:
@@ -64,6 +76,8 @@ class BodyTransform:
         # busy machine does not lose its slots for it.  The rewriter's own
         # deadline check reads perf_counter, so it gets the remaining budget
         # from now on that clock.
+        if self._rewriter is None:
+            self._rewriter = self._rewriter_for(plain)
         started = time.thread_time()
         if self._budget is not None:
             self._rewriter.deadline = time.perf_counter() + self._budget
