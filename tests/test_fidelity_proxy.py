@@ -9,40 +9,24 @@ nothing to personalise, and change nothing outside the slots when there is.
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from proxyharness import BROWSER, decode, raw_get, run_origin, run_proxy, write_variant
 
-PAGES = Path(__file__).parent / "data" / "html"
+# The real pages and the elements that become slots: the rewriter's own
+# fidelity tests' table, here through the proxy.
+from test_rewrite_fidelity import PAGES, SLOTS, mark
 
-# Existing elements of each page that become slots (as in test_rewrite_fidelity).
-SLOTS = {
-    "etsy-listing-es.html": [
-        (b'<div class="listing-page-image-carousel-component', "hero"),
-        (b'<div \n    id="product-details-content-toggle"', "banner"),
-    ],
-    "costco-product.html": [
-        (b'<div id="search-widget"', "hero"),
-        (b'<div class="product-info-description"', "banner"),
-    ],
-}
 HERO = "<p>Personalised hero \u00e9 \u20ac</p>"
 BANNER = "<b>Free delivery</b>"
-
-
-def mark(page: bytes, prefix: bytes, name: str) -> bytes:
-    at = page.index(prefix)
-    name_end = at + page[at:].index(b" ")
-    return page[:name_end] + f' data-edge-slot="{name}"'.encode() + page[name_end:]
 
 
 def marked(name: str) -> bytes:
     page = (PAGES / name).read_bytes()
     for prefix, slot in SLOTS[name]:
-        page = mark(page, prefix, slot)
+        page, _ = mark(page, prefix, slot)
     return page
 
 
