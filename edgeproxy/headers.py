@@ -167,7 +167,11 @@ def request_facts(
     scheme: str,
     host: str,
 ) -> RequestFacts:
-    """Everything classify needs, as plain frozen data."""
+    """Everything classify needs, as plain frozen data.
+
+    ``scheme`` and ``host`` are those of the direct connection; a trusted
+    peer's ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` (first hop) replace
+    them, as its ``X-Forwarded-For`` gives ``client_ip``."""
     lowered: dict[str, str] = {}
     cookie_values: list[str] = []
     xff: list[str] = []
@@ -179,6 +183,9 @@ def request_facts(
             xff.append(value)
         lowered.setdefault(lower, value)
     trusted = is_trusted(peer, networks)
+    if trusted:
+        scheme = lowered.get("x-forwarded-proto", "").split(",")[0].strip().lower() or scheme
+        host = lowered.get("x-forwarded-host", "").split(",")[0].strip() or host
     return RequestFacts(
         method=method,
         path=path,

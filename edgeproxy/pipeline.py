@@ -36,7 +36,7 @@ from .classify import cookies as cookie_rules
 from . import fetch as fetching
 from .catalog.watch import CatalogStore
 from .errors import UpstreamError
-from .headers import forward_request_headers, is_trusted, request_facts
+from .headers import forward_request_headers, request_facts
 from .model import NO_DECISION, Observe, RequestFacts, SetCookie, Visitor
 from .record import Metrics, Record
 from .respond import Plan, send
@@ -113,22 +113,15 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
 # 1. classify
 # ---------------------------------------------------------------------------
 def _facts(request: web.Request, settings: Settings) -> RequestFacts:
-    peer = request.remote
-    trusted = is_trusted(peer, settings.trust_proxy)
-    scheme = "https" if request.transport is not None and request.transport.get_extra_info("sslcontext") else "http"
-    host = request.headers.get("Host", "")
-    if trusted:
-        scheme = (request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() or scheme)
-        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or host
     return request_facts(
         method=request.method,
         path=request.path,
         query=request.query.items(),
         headers=request.headers.items(),
-        peer=peer,
+        peer=request.remote,
         networks=settings.trust_proxy,
-        scheme=scheme,
-        host=host,
+        scheme="https" if request.transport is not None and request.transport.get_extra_info("sslcontext") else "http",
+        host=request.headers.get("Host", ""),
     )
 
 
@@ -230,17 +223,15 @@ def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Vi
             return None
         return classifying.encode_caps(counts, state.classifiers, secure=secure)
 
-    explain = None
-    if preview:
-        def explain() -> dict:
-            return choosing.explain_trace(visitor, decision, {"cache": rec.cache, "preview": bool(forced), "fallback": rec.fallback})
+    def explain() -> dict:  # read when the head is built: cache status and fallback are known then
+        return choosing.explain_trace(visitor, decision, {"cache": rec.cache, "preview": bool(forced), "fallback": rec.fallback})
 
     return Plan(
         decision=decision,
         edits=edits,
         cookies=tuple(cookies),
         secure=secure,
-        explain=explain,
+        explain=explain if preview else None,
         budget=budget,
         capped=capped,
         on_applied=on_applied if capped else None,

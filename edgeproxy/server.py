@@ -60,6 +60,13 @@ def _open_cache(settings: Settings):
     return UpstreamCache(settings.cache_bytes, vary_ignored_cookies=own)
 
 
+def require_slots(settings: Settings) -> None:
+    """A mistyped slots folder would serve an unpersonalised shop while every
+    probe says ready: refuse to start instead."""
+    if not Path(settings.slots).is_dir():
+        raise SettingsError("slots", str(settings.slots), "no such folder (create it, even empty, or give --slots DIR)")
+
+
 class ProxyServer:
     """One proxy process's server: the proxy port and (optionally) the admin port."""
 
@@ -86,10 +93,7 @@ class ProxyServer:
 
     async def start(self) -> None:
         s = self.settings
-        if not Path(s.slots).is_dir():
-            # A typo here would otherwise serve an unpersonalised shop while
-            # every probe says ready.
-            raise SettingsError("slots", str(s.slots), "no such folder (create it, even empty, or give --slots DIR)")
+        require_slots(s)
         catalog = await asyncio.to_thread(CatalogStore, Path(s.slots), max_fragment_bytes=s.max_fragment_bytes)
         classifiers = await asyncio.to_thread(classifying.open_classifiers, s)
         await asyncio.to_thread(warm_up)
@@ -353,7 +357,6 @@ def serve_from_args(args: argparse.Namespace) -> int:
     """``edgeproxy serve``: settings from flags > env > TOML > defaults."""
     flags = {k: v for k, v in vars(args).items() if k not in ("command",)}
     settings = build_settings(flags)
-    if not Path(settings.slots).is_dir():
-        raise SettingsError("slots", str(settings.slots), "no such folder (create it, even empty, or give --slots DIR)")
+    require_slots(settings)  # before any worker starts: one clear error
     setup_logging(settings)
     return serve(settings)
