@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gzip", action="store_true", help="clients send Accept-Encoding: gzip (default identity, as the issue's figures)")
     ap.add_argument("--ttfb-count", type=int, help=f"sequential requests for the TTFB check (default {DEFAULT_TTFB_COUNT})")
     ap.add_argument("--edgeproxy-arg", action="append", default=[], metavar="ARG", help="extra argument for `edgeproxy serve` (repeatable, e.g. --edgeproxy-arg=--workers=2)")
-    ap.add_argument("--soak", type=float, metavar="MINUTES", help=f"also hold edgeproxy at {SOAK_FRACTION:.0%} of its max (open loop, budget page) for MINUTES and report RSS growth (the issue's soak: 10)")
+    ap.add_argument("--soak", type=float, metavar="MINUTES", help=f"also hold edgeproxy at {SOAK_FRACTION:.0%}% of its max (open loop, budget page) for MINUTES and report RSS growth (the issue's soak: 10)")
     ap.add_argument("--profile", action="store_true", help="after the measured runs, sample edgeproxy under load with py-spy and print where its CPU goes")
     ap.add_argument("--compare", type=Path, metavar="JSON", help="print CPU/req and req/s changes against an earlier run's JSON")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON and HTML go (default load_tests/results)")

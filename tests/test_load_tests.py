@@ -581,3 +581,10 @@ def test_metrics_deltas_show_how_many_requests_were_really_personalised():
     assert s["stage_mean_ms"]["rewrite"] == pytest.approx(2.0)
     line = metrics.describe(s)
     assert "personalised no 2.2%, yes 97.8%" in line and "FALLBACKS budget 2" in line
+
+
+def test_help_renders():
+    # Regression: a bare "%" in the --soak help made `python -m load_tests --help` crash.
+    from load_tests.runner import build_parser
+
+    assert "--soak" in build_parser().format_help()
