@@ -18,11 +18,12 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
-from .catalog import load_catalog
+from .catalog import Catalog, load_catalog
 from .choose import explain_trace, parse_preview
 from .choose import choose as choose_variants
 from .errors import SettingsError
@@ -60,15 +61,32 @@ def run_explain(args: argparse.Namespace, *, out: TextIO | None = None, err: Tex
         if callable(close):
             close()
     forced = parse_preview(dict(facts.query).get("edge_preview", ""))
-    decision = choose_variants(visitor, catalog, now, forced=forced or None, holdout=settings.holdout)
+    extra: dict[str, Any] = {"url": args.url, "at": now.isoformat()}
+    if forced:
+        extra["preview"] = forced
+    decision, trace = explain_decision(visitor, catalog, now, forced=forced, holdout=settings.holdout, extra=extra)
     if args.json:
-        extra: dict[str, Any] = {"url": args.url, "at": now.isoformat()}
-        if forced:
-            extra["preview"] = forced
-        out.write(json.dumps(explain_trace(visitor, decision, extra), indent=2, ensure_ascii=False) + "\n")
+        out.write(json.dumps(trace, indent=2, ensure_ascii=False) + "\n")
     else:
         out.write(format_explain(facts, visitor, decision, now, forced=forced))
     return 0
+
+
+def explain_decision(
+    visitor: Visitor,
+    catalog: Catalog,
+    now: dt.datetime,
+    *,
+    forced: Mapping[str, str | None] | None = None,
+    holdout: float = 0.0,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[Decision, dict[str, Any]]:
+    """Stage 2 for one described visitor, and its trace: each slot's variant
+    and why.  ``edgeproxy explain`` prints it; the console's preview shows
+    it (``console.preview``), so both give the same answer for the same
+    visitor, by construction."""
+    decision = choose_variants(visitor, catalog, now, forced=forced or None, holdout=holdout)
+    return decision, explain_trace(visitor, decision, extra)
 
 
 def parse_at(text: str | None) -> dt.datetime:
