@@ -8,6 +8,7 @@
 ``/metrics``    Prometheus text format (``record.Metrics``)
 ``/dashboard``  a latency dashboard (p50/p90/p99 over the last minute and
                 per-stage times), refreshed from ``/dashboard.json``
+``/console/``   the merchandisers' console (``edgeproxy.console``)
 =============== =============================================================
 """
 
@@ -19,6 +20,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from . import console
 from .pipeline import State
 
 ADMIN_STATE = web.AppKey("edgeproxy_admin_state", State)
@@ -128,6 +130,7 @@ def build_admin_app(state: State) -> web.Application:
     app.router.add_get("/dashboard", dashboard)
     app.router.add_get("/dashboard.json", dashboard_json)
     app.router.add_get("/", _to_dashboard)
+    console.mount(app, state)
     return app
 
 

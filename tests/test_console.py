@@ -1,0 +1,346 @@
+"""The merchandisers' console over HTTP (CONTRACT §8), without a browser.
+
+A real shop, the real proxy and a temp slots folder (``consoleharness``);
+the console's pages are fetched from the admin port and read with
+selectolax, the way a person reads them: states, decisions, numbers.
+``test_console_browser.py`` drives the same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import json
+import re
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+
+from consoleharness import IPHONE, get, metric, run_shop, visit_headers
+from edgeproxy.catalog.conditions import compile_when
+from edgeproxy.console.live import RenderHistory
+from edgeproxy.console.preview import PreviewForm
+from edgeproxy.console.words import describe_when
+
+GEO = {"geo_header": "CF-IPCountry", "trust_proxy": "127.0.0.1/32"}
+
+
+def by_testid(page: str, name: str) -> str:
+    node = HTMLParser(page).css_first(f'[data-testid="{name}"]')
+    assert node is not None, f"no element with data-testid={name}"
+    return " ".join(node.text().split())
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Overview
+# ---------------------------------------------------------------------------
+async def test_overview_shows_every_variant_file_with_its_state(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        status, page, headers = await get(server.admin_port, "/console/")
+    assert status == 200
+    assert by_testid(page, "state-hero-mobile-uk").startswith("live")
+    assert by_testid(page, "state-hero-welcome-back").startswith("live")
+    assert by_testid(page, "state-hero-black-friday") == "scheduled starts 2099-11-27 00:00 UTC"
+    assert by_testid(page, "state-hero-summer-sale") == "ended ended 2000-09-01 00:00 UTC"
+    assert by_testid(page, "state-banner-free-delivery").startswith("live")
+    broken = by_testid(page, "state-banner-broken")
+    assert broken.startswith("broken")
+    assert re.search(r"slots/banner/broken\.html:2: invalid TOML", broken), broken
+    assert "Still serving: nothing" in broken
+    row = by_testid(page, "variant-hero-mobile-uk")
+    assert "mobile visitors in GB or IE" in row and "Mobile hero for the UK and Ireland" in row and "10" in row
+    assert "delivery-test, 50%" in by_testid(page, "variant-banner-free-delivery")
+    assert "Experiment delivery-test: free-delivery 50%, control 50%" in " ".join(HTMLParser(page).body.text().split())
+
+
+async def test_a_broken_edit_shows_its_reason_and_that_the_previous_version_still_serves(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        (tmp_path / "slots" / "hero" / "mobile-uk.html").write_text("<!--edge\nwhen = { device = \"phone\" }\n-->\n<h1>x</h1>\n")
+
+        async def broken():
+            _, page, _ = await get(server.admin_port, "/console/")
+            return by_testid(page, "state-hero-mobile-uk").startswith("broken")
+
+        assert await wait_for(broken)
+        _, page, _ = await get(server.admin_port, "/console/")
+        cell = by_testid(page, "state-hero-mobile-uk")
+        assert re.search(r"slots/hero/mobile-uk\.html:2: .*phone", cell), cell
+        assert re.search(r"Still serving: the previous version, saved \d{4}-\d\d-\d\d \d\d:\d\d UTC \(live\)", cell), cell
+        # what the row describes is the version visitors get
+        assert "mobile visitors in GB or IE" in by_testid(page, "variant-hero-mobile-uk")
+
+
+async def test_a_dropped_in_file_is_listed_and_the_pages_poll_sees_the_change(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        _, before, _ = await get(server.admin_port, "/console/state.json")
+        folder = tmp_path / "slots" / "hero"
+        (folder / "rainy-day.html").write_text("<!--edge\nwhen = { city = \"Manchester\" }\n-->\n<h1>Rain</h1>\n")
+
+        async def changed():
+            _, now, _ = await get(server.admin_port, "/console/state.json")
+            return json.loads(now)["generation"] != json.loads(before)["generation"]
+
+        assert await wait_for(changed)
+        _, page, _ = await get(server.admin_port, "/console/")
+    assert by_testid(page, "state-hero-rainy-day").startswith("live")
+    assert "visitors in Manchester" in by_testid(page, "variant-hero-rainy-day")
+    assert 'data-generation="' in page and "/console/state.json" in page
+
+
+async def test_console_redirects_and_is_not_reachable_through_the_proxy_port(tmp_path):
+    async with run_shop(tmp_path) as (shop, server):
+        status, page, _ = await get(server.admin_port, "/console")
+        assert status == 200 and "What is live" in page
+        _, body, _ = await get(server.port, "/console/", headers=visit_headers())
+    assert "What is live" not in body  # the proxy port sends it to the shop
+    assert shop.requests[-1]["path_qs"] == "/console/"
+
+
+async def test_pages_load_nothing_from_outside_and_carry_a_nonce_policy(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        for path in ("/console/", "/console/preview?device=mobile", "/console/live"):
+            status, page, headers = await get(server.admin_port, path)
+            assert status == 200
+            tree = HTMLParser(page)
+            for node in tree.css("script, link, img, iframe"):
+                for attr in ("src", "href"):
+                    value = node.attributes.get(attr) or ""
+                    assert not value.startswith(("http:", "https:", "//")), (path, node.html)
+            nonce = tree.css_first("script").attributes["nonce"]
+            assert f"'nonce-{nonce}'" in headers["Content-Security-Policy"]
+            assert headers["Referrer-Policy"] == "no-referrer"
+            assert 'name="viewport"' in page
+
+
+# ---------------------------------------------------------------------------
+# Preview
+# ---------------------------------------------------------------------------
+async def test_preview_shows_each_slots_decision_and_why(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        _, page, _ = await get(server.admin_port, "/console/preview?country=GB&device=mobile")
+        assert "mobile-uk" in by_testid(page, "decision-hero")
+        rows = {" ".join(r.text().split()) for r in HTMLParser(page).css("tbody tr")}
+        assert any("priority 10, matched device=mobile country=GB|IE" in r for r in rows), rows
+        _, page, _ = await get(server.admin_port, "/console/preview?country=FR")
+        assert by_testid(page, "decision-hero") == "default"
+
+
+async def test_preview_reasons_are_those_of_edgeproxy_explain(tmp_path):
+    from edgeproxy.explain import run_explain
+
+    async with run_shop(tmp_path) as (_shop, server):
+        _, page, _ = await get(server.admin_port, "/console/preview?country=IE&device=mobile&path=/c/running")
+        rows = {r.css_first("th").text(): [td.text() for td in r.css("td")] for r in HTMLParser(page).css("tbody tr")}
+    out = io.StringIO()
+    args = argparse.Namespace(
+        url="http://shop.example/c/running", ua=IPHONE, ip="127.0.0.1", cookie=[], referer=None,
+        header=["CF-IPCountry: IE"], at=None, slots=str(tmp_path / "slots"), config=None, geo_db=None,
+        geo_header="CF-IPCountry", json=True,
+    )
+    assert run_explain(args, out=out, err=io.StringIO()) == 0
+    trace = json.loads(out.getvalue())
+    assert trace["slots"]["hero"]["variant"] == "mobile-uk"
+    assert rows["hero"][0] == "mobile-uk"
+    assert rows["hero"][1] == trace["slots"]["hero"]["reason"]
+
+
+async def test_a_returning_mobile_visitor_from_manchester_at_8_pm(tmp_path):
+    query = "country=GB&city=Manchester&device=mobile&visitor=returning&at=2026-11-27T20:00&tz=Europe/London"
+    async with run_shop(tmp_path) as (_shop, server):
+        _, page, _ = await get(server.admin_port, f"/console/preview?{query}")
+        # mobile-uk (priority 10) beats welcome-back (5): the why says so
+        assert by_testid(page, "decision-hero") == "mobile-uk"
+        ctx = {d.css_first("dt").text(): d.css_first("dd").text() for d in HTMLParser(page).css("dl.ctx div")}
+        assert (ctx["hour"], ctx["daypart"], ctx["weekday"]) == ("20", "evening", "fri")
+        assert (ctx["visitor"], ctx["city"], ctx["device"]) == ("returning", "Manchester", "mobile")
+        # the same visitor on a desktop gets the welcome-back hero, with the city merged in
+        _, page, _ = await get(server.admin_port, f"/console/preview?{query.replace('mobile', 'desktop')}")
+        assert by_testid(page, "decision-hero") == "welcome-back"
+        frame = HTMLParser(page).css_first('iframe[title="The page as this visitor"]').attributes["src"]
+        status, body, _ = await get(server.admin_port, frame)
+    assert status == 200
+    assert "<h1>Welcome back, Manchester</h1>" in body
+
+
+async def test_the_preview_lives_in_the_url_query_and_is_a_shareable_link(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        _, page, _ = await get(server.admin_port, "/console/preview?device=mobile&country=gb&affinity=running,%20hiking&utm_campaign=")
+        share = HTMLParser(page).css_first("input.share").attributes["value"]
+        parts = urlsplit(share)
+        assert parts.path == "/console/preview" and parts.port == server.admin_port
+        assert parse_qs(parts.query) == {"country": ["GB"], "device": ["mobile"], "affinity": ["running, hiking"]}
+        # the form shows the state back
+        tree = HTMLParser(page)
+        assert tree.css_first("#f-country").attributes["value"] == "GB"
+        assert tree.css_first('#f-device option[value="mobile"]').attributes.keys() >= {"selected"}
+        # the link, opened by a colleague, gives the same decisions
+        _, again, _ = await get(server.admin_port, parts.path + "?" + parts.query)
+    assert by_testid(again, "decision-hero") == by_testid(page, "decision-hero") == "mobile-uk"
+
+
+async def test_force_previews_a_variant_before_it_goes_live(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        _, overview, _ = await get(server.admin_port, "/console/")
+        link = HTMLParser(overview).css_first('[data-testid="variant-hero-black-friday"] a').attributes["href"]
+        _, page, _ = await get(server.admin_port, link)
+        assert by_testid(page, "decision-hero") == "black-friday"
+        # or at the time it starts
+        _, page, _ = await get(server.admin_port, "/console/preview?at=2099-11-27T10:00:00Z")
+        assert by_testid(page, "decision-hero") == "black-friday"
+
+
+async def test_bad_form_values_are_named_and_left_out(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        status, page, _ = await get(server.admin_port, "/console/preview?country=UK&device=mobile&at=tomorrow")
+    assert status == 200
+    tree = HTMLParser(page)
+    assert "not an ISO 3166 country code" in tree.css_first("#country-problem").text()
+    assert tree.css_first("#f-country").attributes["aria-invalid"] == "true"
+    assert "ISO time" in tree.css_first("#at-problem").text()
+    assert by_testid(page, "decision-hero") == "default"  # mobile, but no usable country
+
+
+async def test_the_page_is_rendered_as_the_visitor_beside_the_default_without_leaking_anything(tmp_path):
+    async with run_shop(tmp_path, preview_token="s3cret") as (shop, server):
+        _, page, _ = await get(server.admin_port, "/console/preview?country=GB&device=mobile")
+        frames = {f.attributes["title"]: f.attributes for f in HTMLParser(page).css("iframe")}
+        mine, default = frames["The page as this visitor"], frames["The default page"]
+        assert mine["sandbox"] == default["sandbox"] == "allow-scripts"
+        status, body, headers = await get(server.admin_port, mine["src"])
+        assert status == 200 and "<h1>Mobile UK hero</h1>" in body and "Default hero" not in body
+        assert headers["X-Edge-Console-Outcomes"].startswith("hero=applied")
+        assert headers["Content-Security-Policy"].startswith("sandbox allow-scripts")
+        assert headers["Referrer-Policy"] == "no-referrer"
+        # relative links and assets load from the shop, not the admin port
+        assert f'<head><base href="{shop.url}/">' in body
+        _, body, _ = await get(server.admin_port, default["src"])
+        assert "<h1>Default hero</h1>" in body and "Mobile UK" not in body
+    seen = shop.requests[-2]
+    assert seen["user-agent"].startswith("Mozilla/5.0 (iPhone")
+    for request in shop.requests:
+        assert "s3cret" not in json.dumps(request)
+        assert "cookie" not in request and "referer" not in request and "x-edge-preview-token" not in request
+
+
+async def test_previews_count_nothing_in_metrics(tmp_path):
+    async with run_shop(tmp_path, exposure_log=str(tmp_path / "exposures.jsonl")) as (_shop, server):
+        _, page, _ = await get(server.admin_port, "/console/preview?device=mobile&country=GB")
+        for frame in HTMLParser(page).css("iframe"):
+            await get(server.admin_port, frame.attributes["src"])
+        _, text, _ = await get(server.admin_port, "/metrics")
+    assert "edgeproxy_slot_decisions_total{" not in text
+    assert metric(text, "edgeproxy_events_written", log="exposure") == 0
+
+
+# ---------------------------------------------------------------------------
+# Live
+# ---------------------------------------------------------------------------
+async def test_live_renders_equal_the_metrics_counters(tmp_path):
+    async with run_shop(tmp_path, **GEO) as (_shop, server):
+        for _ in range(3):
+            await get(server.port, "/", headers=visit_headers(mobile=True, country="GB"))
+        for _ in range(2):
+            await get(server.port, "/", headers=visit_headers(country="FR"))
+        _, page, _ = await get(server.admin_port, "/console/live")
+        _, text, _ = await get(server.admin_port, "/metrics")
+    assert metric(text, "edgeproxy_slot_decisions_total", slot="hero", variant="mobile-uk") == 3
+    for slot, variant in (("hero", "mobile-uk"), ("hero", "default"), ("banner", "free-delivery"), ("banner", "default"), ("hero", "welcome-back")):
+        expected = metric(text, "edgeproxy_slot_decisions_total", slot=slot, variant=variant)
+        assert float(by_testid(page, f"renders-{slot}-{variant}")) == expected, (slot, variant)
+        assert float(by_testid(page, f"recent-{slot}-{variant}")) == expected, (slot, variant)
+
+
+async def test_live_shows_each_experiments_report_as_edgeproxy_report_gives_it(tmp_path):
+    from edgeproxy.report import run_report
+
+    exposures, conversions = tmp_path / "exposures.jsonl", tmp_path / "conversions.jsonl"
+    settings = dict(exposure_log=str(exposures), conversion_log=str(conversions), conversion_path="/checkout/complete")
+    async with run_shop(tmp_path, **settings) as (_shop, server):
+        _, page, _ = await get(server.admin_port, "/console/live")
+        assert "No exposure" in " ".join(HTMLParser(page).css_first("main").text().split())
+        for i in range(24):
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as session:
+                async with session.get(f"http://127.0.0.1:{server.port}/", headers=visit_headers()) as resp:
+                    await resp.read()
+                if i % 3 == 0:
+                    async with session.get(f"http://127.0.0.1:{server.port}/checkout/complete", headers=visit_headers()) as resp:
+                        await resp.read()
+        _, page, _ = await get(server.admin_port, "/console/live")
+        out = io.StringIO()
+        args = argparse.Namespace(logs=[str(exposures), str(conversions)], json=True, html=None, weights=[], slots=str(tmp_path / "slots"))
+        assert run_report(args, out=out, err=io.StringIO()) == 0
+    report = json.loads(out.getvalue())
+    (exp,) = report["experiments"]
+    assert exp["name"] == "delivery-test" and sum(a["visitors"] for a in exp["arms"]) == 24
+    for arm in exp["arms"]:
+        assert int(by_testid(page, f"visitors-delivery-test-{arm['arm']}")) == arm["visitors"]
+        assert int(by_testid(page, f"conversions-delivery-test-{arm['arm']}")) == arm["conversions"]
+    srm = by_testid(page, "srm-delivery-test")
+    assert ("Sample ratio mismatch" in srm) == exp["srm"]["flagged"]
+
+
+def test_the_recent_window_is_the_counter_minus_a_snapshot_five_minutes_old():
+    history = RenderHistory(window=300, every=10)
+    t0 = 1_000_000.0
+    history.started = t0
+    history.sample({("hero", "a"): 10}, t0)
+    history.sample({("hero", "a"): 40}, t0 + 200)
+    history.sample({("hero", "a"): 70}, t0 + 320)
+    # the newest snapshot at least 300 s old is the one at t0+200
+    recent = history.recent({("hero", "a"): 100}, t0 + 520)
+    assert recent.counts == {("hero", "a"): 60} and recent.seconds == 320
+    # before 5 minutes have passed: since the oldest snapshot, and the page says how long
+    young = RenderHistory()
+    young.sample({("hero", "a"): 5}, t0)
+    window = young.recent({("hero", "a"): 8}, t0 + 42)
+    assert window.counts == {("hero", "a"): 3} and window.seconds == 42
+
+
+# ---------------------------------------------------------------------------
+# Targeting in words, and the form
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "when, words",
+    [
+        ({}, "everyone"),
+        ({"device": "mobile", "country": ["GB", "IE"]}, "mobile visitors in GB or IE"),
+        ({"country": ["GB", "IE", "FR"]}, "visitors in GB, IE or FR"),
+        ({"visitor": "returning", "device": "mobile", "city": "Manchester"}, "returning mobile visitors in Manchester"),
+        ({"customer": True}, "visitors who are customers"),
+        ({"logged_in": False}, "visitors who are not logged in"),
+        ({"cart": "filled"}, "visitors with a filled cart"),
+        ({"country": {"not": "GB"}}, "visitors not in GB"),
+        ({"device": {"not": "bot"}}, "visitors other than bot ones"),
+        ({"source": "email", "utm_campaign": "bf"}, "visitors arriving from email from the campaign bf"),
+        ({"hour": {"min": 22, "max": 5}}, "visitors between 22:00 and 05:59"),
+        ({"weekday": ["sat", "sun"], "daypart": "evening"}, "visitors on Saturday or Sunday in the evening"),
+        ({"path": "/c/*", "affinity": "running"}, "visitors on /c/* interested in running"),
+        ({"continent": "EU"}, "visitors in Europe"),
+    ],
+)
+def test_targeting_in_plain_words(when, words):
+    assert describe_when(compile_when(when)) == words
+
+
+def test_a_naive_at_is_the_wall_clock_in_the_given_time_zone():
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    form = PreviewForm.parse({"at": "2026-07-01T20:00", "tz": "Europe/London"}, now)
+    assert form.at == dt.datetime(2026, 7, 1, 19, 0, tzinfo=dt.timezone.utc)
+    assert form.visitor().context["hour"] == 20
+    form = PreviewForm.parse({"at": "2026-07-01T20:00:00+02:00"}, now)
+    assert form.visitor().context["hour"] == 20 and form.visitor().context["daypart"] == "evening"
