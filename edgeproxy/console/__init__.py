@@ -79,6 +79,10 @@ async def preview_view(request: web.Request) -> web.Response:
     state = request.app[STATE]
     catalog = state.catalog.current
     form = PreviewForm.parse(request.query, _now())
+    if any(not value for value in request.query.values()):
+        # A submitted form sends its empty fields too: the link to share
+        # is the short one.
+        raise web.HTTPFound("/console/preview" + (f"?{form.query()}" if form.query() else ""))
     _decision, trace = form.decide(catalog, holdout=state.settings.holdout)
     body = preview_page(form, trace, share_url=share_url(request, form))
     return _page("Preview", body, page="preview", generation=catalog.generation)

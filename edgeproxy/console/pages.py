@@ -17,6 +17,7 @@ import datetime as dt
 import html
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from .live import Counts, Window
 from .overview import BROKEN, Overview, VariantRow
@@ -39,7 +40,7 @@ main{padding:1em;max-width:1400px}
 h1{font-size:1.35em;margin:.2em 0 .4em}h2{font-size:1.1em;margin:1.4em 0 .4em}
 .muted{color:var(--muted)}
 .scroll{overflow-x:auto}
-table{border-collapse:collapse;width:100%;min-width:36em}
+table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid var(--line);vertical-align:top}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:.92em;word-break:break-word}
@@ -57,6 +58,8 @@ figure{margin:0}figcaption{font-weight:600;margin-bottom:.3em}
 iframe{width:100%;height:70vh;border:1px solid var(--line);background:#fff}
 dl.ctx{display:flex;flex-wrap:wrap;gap:.2em 1.2em;margin:.4em 0}dl.ctx div{display:flex;gap:.3em}dl.ctx dt{color:var(--muted)}dl.ctx dd{margin:0}
 input.share{width:100%}
+@media (max-width:700px){table.cards thead{display:none}table.cards tr{display:block;border-bottom:1px solid var(--line);padding:.4em 0}
+table.cards td{display:block;border:0;padding:.1em .2em;text-align:left}table.cards td[data-label]:not(:empty)::before{content:attr(data-label) ": ";color:var(--muted)}}
 """
 
 # Polls /console/state.json: reloads when the slots folder changed (unless
@@ -144,10 +147,12 @@ def _row_html(row: VariantRow) -> str:
     priority = "" if row.priority is None else str(row.priority)
     link = ""
     if row.kind:  # something serves: it can be previewed
-        link = f'<a href="/console/preview?force={_e(row.slot)}:{_e(row.variant)}" aria-label="Preview {_e(row.file)}">Preview</a>'
+        query = urlencode({"force": f"{row.slot}:{row.variant}"})
+        link = f'<a href="/console/preview?{_e(query)}" aria-label="Preview {_e(row.file)}">Preview</a>'
     return (
         f'<tr data-testid="variant-{_e(key)}" data-state="{row.state}">'
-        f"<td>{what}</td><td>{audience}</td><td class=num>{priority}</td><td>{_e(row.cap)}</td><td>{experiment}</td>"
+        f'<td>{what}</td><td data-label="For whom">{audience}</td><td class=num data-label="Priority">{priority}</td>'
+        f'<td data-label="Cap">{_e(row.cap)}</td><td data-label="Experiment">{experiment}</td>'
         f'<td data-testid="state-{_e(key)}">{_state_cell(row)}</td><td>{link}</td></tr>'
     )
 
@@ -173,7 +178,7 @@ def overview_page(ov: Overview, now: dt.datetime) -> str:
             parts.append('<p class="muted">No variants: everyone sees the shop\'s default.</p></section>')
             continue
         parts.append(
-            '<div class="scroll"><table><thead><tr><th scope=col>Variant file</th><th scope=col>For whom</th>'
+            '<div class="scroll"><table class="cards"><thead><tr><th scope=col>Variant file</th><th scope=col>For whom</th>'
             '<th scope=col class=num>Priority</th><th scope=col>Cap</th><th scope=col>Experiment</th><th scope=col>State</th>'
             "<th scope=col><span class=muted>Try it</span></th></tr></thead><tbody>"
         )
@@ -253,7 +258,7 @@ def preview_page(form: PreviewForm, trace: Mapping[str, Any], *, share_url: str,
     for slot, d in trace.get("slots", {}).items():
         shown = d.get("variant") or "default"
         why = _e(d.get("reason", ""))
-        if d.get("experiment"):
+        if d.get("experiment") and d["experiment"] not in d.get("reason", ""):
             why += f'<br><span class="muted">experiment {_e(d["experiment"])}, arm {_e(str(d.get("arm")))}</span>'
         rows.append(
             f'<tr><th scope=row>{_e(slot)}</th><td data-testid="decision-{_e(slot)}"><strong>{_e(shown)}</strong></td><td>{why}</td></tr>'
@@ -272,9 +277,9 @@ def preview_page(form: PreviewForm, trace: Mapping[str, Any], *, share_url: str,
     parts.append(
         '<div class="frames">'
         f'<figure><figcaption>As this visitor</figcaption><iframe title="The page as this visitor" '
-        f'src="/console/page?{_e(query)}{sep}view=visitor" sandbox="allow-scripts" loading="lazy"></iframe></figure>'
+        f'src="/console/page?{_e(query)}{sep}view=visitor" sandbox="allow-scripts"></iframe></figure>'
         f'<figure><figcaption>The default (no variant)</figcaption><iframe title="The default page" '
-        f'src="/console/page?{_e(query)}{sep}view=default" sandbox="allow-scripts" loading="lazy"></iframe></figure>'
+        f'src="/console/page?{_e(query)}{sep}view=default" sandbox="allow-scripts"></iframe></figure>'
         "</div>"
     )
     return "".join(parts)
