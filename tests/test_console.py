@@ -155,7 +155,17 @@ async def test_preview_reasons_are_those_of_edgeproxy_explain(tmp_path):
     trace = json.loads(out.getvalue())
     assert trace["slots"]["hero"]["variant"] == "mobile-uk"
     assert rows["hero"][0] == "mobile-uk"
-    assert rows["hero"][1] == trace["slots"]["hero"]["reason"]
+    assert rows["hero"][1].startswith(trace["slots"]["hero"]["reason"])
+    # and the other variants' "why not", as explain prints them under the slot
+    out = io.StringIO()
+    args.json = False
+    assert run_explain(args, out=out, err=io.StringIO()) == 0
+    printed = {line.strip()[4:] for line in out.getvalue().splitlines() if line.strip().startswith("not ")}
+    shown = {li.text() for li in HTMLParser(page).css("details li")}
+    # (the banner's experiment arm depends on explain's random visitor id)
+    assert {t for t in printed if "free-delivery" not in t} == {t for t in shown if "free-delivery" not in t}
+    assert "black-friday: not live yet: starts 2099-11-27 00:00 UTC" in shown
+    assert "welcome-back: needs visitor=returning; the visitor's visitor is new" in shown
 
 
 async def test_a_returning_mobile_visitor_from_manchester_at_8_pm(tmp_path):

@@ -83,8 +83,8 @@ async def preview_view(request: web.Request) -> web.Response:
         # A submitted form sends its empty fields too: the link to share
         # is the short one.
         raise web.HTTPFound("/console/preview" + (f"?{form.query()}" if form.query() else ""))
-    _decision, trace = form.decide(catalog, holdout=state.settings.holdout)
-    body = preview_page(form, trace, share_url=share_url(request, form))
+    decision, trace = form.decide(catalog, holdout=state.settings.holdout)
+    body = preview_page(form, trace, form.passed_over(catalog, decision), share_url=share_url(request, form))
     return _page("Preview", body, page="preview", generation=catalog.generation)
 
 

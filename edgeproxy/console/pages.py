@@ -225,7 +225,9 @@ def _context_list(trace: Mapping[str, Any]) -> str:
     return f'<dl class="ctx">{"".join(items)}</dl>'
 
 
-def preview_page(form: PreviewForm, trace: Mapping[str, Any], *, share_url: str, outcomes_note: str = "") -> str:
+def preview_page(
+    form: PreviewForm, trace: Mapping[str, Any], others: Mapping[str, Sequence[tuple[str, str]]], *, share_url: str
+) -> str:
     any_opt = [("", "any")]
     fields = [
         _field(form, "country", "Country", placeholder="GB", hint="ISO 3166 code"),
@@ -260,6 +262,9 @@ def preview_page(form: PreviewForm, trace: Mapping[str, Any], *, share_url: str,
         why = _e(d.get("reason", ""))
         if d.get("experiment") and d["experiment"] not in d.get("reason", ""):
             why += f'<br><span class="muted">experiment {_e(d["experiment"])}, arm {_e(str(d.get("arm")))}</span>'
+        if others.get(slot):
+            items = "".join(f"<li><strong>{_e(v)}</strong>: {_e(reason)}</li>" for v, reason in others[slot])
+            why += f"<details><summary>Not the other {_plural(len(others[slot]), 'variant')}: why</summary><ul>{items}</ul></details>"
         rows.append(
             f'<tr><th scope=row>{_e(slot)}</th><td data-testid="decision-{_e(slot)}"><strong>{_e(shown)}</strong></td><td>{why}</td></tr>'
         )
@@ -270,8 +275,6 @@ def preview_page(form: PreviewForm, trace: Mapping[str, Any], *, share_url: str,
         )
     else:
         parts.append("<p>The slots folder has no slots.</p>")
-    if outcomes_note:
-        parts.append(f'<p class="muted">{_e(outcomes_note)}</p>')
     query = form.query()
     sep = "&amp;" if query else ""
     parts.append(

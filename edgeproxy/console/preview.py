@@ -39,7 +39,7 @@ from ..catalog.model import Catalog
 from ..choose import parse_preview
 from ..classify.clock import DAYPARTS, clock_context, zone
 from ..errors import SettingsError
-from ..explain import DEFAULT_UA, explain_decision, parse_at
+from ..explain import DEFAULT_UA, explain_decision, parse_at, passed_over
 from ..model import DEVICES, SOURCES, WEEKDAYS, ContextValue, Decision, Visitor
 
 FIELDS = ("country", "city", "device", "source", "utm_campaign", "visitor", "customer", "cart", "affinity", "at", "tz", "path", "id", "force")
@@ -160,10 +160,20 @@ class PreviewForm:
     def decide(self, catalog: Catalog, *, holdout: float = 0.0) -> tuple[Decision, dict[str, Any]]:
         """Each slot's decision and the trace ``edgeproxy explain --json``
         would print for this visitor."""
-        extra: dict[str, Any] = {"url": self.path, "at": self.at.isoformat()}
+        extra: dict[str, Any] = {"url": self.path, "at": self.at.isoformat(timespec="seconds")}
         if self.forced:
             extra["preview"] = dict(self.forced)
         return explain_decision(self.visitor(), catalog, self.at, forced=self.forced, holdout=holdout, extra=extra)
+
+
+    def passed_over(self, catalog: Catalog, decision: Decision) -> dict[str, list[tuple[str, str]]]:
+        """Per slot, its other variants and why each did not show (what
+        ``edgeproxy explain`` prints under each slot)."""
+        visitor = self.visitor()
+        return {
+            name: passed_over(catalog.slots[name], d, visitor, self.at)
+            for name, d in decision.slots.items() if name in catalog.slots
+        }
 
 
 def _naive(text: str) -> bool:
