@@ -53,6 +53,9 @@ async def metrics(request: web.Request) -> web.Response:
         m.events_written.labels("exposure").set(es.exposures_written)
         m.events_written.labels("conversion").set(es.conversions_written)
         m.events_dropped.set(es.dropped)
+    if m.access_log is not None:
+        m.access_written.set(m.access_log.stats.written)
+        m.access_dropped.set(m.access_log.stats.dropped)
     if state.render_cache is not None:
         stats = state.render_cache.stats
         m.render_bytes.set(stats["bytes"])

@@ -41,6 +41,18 @@ What is looked up and stored
   reduced to its sorted set of codings with q > 0 (``"br, gzip;q=1"`` and
   ``"gzip,br"`` share an entry).  Pass the cache the headers you send the
   origin, so the key sees what the origin saw.
+* **Keyed forwarding fields.**  The values of ``keyed_fields`` in the
+  request (by default ``headers.KEYED``: ``X-Forwarded-Host``,
+  ``X-Forwarded-Proto``, ``-Port``, ``-Prefix``, ``Forwarded`` without its
+  ``for=``/``by=``…) are part of every key, as if each response named them
+  in ``Vary``.  The origin sees them (frameworks build absolute URLs from
+  them), so a response may depend on them without saying so; keyed, a page
+  that reflects a forged ``Host`` is stored for that host alone and never
+  reaches a visitor who asked for the real one.  (Bug fixed: the key was the
+  upstream URL alone, so ``Host: evil.example`` could poison every visitor's
+  copy through ``X-Forwarded-Host``.)  The proxy strips every other
+  forwarding header of an untrusted client before the origin sees it
+  (``headers.forward_request_headers``); docs/HEADERS.md lists each header.
 * Age (§4.2.3): the origin's ``Age`` plus the time we waited for the
   response head, plus the time since it was stored.  The origin's ``Date`` is
   not used to age a response (as in Varnish: a skewed origin clock must not
@@ -140,6 +152,7 @@ from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamError
 from .fetch import Upstream
+from .headers import KEYED
 from .rewrite.codec import parse_accept
 
 log = logging.getLogger("edgeproxy.cache")
@@ -253,6 +266,19 @@ def normalise_cookie(value: str, ignored: frozenset[str] = frozenset()) -> str:
     return "; ".join(pairs)
 
 
+def normalise_forwarded(value: str) -> str:
+    """``Forwarded`` (RFC 7239) for the key: the ``host``/``proto`` facts of
+    each hop, without ``for=``/``by=`` (per visitor, they would make every
+    visitor a separate entry)."""
+    hops = []
+    for hop in value.split(","):
+        pairs = sorted(
+            p.strip().lower() for p in hop.split(";") if p.strip() and p.partition("=")[0].strip().lower() not in ("for", "by")
+        )
+        hops.append(";".join(pairs))
+    return ",".join(hops)
+
+
 def _normalise_field(name: str, value: str | None, ignored_cookies: frozenset[str]) -> str | None:
     if value is None:
         return None
@@ -260,6 +286,10 @@ def _normalise_field(name: str, value: str | None, ignored_cookies: frozenset[st
         return normalise_accept_encoding(value)
     if name == "cookie":
         return normalise_cookie(value, ignored_cookies)
+    if name == "forwarded":
+        return normalise_forwarded(value)
+    if name in KEYED:  # hosts and schemes are case-insensitive
+        return " ".join(value.lower().split())
     return " ".join(value.split())
 
 
@@ -333,9 +363,11 @@ def response_policy(
     *,
     authorization: bool = False,
     now_wall: float | None = None,
+    keyed: frozenset[str] = frozenset(),
 ) -> Policy:
     """Decide whether a shared cache may store a ``GET`` response, and for
-    how long it is fresh (RFC 9111 §3, §4.2.1)."""
+    how long it is fresh (RFC 9111 §3, §4.2.1).  ``keyed`` request fields
+    join the response's ``Vary`` (the cache keys on them whatever it says)."""
     cc_values: list[str] = []
     vary_values: list[str] = []
     set_cookie = False
@@ -361,7 +393,7 @@ def response_policy(
         elif lower == "last-modified" and last_modified is None:
             last_modified = value.strip()
     cc = parse_cache_control(cc_values)
-    vary = tuple(sorted({v.lower() for value in vary_values for v in _split_list(value)}))
+    vary = tuple(sorted({v.lower() for value in vary_values for v in _split_list(value)} | keyed))
 
     # Freshness lifetime, shared-cache order (§4.2.1).
     explicit = True
@@ -598,6 +630,7 @@ class UpstreamCache:
         hit_for_pass: float = DEFAULT_HIT_FOR_PASS,
         honour_request_no_cache: bool = False,
         vary_ignored_cookies: Iterable[str] = (),
+        keyed_fields: Iterable[str] = KEYED,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -609,6 +642,7 @@ class UpstreamCache:
         self.hit_for_pass = hit_for_pass
         self.honour_request_no_cache = honour_request_no_cache
         self.vary_ignored_cookies = frozenset(vary_ignored_cookies)
+        self.keyed_fields = frozenset(name.lower() for name in keyed_fields)
         self._clock = clock
         self._wall = wall
         self._store: _Store | None = _Store(max_bytes) if max_bytes > 0 else None
@@ -892,7 +926,8 @@ class UpstreamCache:
 
         try:
             policy = response_policy(
-                upstream.status, upstream.headers, authorization=req.authorization, now_wall=self._wall()
+                upstream.status, upstream.headers, authorization=req.authorization, now_wall=self._wall(),
+                keyed=self.keyed_fields,
             )
         except Exception:
             log.exception("cannot read the cache policy of %s; not storing it", url)
@@ -969,7 +1004,9 @@ class UpstreamCache:
         replaced = {n.lower() for n, _ in not_modified} - NOT_UPDATED_BY_304
         headers = [(n, v) for n, v in entry.headers if n.lower() not in replaced]
         headers += [(n, v) for n, v in not_modified if n.lower() in replaced]
-        policy = response_policy(entry.status, headers, authorization=req.authorization, now_wall=self._wall())
+        policy = response_policy(
+            entry.status, headers, authorization=req.authorization, now_wall=self._wall(), keyed=self.keyed_fields
+        )
         age = next((v.strip() for n, v in not_modified if n.lower() == "age"), "")
         refreshed = dataclasses.replace(
             entry,

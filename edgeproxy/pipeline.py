@@ -88,6 +88,7 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await tunnel_websocket(request, state.session, state.settings, rec)
         facts = _facts(request, state.settings)
+        rec.identify(facts)  # request id and client, for the access log
         if facts.path == BEACON_PATH and state.events is not None:
             return _beacon(state, facts, rec)
         now = dt.datetime.now(dt.timezone.utc)
@@ -261,6 +262,7 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
         scheme=facts.scheme,
         host=facts.host,
         upstream_host=fetching.upstream_host(settings),
+        request_id=facts.request_id,
     )
     # Only codings the proxy can decode (and the client accepts) are asked
     # for (CONTRACT §4), so any body can still be rewritten or read.
@@ -312,7 +314,7 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
         return web.Response(
             status=exc.status,
             text=f"{exc.status} {title}: the shop {what}\n",
-            headers={"Cache-Control": "no-store", "Server-Timing": rec.server_timing()},
+            headers={"Cache-Control": "no-store", "Server-Timing": rec.server_timing(), "X-Request-ID": facts.request_id},
         )
     rec.add("origin", time.perf_counter() - started)
     rec.cache = upstream.cache_status

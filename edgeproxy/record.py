@@ -2,20 +2,23 @@
 
 Stages write facts (timings, variants, slot outcomes, cache status, the
 fallback reason) onto the request's ``Record``; ``Metrics.observe`` turns it
-into Prometheus series when the response is done.  Nothing on the request
-path talks to Prometheus directly.
+into Prometheus series and hands it to the access log (``accesslog.py``)
+when the response is done: the one place a finished request is read.
+Nothing on the request path talks to Prometheus or the log directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-log = logging.getLogger("edgeproxy.access")
+if TYPE_CHECKING:  # pragma: no cover
+    from .accesslog import AccessLog
+    from .model import RequestFacts
 
 # Latency buckets in seconds: fine-grained below 10 ms, where the proxy lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -44,6 +47,13 @@ class Record:
     outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
     bytes_out: int = 0
     aborted: bool = False
+    request_id: str = ""  # X-Request-ID: the client's (validated) or one made here
+    client: str | None = None  # the client address, for the access log (which never writes it raw)
+
+    def identify(self, facts: RequestFacts) -> None:
+        """Take the request id and client address from the request's facts."""
+        self.request_id = facts.request_id
+        self.client = facts.client_ip
 
     def add(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -66,7 +76,8 @@ class Record:
 class Metrics:
     """The Prometheus series of one process (see docs/OPERATIONS.md)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, access_log: AccessLog | None = None) -> None:
+        self.access_log = access_log
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -114,6 +125,13 @@ class Metrics:
         )
         self.events_dropped = Gauge(
             "edgeproxy_events_dropped", "Experiment events dropped (buffer full or disk failing)", registry=r, multiprocess_mode="livesum"
+        )
+        self.access_written = Gauge(
+            "edgeproxy_access_log_written", "Access log lines written", registry=r, multiprocess_mode="livesum"
+        )
+        self.access_dropped = Gauge(
+            "edgeproxy_access_log_dropped", "Access log lines dropped (queue full or sink failing)", registry=r,
+            multiprocess_mode="livesum",
         )
         self._children: dict[tuple, object] = {}
         self._counts: dict[tuple, int] = {}
@@ -176,9 +194,10 @@ class Metrics:
         if len(observed) >= FLUSH_EVERY:
             self.flush()
         self.recent.append((time.time(), total, rec.personalised))
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s %d %.2fms personalised=%s cache=%s fallback=%s variants=%s",
-                rec.method, rec.path, rec.status, total * 1000, personalised, rec.cache, rec.fallback or "-",
-                ",".join(f"{k}={v or 'default'}" for k, v in rec.variants.items()) or "-",
-            )
+        if self.access_log is not None:
+            self.access_log.add(rec, total)
+
+    def close(self) -> None:
+        """Write out the access log (at shutdown, after the last request)."""
+        if self.access_log is not None:
+            self.access_log.close()

@@ -250,6 +250,8 @@ class _Client:
         if length is not None:
             resp.content_length = length
         resp.headers["Server-Timing"] = server_timing(self.rec)
+        if self.rec.request_id:
+            resp.headers["X-Request-ID"] = self.rec.request_id
         self.rec.status = status
         self.response = resp
         await resp.prepare(self.request)

@@ -35,6 +35,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import classify as classifying
+from .accesslog import open_access_log
 from .admin import build_admin_app
 from .catalog.watch import CatalogStore, watch
 from .fetch import open_session
@@ -102,7 +103,7 @@ class ProxyServer:
             session=open_session(s),
             catalog=catalog,
             classifiers=classifiers,
-            metrics=Metrics(),
+            metrics=Metrics(access_log=open_access_log(s)),
             cache=_open_cache(s),
             render_cache=RenderCache(s.render_cache_bytes, keys_per_url=s.render_cache_keys_per_url) if s.render_cache_bytes > 0 else None,
             preview_digest=preview_digest(s),
@@ -168,6 +169,7 @@ class ProxyServer:
         if self.state is not None:
             state, self.state = self.state, None
             await state.session.close()
+            await asyncio.to_thread(state.metrics.close)  # the access log's last lines
             if state.events is not None:
                 await state.events.close()  # flushes: nothing lost on a clean stop
             close = getattr(state.cache, "close", None)

@@ -69,6 +69,17 @@ DEFAULT_RENDER_CACHE_KEYS_PER_URL = 64
 # Rendered (rewritten + re-encoded) pages of cached origin bodies: bytes, 0 disables.
 DEFAULT_RENDER_CACHE_BYTES = 32 * 1024 * 1024
 
+# The access log (CONTRACT §6, edgeproxy/accesslog.py): where ("stdout",
+# "stderr", "off" or a file path), how ("auto" = text on a terminal, JSON
+# otherwise), which lines (info = every request, warning = 4xx and fail-open,
+# error = 5xx and aborted), the share of info lines kept, and how the client
+# address appears (truncate = its /24 or /48, hash = keyed HMAC, off).
+DEFAULT_ACCESS_LOG = "stdout"
+DEFAULT_ACCESS_LOG_FORMAT = "auto"
+DEFAULT_ACCESS_LOG_LEVEL = "info"
+DEFAULT_ACCESS_LOG_SAMPLE = 1.0
+DEFAULT_ACCESS_LOG_CLIENT = "truncate"
+
 ENV_PREFIX = "EDGEPROXY_"
 
 
@@ -151,6 +162,24 @@ def _parse_optional_cookie(key: str, value: Any) -> str | None:
     return None if value in (None, "") else _parse_cookie_name(key, value)
 
 
+def _parse_log_target(key: str, value: Any) -> str:
+    """``stdout``, ``stderr``, ``off`` or a file path; booleans (and the old
+    ``access_log = true``) mean stdout / off."""
+    if isinstance(value, bool):
+        return DEFAULT_ACCESS_LOG if value else "off"
+    text = str(value).strip()
+    lower = text.lower()
+    if lower in {"stdout", "-", "1", "true", "yes", "on"}:
+        return "stdout"
+    if lower == "stderr":
+        return "stderr"
+    if lower in {"off", "0", "false", "no", "none", ""}:
+        return "off"
+    if text.endswith("/") or Path(text).expanduser().is_dir():
+        raise SettingsError(key, value, "expected stdout, stderr, off or a file path (this is a folder)")
+    return text
+
+
 def _parse_path(key: str, value: Any) -> Path | None:
     if value in (None, ""):
         return None
@@ -205,7 +234,11 @@ class Settings:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     render_cache_keys_per_url: int = DEFAULT_RENDER_CACHE_KEYS_PER_URL
     render_cache_bytes: int = DEFAULT_RENDER_CACHE_BYTES
-    access_log: bool = False
+    access_log: str = DEFAULT_ACCESS_LOG
+    access_log_format: str = DEFAULT_ACCESS_LOG_FORMAT
+    access_log_level: str = DEFAULT_ACCESS_LOG_LEVEL
+    access_log_sample: float = DEFAULT_ACCESS_LOG_SAMPLE
+    access_log_client: str = DEFAULT_ACCESS_LOG_CLIENT
     log_level: str = "info"
 
     @property
@@ -255,7 +288,11 @@ _PARSERS: dict[str, Any] = {
     "cache_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
     "render_cache_keys_per_url": lambda k, v: _parse_int(k, v, 0, 1 << 20),
     "render_cache_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
-    "access_log": _parse_bool,
+    "access_log": _parse_log_target,
+    "access_log_format": lambda k, v: _check_choice(k, str(v).lower(), ("auto", "json", "text")),
+    "access_log_level": lambda k, v: _check_choice(k, str(v).lower(), ("info", "warning", "error")),
+    "access_log_sample": lambda k, v: _parse_float(k, v, 0.0, 1.0),
+    "access_log_client": lambda k, v: _check_choice(k, str(v).lower(), ("truncate", "hash", "off")),
     "log_level": lambda k, v: _check_choice(k, str(v).lower(), ("debug", "info", "warning", "error")),
 }
 
