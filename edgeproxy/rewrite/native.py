@@ -22,10 +22,12 @@ from . import scanner as _pure
 
 NO_EXTENSIONS = os.environ.get("EDGEPROXY_NO_EXTENSIONS", "") not in ("", "0")
 
-try:
-    from . import _scanner as _compiled  # type: ignore[attr-defined]
-except ImportError:  # no compiler at install time, or a source checkout
-    _compiled = None
+_compiled = None
+if not NO_EXTENSIONS:
+    try:
+        from . import _scanner as _compiled  # type: ignore[attr-defined]
+    except ImportError:  # built without a compiler, or a source tree never built
+        _compiled = None
 
 #: ``"compiled"`` or ``"pure"``.
 ACTIVE = "pure"
@@ -34,6 +36,14 @@ EndFinder = _pure.EndFinder
 #: ``walk_children(buf, base, stop)`` of ``_scanner``, or ``None`` when the
 #: pure ``sort._walk`` runs.
 walk_children = None
+
+
+def _end_finder(name: str, start: int):
+    """The compiled ``EndFinder``; the pure one for a tag name that is not
+    ASCII (the compiled module leaves those to the reference)."""
+    if name.isascii():
+        return _compiled.EndFinder(name, start)
+    return _pure.EndFinder(name, start)
 
 
 def available() -> tuple[str, ...]:
@@ -47,11 +57,11 @@ def use(name: str) -> None:
     if name == "compiled":
         if _compiled is None:
             raise RuntimeError("the compiled scanner is not built (pip install -e . with a C compiler)")
-        ACTIVE, EndFinder, walk_children = "compiled", _compiled.EndFinder, _compiled.walk_children
+        ACTIVE, EndFinder, walk_children = "compiled", _end_finder, _compiled.walk_children
     elif name == "pure":
         ACTIVE, EndFinder, walk_children = "pure", _pure.EndFinder, None
     else:
         raise ValueError(f"unknown scanner {name!r}")
 
 
-use("compiled" if _compiled is not None and not NO_EXTENSIONS else "pure")
+use("compiled" if _compiled is not None else "pure")
