@@ -48,7 +48,9 @@ def _add_serve_flags(p: argparse.ArgumentParser, *, upstream_required: bool) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeproxy", description="Edge personalisation reverse proxy.")
-    parser.add_argument("--version", action="version", version=f"edgeproxy {__version__}")
+    from .rewrite import native
+
+    parser.add_argument("--version", action="version", version=f"edgeproxy {__version__} (scanner: {native.ACTIVE})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

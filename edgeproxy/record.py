@@ -133,6 +133,16 @@ class Metrics:
             "edgeproxy_access_log_dropped", "Access log lines dropped (queue full or sink failing)", registry=r,
             multiprocess_mode="livesum",
         )
+        # Which build runs: the version and the rewriter's byte loop
+        # ("compiled" or "pure", see edgeproxy.rewrite.native).
+        from . import __version__
+        from .rewrite import native
+
+        self.build_info = Gauge(
+            "edgeproxy_build_info", "Always 1; the labels say which build runs", ["version", "scanner"],
+            registry=r, multiprocess_mode="max",
+        )
+        self.build_info.labels(version=__version__, scanner=native.ACTIVE).set(1)
         self._children: dict[tuple, object] = {}
         self._counts: dict[tuple, int] = {}
         self._observed: list[tuple] = []

@@ -8,6 +8,10 @@ from edgeproxy.model import SortChildren, SortKey
 from edgeproxy.rewrite import SortError, sort_children
 from edgeproxy.rewrite.sort import split_children
 
+from rewrite_impls import each_scanner  # noqa: F401  (the fixture, by name)
+
+pytestmark = pytest.mark.usefixtures("each_scanner")
+
 PRICE = SortKey("attr", attr="data-price")
 PRICE_DESC = SortKey("attr", attr="data-price", descending=True)
 STOCK_DESC = SortKey("attr", attr="data-stock", descending=True)

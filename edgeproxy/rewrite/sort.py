@@ -32,6 +32,7 @@ import re
 
 from ..errors import RewriteError
 from ..model import SortChildren, SortKey
+from . import native
 from . import scanner as sc
 
 # Children that are not moved: they keep their place among the separators.
@@ -93,6 +94,26 @@ def split_until_end(
 
 
 def _walk(buf, base: int, stop: str | None):
+    """``_walk_pure``, by the compiled loop when it is active (``native``)."""
+    walk = native.walk_children
+    if walk is None:
+        return _walk_pure(buf, base, stop)
+    r = walk(buf, base, stop)
+    what = r[0]
+    if what == "ok":
+        return r[1], r[2], r[3]
+    if what == "unknown":
+        raise _Unknown
+    if what == "stray":
+        raise SortError(f"stray end tag at offset {r[1]} of the slot body")
+    if what == "unterminated":
+        raise SortError(f"unterminated start tag at offset {r[1]} of the slot body")
+    if what == "no-end":
+        raise SortError(f"<{r[1]}> at offset {r[2]} of the slot body has no end tag")
+    return _walk_pure(buf, base, stop)  # "pure": a tag name the compiled loop leaves to the reference
+
+
+def _walk_pure(buf, base: int, stop: str | None):
     """Element children of the content starting at ``buf[base]``: their
     extents, the attribute spans of their start tags, and (with ``stop``, the
     parent's name) the parent's end tag, which ends the walk.  Without

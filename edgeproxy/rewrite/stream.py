@@ -56,6 +56,7 @@ from collections.abc import Mapping
 from ..errors import RewriteError
 from ..model import Edit, Observe, ReplaceInner, SortChildren
 from ..settings import DEFAULT_MAX_SLOT_BYTES
+from . import native
 from . import scanner as sc
 from .charset import encode_fragment, rewritable
 from .sort import SortError, sort_children, split_until_end
@@ -332,7 +333,7 @@ class SlotRewriter:
         if self._deadline is not None and time.perf_counter() > self._deadline:
             self._note(name, DEADLINE)
             return False
-        self._slot = _Held(name, edit, t, e, sc.EndFinder(tag, e))
+        self._slot = _Held(name, edit, t, e, native.EndFinder(tag, e))
         return True
 
     def _close(self, buf: bytearray, slot: _Held, q: int, e: int) -> None:
