@@ -77,12 +77,15 @@ class ProxyServer:
         self.with_admin = admin
         self.state: State | None = None
         self._runner: web.ServerRunner | None = None
+        self._traffic = None  # http.protocol.TrafficServer with traffic_server = "protocols"
         self._admin_runner: web.AppRunner | None = None
         self._watcher: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
 
     @property
     def port(self) -> int:
+        if self._traffic is not None:
+            return self._traffic.port
         assert self._runner is not None, "Cannot read port before start()"
         return self._runner.addresses[0][1]
 
@@ -114,19 +117,8 @@ class ProxyServer:
             state.events = EventLog(s.exposure_log, s.conversion_log)
             await state.events.start()
         self.state = state
-        server = web.Server(
-            _bind(state),
-            handler_cancellation=True,
-            access_log=None,
-            max_line_size=16 * 1024,
-            max_field_size=16 * 1024,
-        )
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=s.drain_timeout)
-        await runner.setup()
-        self._runner = runner
         try:
-            site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=1024)
-            await site.start()
+            await self._listen(state)
             if self.with_admin:
                 admin = web.AppRunner(build_admin_app(state), handle_signals=False, access_log=None)
                 await admin.setup()
@@ -143,6 +135,28 @@ class ProxyServer:
             len(catalog.current.slots), len(catalog.current),
         )
 
+    async def _listen(self, state: State) -> None:
+        s = self.settings
+        if s.traffic_server == "protocols":
+            from .http.protocol import Limits, TrafficServer
+
+            traffic = TrafficServer(_bind(state), Limits(head_timeout=s.header_timeout, keepalive_timeout=s.keepalive_timeout))
+            self._traffic = traffic
+            await traffic.start(s.host, s.port, reuse_port=self.reuse_port)
+            return
+        server = web.Server(
+            _bind(state),
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+        )
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=s.drain_timeout)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=1024)
+        await site.start()
+
     async def stop(self) -> None:
         """Drain in-flight requests (up to ``drain_timeout``), then close."""
         if self.state is not None:
@@ -150,6 +164,9 @@ class ProxyServer:
         await self._close()
 
     async def _close(self) -> None:
+        if self._traffic is not None:
+            await self._traffic.close(self.settings.drain_timeout)  # stops listening, drains
+            self._traffic = None
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, waits for handlers
             self._runner = None
@@ -222,7 +239,7 @@ async def _flush_metrics(state: State, interval: float = 1.0) -> None:
 
 
 def _bind(state: State):
-    async def request_handler(request: web.BaseRequest) -> web.StreamResponse:
+    async def request_handler(request) -> web.StreamResponse:
         return await handle(request, state)
 
     return request_handler

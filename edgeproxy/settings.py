@@ -56,6 +56,15 @@ DEFAULT_MAX_FRAGMENT_BYTES = 64 * 1024
 DEFAULT_RELOAD_INTERVAL = 1.0
 # Graceful shutdown: how long SIGTERM waits for in-flight requests, seconds.
 DEFAULT_DRAIN_TIMEOUT = 25.0
+# The traffic port's HTTP/1.1 server: "protocols" (asyncio Protocols on
+# llhttp, edgeproxy/http/) or "aiohttp" (aiohttp's low-level web.Server).
+DEFAULT_TRAFFIC_SERVER = "protocols"
+# Client deadlines, seconds (0: none): a request head must arrive whole
+# within header_timeout of the connection or of its first byte (HAProxy's
+# `timeout http-request`; 408 and close); an idle keep-alive connection is
+# closed after keepalive_timeout (nginx's keepalive_timeout).
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 
 DEFAULT_COOKIE_VISITOR = "edge_vid"
 DEFAULT_COOKIE_SESSION = "edge_ses"
@@ -216,6 +225,9 @@ class Settings:
     max_fragment_bytes: int = DEFAULT_MAX_FRAGMENT_BYTES
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    traffic_server: str = DEFAULT_TRAFFIC_SERVER
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
 
     cookie_visitor: str = DEFAULT_COOKIE_VISITOR
     cookie_session: str = DEFAULT_COOKIE_SESSION
@@ -274,6 +286,9 @@ _PARSERS: dict[str, Any] = {
     "max_fragment_bytes": lambda k, v: _parse_int(k, v, 1, 1 << 30),
     "reload_interval": lambda k, v: _parse_float(k, v, 0.05, 3600),
     "drain_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "traffic_server": lambda k, v: _check_choice(k, str(v).lower(), ("protocols", "aiohttp")),
+    "header_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "keepalive_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "cookie_visitor": _parse_cookie_name,
     "cookie_session": _parse_cookie_name,
     "cookie_affinity": _parse_cookie_name,
