@@ -354,3 +354,19 @@ def test_a_naive_at_is_the_wall_clock_in_the_given_time_zone():
     assert form.visitor().context["hour"] == 20
     form = PreviewForm.parse({"at": "2026-07-01T20:00:00+02:00"}, now)
     assert form.visitor().context["hour"] == 20 and form.visitor().context["daypart"] == "evening"
+
+
+@pytest.mark.parametrize(
+    "arm, srm, words",
+    [
+        ({"arm": "b", "p_value": 0.01, "abs_uplift": 0.02}, {"flagged": False}, "b beats the control (+2.00 pp, p = 0.0100)."),
+        ({"arm": "b", "p_value": 0.01, "abs_uplift": -0.02}, {"flagged": False}, "b does worse than the control (-2.00 pp, p = 0.0100)."),
+        ({"arm": "b", "p_value": 0.3, "abs_uplift": 0.02}, {"flagged": False}, "b: no clear difference from the control yet (p = 0.3000)."),
+        ({"arm": "b", "p_value": 0.01, "abs_uplift": 0.02}, {"flagged": True}, "b: not comparable with the control (sample ratio mismatch)."),
+    ],
+)
+def test_each_arm_against_the_control_in_plain_words(arm, srm, words):
+    from edgeproxy.console.pages import report_html
+
+    report = {"experiments": [{"name": "e", "arms": [{"arm": "control", "visitors": 10}, {**arm, "visitors": 10}], "srm": srm}]}
+    assert by_testid(report_html(report), "verdict-e-b") == words
