@@ -370,3 +370,61 @@ def test_each_arm_against_the_control_in_plain_words(arm, srm, words):
 
     report = {"experiments": [{"name": "e", "arms": [{"arm": "control", "visitors": 10}, {**arm, "visitors": 10}], "srm": srm}]}
     assert by_testid(report_html(report), "verdict-e-b") == words
+
+
+# ---------------------------------------------------------------------------
+# Where the preview's page comes from and where its assets load from
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path, target",
+    [
+        ("/", "/"),
+        ("/c/running?sort=price&page=2", "/c/running?sort=price&page=2"),
+        ("/search?q=trail shoes", "/search?q=trail%20shoes"),
+        ("//evil.example/x", "/evil.example/x"),  # a path, never an authority
+        ("/caf%C3%A9", "/caf%C3%A9"),
+    ],
+)
+def test_the_origin_target_is_the_forms_path_encoded(path, target):
+    from edgeproxy.console.preview import origin_target
+
+    assert origin_target(path) == target
+
+
+@pytest.mark.parametrize(
+    "host, port, admin_host_header, base",
+    [
+        ("127.0.0.1", 8000, "127.0.0.1:9000", "http://127.0.0.1:8000/"),
+        ("0.0.0.0", 8000, "shop-admin.internal:9000", "http://shop-admin.internal:8000/"),
+        ("::", 8000, "[::1]:9000", "http://[::1]:8000/"),
+        ("127.0.0.1", 0, "127.0.0.1:9000", "http://origin.internal:8080/"),
+    ],
+)
+def test_the_preview_pages_assets_load_from_the_proxy_port(host, port, admin_host_header, base):
+    from aiohttp.test_utils import make_mocked_request
+
+    from edgeproxy.console import proxy_base
+    from edgeproxy.settings import build_settings
+
+    settings = build_settings({"upstream": "http://origin.internal:8080", "host": host, "port": port}, env={})
+    request = make_mocked_request("GET", "/console/page", headers={"Host": admin_host_header})
+    assert proxy_base(request, settings) == base
+
+
+async def test_the_report_is_recomputed_only_when_a_log_changed(tmp_path):
+    from edgeproxy.console.live import ReportCache
+    from edgeproxy.settings import build_settings
+
+    log = tmp_path / "exposures.jsonl"
+    line = '{"ts":"2026-11-27T09:00:00.000Z","visitor":"v%d","experiment":"e","arm":"control","slot":"hero","path":"/"}\n'
+    log.write_text(line % 1)
+    (tmp_path / "slots").mkdir()
+    settings = build_settings({"upstream": "http://o", "exposure_log": str(log), "slots": str(tmp_path / "slots")}, env={})
+    cache = ReportCache()
+    first, at = await cache.get(settings)
+    again, at_again = await cache.get(settings)
+    assert again is first and at_again == at
+    with log.open("a") as fh:
+        fh.write(line % 2)
+    later, _ = await cache.get(settings)
+    assert later["experiments"][0]["visitors"] == 2 and first["experiments"][0]["visitors"] == 1

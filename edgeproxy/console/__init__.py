@@ -33,13 +33,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .live import SAMPLE_EVERY, RenderHistory, experiment_report, slot_counts
+from .live import SAMPLE_EVERY, RenderHistory, ReportCache, slot_counts
 from .overview import overview
 from .pages import live_page, live_rows, overview_page, preview_page, shell, window_text
 from .preview import PreviewForm, render_page
 
 STATE = web.AppKey("edgeproxy_console_state", object)
 HISTORY = web.AppKey("edgeproxy_console_history", RenderHistory)
+REPORTS = web.AppKey("edgeproxy_console_reports", ReportCache)
 
 
 def _csp(nonce: str) -> str:
@@ -146,7 +147,9 @@ async def live_view(request: web.Request) -> web.Response:
     if state.settings.exposure_log is not None:
         if state.events is not None:
             await state.events.flush()  # the report reads what the proxy logged so far
-        report = await asyncio.to_thread(experiment_report, state.settings)
+        report, computed = await request.app[REPORTS].get(state.settings)
+        if report is not None:
+            report = {**report, "computed": dt.datetime.fromtimestamp(computed, dt.timezone.utc).strftime("%H:%M:%S UTC")}
     started = dt.datetime.fromtimestamp(request.app[HISTORY].started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = live_page(live_rows(served, counts, recent), recent, report, started=started)
     return _page("Live", body, page="live", generation=catalog.generation)
@@ -191,6 +194,7 @@ def build_console(state) -> web.Application:
     app = web.Application()
     app[STATE] = state
     app[HISTORY] = RenderHistory()
+    app[REPORTS] = ReportCache()
     app.router.add_get("/", overview_view)
     app.router.add_get("/preview", preview_view)
     app.router.add_get("/page", page_view)

@@ -396,7 +396,7 @@ def report_html(report: Mapping[str, Any] | None) -> str:
     with_conversions = bool(report.get("conversion_files"))
     if experiments:
         parts.append(
-            '<p class="muted">As <code>edgeproxy report</code> computes them. p-values are two-sided, '
+            f'<p class="muted">As <code>edgeproxy report</code> computes them, at {_e(str(report.get("computed", "")))}. p-values are two-sided, '
             "per arm against the control, not adjusted for several arms or for looking every day.</p>"
         )
     for exp in experiments:
