@@ -67,6 +67,19 @@ async def test_overview_shows_every_variant_file_with_its_state(tmp_path):
     assert "Experiment delivery-test: free-delivery 50%, control 50%" in " ".join(HTMLParser(page).body.text().split())
 
 
+async def test_a_badly_named_folder_is_listed_as_a_problem(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        (tmp_path / "slots" / "Side Bar").mkdir()
+
+        async def listed():
+            _, page, _ = await get(server.admin_port, "/console/")
+            return HTMLParser(page).css_first('[data-testid="problems"]') is not None
+
+        assert await wait_for(listed)
+        _, page, _ = await get(server.admin_port, "/console/")
+    assert re.search(r"slots/Side Bar:1: slot folder name 'Side Bar' must be lower-case", by_testid(page, "problems"))
+
+
 async def test_a_broken_edit_shows_its_reason_and_that_the_previous_version_still_serves(tmp_path):
     async with run_shop(tmp_path) as (_shop, server):
         (tmp_path / "slots" / "hero" / "mobile-uk.html").write_text("<!--edge\nwhen = { device = \"phone\" }\n-->\n<h1>x</h1>\n")
@@ -244,6 +257,13 @@ async def test_the_page_is_rendered_as_the_visitor_beside_the_default_without_le
     for request in shop.requests:
         assert "s3cret" not in json.dumps(request)
         assert "cookie" not in request and "referer" not in request and "x-edge-preview-token" not in request
+
+
+async def test_a_path_that_redirects_says_where_it_goes(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        status, body, headers = await get(server.admin_port, "/console/page?path=/old-sale&view=visitor")
+    assert status == 200 and headers["X-Edge-Console-Note"] == "redirect 301"
+    assert 'The shop answers 301: this path redirects to <a href="/c/sale">/c/sale</a>' in body
 
 
 async def test_previews_count_nothing_in_metrics(tmp_path):

@@ -291,7 +291,7 @@ def preview_page(
 # ---------------------------------------------------------------------------
 # Live
 # ---------------------------------------------------------------------------
-def _fmt(n: float) -> str:
+def count_text(n: float) -> str:
     return f"{n:.0f}" if float(n).is_integer() else f"{n:g}"
 
 
@@ -329,8 +329,8 @@ def live_page(rows: list[tuple[str, str, float, float]], recent: Window, report:
         tid = f"{slot}-{variant}"
         body.append(
             f"<tr><th scope=row>{_e(slot)}</th><td>{_e(variant)}</td>"
-            f'<td class=num data-testid="renders-{_e(tid)}" data-renders="{_e(key)}">{_fmt(total)}</td>'
-            f'<td class=num data-testid="recent-{_e(tid)}" data-recent="{_e(key)}">{_fmt(last)}</td></tr>'
+            f'<td class=num data-testid="renders-{_e(tid)}" data-renders="{_e(key)}">{count_text(total)}</td>'
+            f'<td class=num data-testid="recent-{_e(tid)}" data-recent="{_e(key)}">{count_text(last)}</td></tr>'
         )
     parts.append(
         '<div class="scroll"><table aria-label="Renders"><thead><tr><th scope=col>Slot</th><th scope=col>Variant</th>'

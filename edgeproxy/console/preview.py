@@ -237,6 +237,15 @@ async def render_page(state: Any, form: PreviewForm, decision: Decision | None, 
     except UpstreamError as exc:
         text = f"<!doctype html><meta charset=utf-8><p>The shop could not be reached: {_esc(str(exc))}</p>"
         return RenderedPage(502, "text/html; charset=utf-8", text.encode(), {}, "origin-error")
+    location = upstream.header("location")
+    if 300 <= upstream.status < 400 and location:
+        upstream.release()
+        # A frame cannot follow it as this visitor: say where it goes.
+        text = (
+            f"<!doctype html><meta charset=utf-8><base href=\"{_esc(base)}\"><p>The shop answers {upstream.status}: "
+            f"this path redirects to <a href=\"{_esc(location)}\">{_esc(location)}</a>. Preview that path instead.</p>"
+        )
+        return RenderedPage(200, "text/html; charset=utf-8", text.encode(), {}, f"redirect {upstream.status}")
     try:
         content_type = upstream.header("content-type") or "application/octet-stream"
         length = upstream.content_length
