@@ -22,6 +22,7 @@ import pytest
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from consoleharness import IPHONE, get, metric, run_shop, visit_headers
+from edgeproxy.catalog import Catalog
 from edgeproxy.catalog.conditions import compile_when
 from edgeproxy.console.live import RenderHistory
 from edgeproxy.console.preview import PreviewForm
@@ -372,6 +373,8 @@ def test_a_naive_at_is_the_wall_clock_in_the_given_time_zone():
     form = PreviewForm.parse({"at": "2026-07-01T20:00", "tz": "Europe/London"}, now)
     assert form.at == dt.datetime(2026, 7, 1, 19, 0, tzinfo=dt.timezone.utc)
     assert form.visitor().context["hour"] == 20
+    _decision, trace = form.decide(Catalog(directory="slots"))
+    assert trace["at"] == "2026-07-01T20:00:00+01:00"
     form = PreviewForm.parse({"at": "2026-07-01T20:00:00+02:00"}, now)
     assert form.visitor().context["hour"] == 20 and form.visitor().context["daypart"] == "evening"
 

@@ -160,7 +160,9 @@ class PreviewForm:
     def decide(self, catalog: Catalog, *, holdout: float = 0.0) -> tuple[Decision, dict[str, Any]]:
         """Each slot's decision and the trace ``edgeproxy explain --json``
         would print for this visitor."""
-        extra: dict[str, Any] = {"url": self.path, "at": self.at.isoformat(timespec="seconds")}
+        tz = zone(self.get("tz")) if self.get("tz") else None
+        at = self.at.astimezone(tz) if tz is not None else self.at
+        extra: dict[str, Any] = {"url": self.path, "at": at.isoformat(timespec="seconds")}
         if self.forced:
             extra["preview"] = dict(self.forced)
         return explain_decision(self.visitor(), catalog, self.at, forced=self.forced, holdout=holdout, extra=extra)
