@@ -67,12 +67,16 @@ class Shop:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/static/site.css", self.css)
+        app.router.add_get("/old-sale", self.moved)
         app.router.add_get("/{tail:.*}", self.page)
         return app
 
     async def page(self, request: web.Request) -> web.Response:
         self.requests.append({"path_qs": request.path_qs, **{k.lower(): v for k, v in request.headers.items()}})
         return web.Response(text=PAGE, content_type="text/html")
+
+    async def moved(self, request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently("/c/sale")
 
     async def css(self, request: web.Request) -> web.Response:
         return web.Response(text=".hero{color:#333}", content_type="text/css")

@@ -22,6 +22,7 @@ import pytest
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from consoleharness import IPHONE, get, metric, run_shop, visit_headers
+from edgeproxy.catalog import Catalog
 from edgeproxy.catalog.conditions import compile_when
 from edgeproxy.console.live import RenderHistory
 from edgeproxy.console.preview import PreviewForm
@@ -65,6 +66,19 @@ async def test_overview_shows_every_variant_file_with_its_state(tmp_path):
     assert "mobile visitors in GB or IE" in row and "Mobile hero for the UK and Ireland" in row and "10" in row
     assert "delivery-test, 50%" in by_testid(page, "variant-banner-free-delivery")
     assert "Experiment delivery-test: free-delivery 50%, control 50%" in " ".join(HTMLParser(page).body.text().split())
+
+
+async def test_a_badly_named_folder_is_listed_as_a_problem(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        (tmp_path / "slots" / "Side Bar").mkdir()
+
+        async def listed():
+            _, page, _ = await get(server.admin_port, "/console/")
+            return HTMLParser(page).css_first('[data-testid="problems"]') is not None
+
+        assert await wait_for(listed)
+        _, page, _ = await get(server.admin_port, "/console/")
+    assert re.search(r"slots/Side Bar:1: slot folder name 'Side Bar' must be lower-case", by_testid(page, "problems"))
 
 
 async def test_a_broken_edit_shows_its_reason_and_that_the_previous_version_still_serves(tmp_path):
@@ -246,6 +260,13 @@ async def test_the_page_is_rendered_as_the_visitor_beside_the_default_without_le
         assert "cookie" not in request and "referer" not in request and "x-edge-preview-token" not in request
 
 
+async def test_a_path_that_redirects_says_where_it_goes(tmp_path):
+    async with run_shop(tmp_path) as (_shop, server):
+        status, body, headers = await get(server.admin_port, "/console/page?path=/old-sale&view=visitor")
+    assert status == 200 and headers["X-Edge-Console-Note"] == "redirect 301"
+    assert 'The shop answers 301: this path redirects to <a href="/c/sale">/c/sale</a>' in body
+
+
 async def test_previews_count_nothing_in_metrics(tmp_path):
     async with run_shop(tmp_path, exposure_log=str(tmp_path / "exposures.jsonl")) as (_shop, server):
         _, page, _ = await get(server.admin_port, "/console/preview?device=mobile&country=GB")
@@ -352,5 +373,81 @@ def test_a_naive_at_is_the_wall_clock_in_the_given_time_zone():
     form = PreviewForm.parse({"at": "2026-07-01T20:00", "tz": "Europe/London"}, now)
     assert form.at == dt.datetime(2026, 7, 1, 19, 0, tzinfo=dt.timezone.utc)
     assert form.visitor().context["hour"] == 20
+    _decision, trace = form.decide(Catalog(directory="slots"))
+    assert trace["at"] == "2026-07-01T20:00:00+01:00"
     form = PreviewForm.parse({"at": "2026-07-01T20:00:00+02:00"}, now)
     assert form.visitor().context["hour"] == 20 and form.visitor().context["daypart"] == "evening"
+
+
+@pytest.mark.parametrize(
+    "arm, srm, words",
+    [
+        ({"arm": "b", "p_value": 0.01, "abs_uplift": 0.02}, {"flagged": False}, "b beats the control (+2.00 pp, p = 0.0100)."),
+        ({"arm": "b", "p_value": 0.01, "abs_uplift": -0.02}, {"flagged": False}, "b does worse than the control (-2.00 pp, p = 0.0100)."),
+        ({"arm": "b", "p_value": 0.3, "abs_uplift": 0.02}, {"flagged": False}, "b: no clear difference from the control yet (p = 0.3000)."),
+        ({"arm": "b", "p_value": 0.01, "abs_uplift": 0.02}, {"flagged": True}, "b: not comparable with the control (sample ratio mismatch)."),
+    ],
+)
+def test_each_arm_against_the_control_in_plain_words(arm, srm, words):
+    from edgeproxy.console.pages import report_html
+
+    report = {"experiments": [{"name": "e", "arms": [{"arm": "control", "visitors": 10}, {**arm, "visitors": 10}], "srm": srm}]}
+    assert by_testid(report_html(report), "verdict-e-b") == words
+
+
+# ---------------------------------------------------------------------------
+# Where the preview's page comes from and where its assets load from
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path, target",
+    [
+        ("/", "/"),
+        ("/c/running?sort=price&page=2", "/c/running?sort=price&page=2"),
+        ("/search?q=trail shoes", "/search?q=trail%20shoes"),
+        ("//evil.example/x", "/evil.example/x"),  # a path, never an authority
+        ("/caf%C3%A9", "/caf%C3%A9"),
+    ],
+)
+def test_the_origin_target_is_the_forms_path_encoded(path, target):
+    from edgeproxy.console.preview import origin_target
+
+    assert origin_target(path) == target
+
+
+@pytest.mark.parametrize(
+    "host, port, admin_host_header, base",
+    [
+        ("127.0.0.1", 8000, "127.0.0.1:9000", "http://127.0.0.1:8000/"),
+        ("0.0.0.0", 8000, "shop-admin.internal:9000", "http://shop-admin.internal:8000/"),
+        ("::", 8000, "[::1]:9000", "http://[::1]:8000/"),
+        ("127.0.0.1", 0, "127.0.0.1:9000", "http://origin.internal:8080/"),
+    ],
+)
+def test_the_preview_pages_assets_load_from_the_proxy_port(host, port, admin_host_header, base):
+    from aiohttp.test_utils import make_mocked_request
+
+    from edgeproxy.console import proxy_base
+    from edgeproxy.settings import build_settings
+
+    settings = build_settings({"upstream": "http://origin.internal:8080", "host": host, "port": port}, env={})
+    request = make_mocked_request("GET", "/console/page", headers={"Host": admin_host_header})
+    assert proxy_base(request, settings) == base
+
+
+async def test_the_report_is_recomputed_only_when_a_log_changed(tmp_path):
+    from edgeproxy.console.live import ReportCache
+    from edgeproxy.settings import build_settings
+
+    log = tmp_path / "exposures.jsonl"
+    line = '{"ts":"2026-11-27T09:00:00.000Z","visitor":"v%d","experiment":"e","arm":"control","slot":"hero","path":"/"}\n'
+    log.write_text(line % 1)
+    (tmp_path / "slots").mkdir()
+    settings = build_settings({"upstream": "http://o", "exposure_log": str(log), "slots": str(tmp_path / "slots")}, env={})
+    cache = ReportCache()
+    first, at = await cache.get(settings)
+    again, at_again = await cache.get(settings)
+    assert again is first and at_again == at
+    with log.open("a") as fh:
+        fh.write(line % 2)
+    later, _ = await cache.get(settings)
+    assert later["experiments"][0]["visitors"] == 2 and first["experiments"][0]["visitors"] == 1

@@ -158,3 +158,33 @@ async def test_on_a_phone_the_pages_fit_the_screen(tmp_path, browser):
             assert overflow <= 0, f"{name}: the page is {overflow}px wider than the phone"
             await shot(page, f"phone-{name}")
         await phone.close()
+
+
+async def test_the_experiment_report_in_the_browser_is_edgeproxy_reports(tmp_path, browser):
+    import argparse
+    import io
+    import json
+
+    import aiohttp
+
+    from edgeproxy.report import run_report
+
+    exposures, conversions = tmp_path / "exposures.jsonl", tmp_path / "conversions.jsonl"
+    settings = dict(exposure_log=str(exposures), conversion_log=str(conversions), conversion_path="/checkout/complete")
+    async with run_shop(tmp_path, **settings) as (_shop, server):
+        for i in range(16):
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+                for path in ("/", "/checkout/complete") if i % 4 == 0 else ("/",):
+                    async with session.get(f"http://127.0.0.1:{server.port}{path}", headers=visit_headers()) as resp:
+                        await resp.read()
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{server.admin_port}/console/live")
+        await shot(page, "live-experiment")
+        out = io.StringIO()
+        args = argparse.Namespace(logs=[str(exposures), str(conversions)], json=True, html=None, weights=[], slots=str(tmp_path / "slots"))
+        assert run_report(args, out=out, err=io.StringIO()) == 0
+        (exp,) = json.loads(out.getvalue())["experiments"]
+        for arm in exp["arms"]:
+            assert int(await text(page, f"visitors-delivery-test-{arm['arm']}")) == arm["visitors"]
+            assert int(await text(page, f"conversions-delivery-test-{arm['arm']}")) == arm["conversions"]
+        assert await page.get_by_test_id("srm-delivery-test").count() == 1

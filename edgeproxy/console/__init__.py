@@ -33,13 +33,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .live import SAMPLE_EVERY, RenderHistory, experiment_report, slot_counts
+from ..pipeline import State
+from ..settings import Settings
+from .live import SAMPLE_EVERY, RenderHistory, ReportCache, slot_counts
 from .overview import overview
-from .pages import live_page, live_rows, overview_page, preview_page, shell, window_text
+from .pages import count_text, live_page, live_rows, overview_page, preview_page, shell, window_text
 from .preview import PreviewForm, render_page
 
-STATE = web.AppKey("edgeproxy_console_state", object)
+STATE = web.AppKey("edgeproxy_console_state", State)
 HISTORY = web.AppKey("edgeproxy_console_history", RenderHistory)
+REPORTS = web.AppKey("edgeproxy_console_reports", ReportCache)
 
 
 def _csp(nonce: str) -> str:
@@ -52,9 +55,9 @@ def _csp(nonce: str) -> str:
 _COMMON = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 
 
-def _page(title: str, body_of, *, page: str, generation: int) -> web.Response:
+def _page(title: str, body: str, *, page: str, generation: int) -> web.Response:
     nonce = secrets.token_urlsafe(16)
-    text = shell(title, body_of, nonce=nonce, page=page, generation=generation)
+    text = shell(title, body, nonce=nonce, page=page, generation=generation)
     headers = {**_COMMON, "Content-Security-Policy": _csp(nonce), "X-Frame-Options": "SAMEORIGIN"}
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 
@@ -88,7 +91,7 @@ async def preview_view(request: web.Request) -> web.Response:
     return _page("Preview", body, page="preview", generation=catalog.generation)
 
 
-def proxy_base(request: web.Request, settings) -> str:
+def proxy_base(request: web.Request, settings: Settings) -> str:
     """Where the preview page's relative links and assets load from: the
     proxy port, on the host name the browser reached the admin port by
     (when the proxy listens on all addresses); the origin when the proxy's
@@ -146,7 +149,9 @@ async def live_view(request: web.Request) -> web.Response:
     if state.settings.exposure_log is not None:
         if state.events is not None:
             await state.events.flush()  # the report reads what the proxy logged so far
-        report = await asyncio.to_thread(experiment_report, state.settings)
+        report, computed = await request.app[REPORTS].get(state.settings)
+        if report is not None:
+            report = {**report, "computed": dt.datetime.fromtimestamp(computed, dt.timezone.utc).strftime("%H:%M:%S UTC")}
     started = dt.datetime.fromtimestamp(request.app[HISTORY].started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = live_page(live_rows(served, counts, recent), recent, report, started=started)
     return _page("Live", body, page="live", generation=catalog.generation)
@@ -155,11 +160,10 @@ async def live_view(request: web.Request) -> web.Response:
 async def state_json(request: web.Request) -> web.Response:
     state = request.app[STATE]
     counts, recent = await _live_numbers(request)
-    fmt = lambda n: f"{n:.0f}" if float(n).is_integer() else f"{n:g}"  # noqa: E731
     data = {
         "generation": state.catalog.current.generation,
-        "renders": {f"{s}/{v}": fmt(n) for (s, v), n in counts.items()},
-        "recent": {f"{s}/{v}": fmt(n) for (s, v), n in recent.counts.items()},
+        "renders": {f"{s}/{v}": count_text(n) for (s, v), n in counts.items()},
+        "recent": {f"{s}/{v}": count_text(n) for (s, v), n in recent.counts.items()},
         "window": window_text(recent.seconds),
     }
     return web.json_response(data, headers=_COMMON)
@@ -186,11 +190,12 @@ async def _to_console(request: web.Request) -> web.Response:
     raise web.HTTPFound("/console/")
 
 
-def build_console(state) -> web.Application:
+def build_console(state: State) -> web.Application:
     """The console as a sub-application (mounted at ``/console``)."""
     app = web.Application()
     app[STATE] = state
     app[HISTORY] = RenderHistory()
+    app[REPORTS] = ReportCache()
     app.router.add_get("/", overview_view)
     app.router.add_get("/preview", preview_view)
     app.router.add_get("/page", page_view)
@@ -200,7 +205,7 @@ def build_console(state) -> web.Application:
     return app
 
 
-def mount(app: web.Application, state) -> None:
+def mount(app: web.Application, state: State) -> None:
     """Add the console to the admin ``app`` under ``/console/``."""
     app.router.add_get("/console", _to_console)
     app.add_subapp("/console", build_console(state))

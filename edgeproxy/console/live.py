@@ -17,6 +17,7 @@ when the report's engine changes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import os
@@ -126,3 +127,40 @@ def experiment_report(settings: Settings) -> dict[str, Any] | None:
     except report.ReportInputError as exc:
         return {"experiments": [], "error": str(exc)}
     return result.to_dict()
+
+
+def _log_stamps(settings: Settings) -> tuple:
+    stamps = []
+    for path in (settings.exposure_log, settings.conversion_log):
+        try:
+            st = os.stat(path) if path is not None else None
+        except OSError:
+            st = None
+        stamps.append((st.st_size, st.st_mtime_ns) if st is not None else None)
+    return tuple(stamps)
+
+
+class ReportCache:
+    """``experiment_report`` for the Live page, recomputed only when a log
+    changed, and, when computing it takes a while (a month of logs), at
+    most once per ten times that long: opening the page often never keeps
+    a core busy re-reading the logs.  One computation at a time."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._stamps: tuple | None = None
+        self._value: dict[str, Any] | None = None
+        self._at = 0.0
+        self._took = 0.0
+
+    async def get(self, settings: Settings) -> tuple[dict[str, Any] | None, float]:
+        """The report and when it was computed (POSIX seconds)."""
+        async with self._lock:
+            stamps = _log_stamps(settings)
+            fresh = stamps == self._stamps or (self._took > 1.0 and time.time() - self._at < 10 * self._took)
+            if self._stamps is None or not fresh:
+                started = time.perf_counter()
+                self._value = await asyncio.to_thread(experiment_report, settings)
+                self._took = time.perf_counter() - started
+                self._stamps, self._at = stamps, time.time()
+            return self._value, self._at

@@ -291,7 +291,7 @@ def preview_page(
 # ---------------------------------------------------------------------------
 # Live
 # ---------------------------------------------------------------------------
-def _fmt(n: float) -> str:
+def count_text(n: float) -> str:
     return f"{n:.0f}" if float(n).is_integer() else f"{n:g}"
 
 
@@ -329,12 +329,12 @@ def live_page(rows: list[tuple[str, str, float, float]], recent: Window, report:
         tid = f"{slot}-{variant}"
         body.append(
             f"<tr><th scope=row>{_e(slot)}</th><td>{_e(variant)}</td>"
-            f'<td class=num data-testid="renders-{_e(tid)}" data-renders="{_e(key)}">{_fmt(total)}</td>'
-            f'<td class=num data-testid="recent-{_e(tid)}" data-recent="{_e(key)}">{_fmt(last)}</td></tr>'
+            f'<td class=num data-testid="renders-{_e(tid)}" data-renders="{_e(key)}">{count_text(total)}</td>'
+            f'<td class=num data-testid="recent-{_e(tid)}" data-recent="{_e(key)}">{count_text(last)}</td></tr>'
         )
     parts.append(
         '<div class="scroll"><table aria-label="Renders"><thead><tr><th scope=col>Slot</th><th scope=col>Variant</th>'
-        '<th scope=col class=num>Since start</th><th scope=col class=num>Recent</th></tr></thead>'
+        '<th scope=col class=num>Since start</th><th scope=col class=num>Last 5 min</th></tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
     )
     parts.append("<h2>Experiments</h2>")
@@ -361,6 +361,23 @@ def _p(p: float | None) -> str:
     return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
 
 
+_BASIS = {"--slots": "the weights in the slots folder", "--weights": "the given weights", "equal split": "an equal split"}
+
+
+def _verdict(arm: Mapping[str, Any], srm: Mapping[str, Any] | None) -> tuple[str, str]:
+    """An arm against the control in plain words (two-sided p < 0.05)."""
+    name = _e(str(arm.get("arm")))
+    if srm and srm.get("flagged"):
+        return arm["arm"], f"<strong>{name}</strong>: not comparable with the control (sample ratio mismatch)."
+    p, uplift = arm.get("p_value"), arm.get("abs_uplift")
+    if p is None or uplift is None:
+        return arm["arm"], ""
+    if p < 0.05:
+        better = "beats the control" if uplift > 0 else "does worse than the control"
+        return arm["arm"], f"<strong>{name}</strong> {better} ({uplift * 100:+.2f} pp, p = {_p(p)})."
+    return arm["arm"], f"<strong>{name}</strong>: no clear difference from the control yet (p = {_p(p)})."
+
+
 def report_html(report: Mapping[str, Any] | None) -> str:
     """``edgeproxy report``'s figures per experiment (its JSON shape)."""
     if report is None:
@@ -377,6 +394,11 @@ def report_html(report: Mapping[str, Any] | None) -> str:
     if not experiments and not parts:
         parts.append("<p>No exposure logged yet.</p>")
     with_conversions = bool(report.get("conversion_files"))
+    if experiments:
+        parts.append(
+            f'<p class="muted">As <code>edgeproxy report</code> computes them, at {_e(str(report.get("computed", "")))}. p-values are two-sided, '
+            "per arm against the control, not adjusted for several arms or for looking every day.</p>"
+        )
     for exp in experiments:
         name = exp["name"]
         parts.append(
@@ -405,16 +427,21 @@ def report_html(report: Mapping[str, Any] | None) -> str:
         head += '<th scope=col class=num>Rate [95% CI]</th><th scope=col class=num>Uplift vs control [95% CI]</th><th scope=col class=num>p</th>'
         parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
         srm = exp.get("srm")
+        verdicts = [_verdict(arm, srm) for arm in exp.get("arms", []) if arm.get("arm") != "control"]
+        if any(verdicts):
+            items = "".join(f'<li data-testid="verdict-{_e(name)}-{_e(arm)}">{text}</li>' for arm, text in verdicts if text)
+            parts.append(f"<ul>{items}</ul>")
         if srm:
             if srm.get("flagged"):
                 parts.append(
                     f'<p class="broken" data-testid="srm-{_e(name)}"><strong>Sample ratio mismatch</strong> '
-                    f'(p = {_p(srm.get("p_value"))} against the {_e(srm.get("basis", ""))}): the arms are not comparable; '
+                    f'(p = {_p(srm.get("p_value"))} against {_e(_BASIS.get(srm.get("basis", ""), srm.get("basis", "")))}): the arms are not comparable; '
                     "do not trust this result until the cause is found.</p>"
                 )
             else:
                 parts.append(
-                    f'<p data-testid="srm-{_e(name)}">No sample ratio mismatch (p = {_p(srm.get("p_value"))}, {_e(srm.get("basis", ""))}).</p>'
+                    f'<p data-testid="srm-{_e(name)}">No sample ratio mismatch (p = {_p(srm.get("p_value"))} against '
+                    f'{_e(_BASIS.get(srm.get("basis", ""), srm.get("basis", "")))}).</p>'
                 )
         for warning in exp.get("warnings") or []:
             parts.append(f'<p class="muted">{_e(warning)}</p>')

@@ -160,7 +160,9 @@ class PreviewForm:
     def decide(self, catalog: Catalog, *, holdout: float = 0.0) -> tuple[Decision, dict[str, Any]]:
         """Each slot's decision and the trace ``edgeproxy explain --json``
         would print for this visitor."""
-        extra: dict[str, Any] = {"url": self.path, "at": self.at.isoformat(timespec="seconds")}
+        tz = zone(self.get("tz")) if self.get("tz") else None
+        at = self.at.astimezone(tz) if tz is not None else self.at
+        extra: dict[str, Any] = {"url": self.path, "at": at.isoformat(timespec="seconds")}
         if self.forced:
             extra["preview"] = dict(self.forced)
         return explain_decision(self.visitor(), catalog, self.at, forced=self.forced, holdout=holdout, extra=extra)
@@ -237,6 +239,15 @@ async def render_page(state: Any, form: PreviewForm, decision: Decision | None, 
     except UpstreamError as exc:
         text = f"<!doctype html><meta charset=utf-8><p>The shop could not be reached: {_esc(str(exc))}</p>"
         return RenderedPage(502, "text/html; charset=utf-8", text.encode(), {}, "origin-error")
+    location = upstream.header("location")
+    if 300 <= upstream.status < 400 and location:
+        upstream.release()
+        # A frame cannot follow it as this visitor: say where it goes.
+        text = (
+            f"<!doctype html><meta charset=utf-8><base href=\"{_esc(base)}\"><p>The shop answers {upstream.status}: "
+            f"this path redirects to <a href=\"{_esc(location)}\">{_esc(location)}</a>. Preview that path instead.</p>"
+        )
+        return RenderedPage(200, "text/html; charset=utf-8", text.encode(), {}, f"redirect {upstream.status}")
     try:
         content_type = upstream.header("content-type") or "application/octet-stream"
         length = upstream.content_length
