@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .dashboard import History
+
 if TYPE_CHECKING:  # pragma: no cover
     from .accesslog import AccessLog
     from .model import RequestFacts
@@ -90,6 +92,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.added = Histogram(
+            "edgeproxy_added_latency_seconds",
+            "The proxy's own time on a page load (classify + choose + rewrite), the part budget_ms bounds",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.stage = Histogram(
             "edgeproxy_stage_duration_seconds", "Time per pipeline stage", ["stage"], buckets=STAGE_BUCKETS, registry=r
         )
@@ -126,6 +134,12 @@ class Metrics:
         self.events_dropped = Gauge(
             "edgeproxy_events_dropped", "Experiment events dropped (buffer full or disk failing)", registry=r, multiprocess_mode="livesum"
         )
+        # Read at scrape time from the settings and the process state.
+        self.budget = Gauge(
+            "edgeproxy_latency_budget_seconds", "The personalisation budget (budget_ms); 0 = none", registry=r, multiprocess_mode="max"
+        )
+        self.workers = Gauge("edgeproxy_workers", "Worker processes (--workers)", registry=r, multiprocess_mode="max")
+        self.draining = Gauge("edgeproxy_draining", "1 while draining after SIGTERM", registry=r, multiprocess_mode="max")
         self.access_written = Gauge(
             "edgeproxy_access_log_written", "Access log lines written", registry=r, multiprocess_mode="livesum"
         )
@@ -147,13 +161,16 @@ class Metrics:
         self._counts: dict[tuple, int] = {}
         self._observed: list[tuple] = []
         self._bytes_out = 0
-        # A short in-memory window of recent latencies for the dashboard.
+        # A short in-memory window of recent latencies (kept for callers of the old dashboard data).
         self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)
+        # The last 15 minutes per second, for /dashboard (fed by flush()).
+        self.history = History(LATENCY_BUCKETS, STAGE_BUCKETS)
 
     def flush(self) -> None:
         """Move the counts gathered by ``observe`` into the Prometheus series."""
         counts, self._counts = self._counts, {}
         observed, self._observed = self._observed, []
+        self.history.add(time.time(), counts, observed)
         child = self._child
         for (metric, values), n in counts.items():
             child(metric, *values).inc(n)
@@ -169,7 +186,7 @@ class Metrics:
         key = (metric._name, values)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*values)
+            child = self._children[key] = metric.labels(*values) if values else metric
         return child
 
     def observe(self, rec: Record) -> None:
@@ -186,8 +203,12 @@ class Metrics:
         counts[key] = counts.get(key, 0) + 1
         observed = self._observed
         observed.append((self.latency, (personalised,), total))
-        for stage, secs in rec.timings.items():
+        timings = rec.timings
+        for stage, secs in timings.items():
             observed.append((self.stage, (stage,), secs))
+        if "classify" in timings:  # a page load: the proxy's own share of its latency
+            added = timings["classify"] + timings.get("choose", 0.0) + timings.get("rewrite", 0.0)
+            observed.append((self.added, (), added))
         for slot, variant in rec.variants.items():
             key = (self.slots, (slot, variant or "default"))
             counts[key] = counts.get(key, 0) + 1
