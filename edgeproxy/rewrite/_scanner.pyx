@@ -327,6 +327,45 @@ cdef struct Finder:
     Py_ssize_t pos
     Py_ssize_t tok
     Py_ssize_t depth
+    # Where ``markup_end`` last stopped short of a hit (a tag at ``stuck``
+    # that did not end before the hit) and where that tag does end in the
+    # whole buffer (``stuck_end``, -1 if not within ``stuck_n`` bytes): hits
+    # before ``stuck_end`` are inside it without tokenising again, so a tag
+    # with an unterminated quote does not make the search quadratic.
+    Py_ssize_t stuck
+    Py_ssize_t stuck_end
+    Py_ssize_t stuck_n
+
+
+cdef inline void finder_init(Finder* f, const uchar* name, Py_ssize_t k, Py_ssize_t start) noexcept nogil:
+    f.name = name
+    f.k = k
+    f.start = f.pos = f.tok = start
+    f.depth = 1
+    f.stuck = -1
+    f.stuck_end = -1
+    f.stuck_n = -1
+
+
+cdef inline Py_ssize_t still_stuck(Finder* f, Py_ssize_t q, Py_ssize_t n) noexcept nogil:
+    """``markup_end(b, f.tok, q)`` when the memo above answers it, else -1."""
+    if f.stuck < 0 or f.tok != f.stuck:
+        return -1
+    if f.stuck_end >= 0:
+        return f.stuck if q < f.stuck_end else -1
+    return f.stuck if n == f.stuck_n else -1
+
+
+cdef inline void remember_stuck(Finder* f, const uchar* b, Py_ssize_t t, Py_ssize_t n) noexcept nogil:
+    """``markup_end`` stopped at ``t``: remember where that tag ends, if it
+    is a tag (a start or end tag whose end, given more bytes, is
+    ``tag_end``: a match that ends before some endpos ends there in the
+    whole buffer too, so a hit before that end cannot end it)."""
+    f.stuck = -1
+    if t + 2 < n and b[t] == 60 and (is_alpha(b[t + 1]) or (b[t + 1] == 47 and is_alpha(b[t + 2]))):
+        f.stuck = t
+        f.stuck_end = tag_end(b, t, n, b[t + 1] == 47)
+        f.stuck_n = n
 
 
 cdef Py_ssize_t skip_context_c(const uchar* b, Py_ssize_t n, Py_ssize_t q, int kind, bint final, int level) except -2:
@@ -359,10 +398,7 @@ cdef Py_ssize_t skip_context_c(const uchar* b, Py_ssize_t n, Py_ssize_t q, int k
     if kind == K_TEMPLATE:
         if level >= MAX_DEPTH:
             raise RecursionError("too many nested <template> elements")
-        f.name = RAW.names[K_TEMPLATE]
-        f.k = RAW.lens[K_TEMPLATE]
-        f.start = f.pos = f.tok = body
-        f.depth = 1
+        finder_init(&f, RAW.names[K_TEMPLATE], RAW.lens[K_TEMPLATE], body)
         res = run_c(&f, b, n, final, n + 1, level + 1, &a0, &a1)
         if res == R_NEED:
             return -1
@@ -400,7 +436,11 @@ cdef int run_c(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t c
             return R_OVER
         # A hit inside another tag is not a tag: tokenise from the last
         # point between tokens to make sure.
-        t = markup_end(b, f.tok, q)
+        t = still_stuck(f, q, n)
+        if t < 0:
+            t = markup_end(b, f.tok, q)
+            if t != q:
+                remember_stuck(f, b, t, n)
         if t != q:
             f.tok = t
             f.pos = q + 1
@@ -455,10 +495,7 @@ cdef class EndFinder:
     def __init__(self, str name, Py_ssize_t start):
         self.name = name
         self._lname = ascii_name(name)
-        self.f.name = <const uchar*>PyBytes_AS_STRING(self._lname)
-        self.f.k = PyBytes_GET_SIZE(self._lname)
-        self.f.start = self.f.pos = self.f.tok = start
-        self.f.depth = 1
+        finder_init(&self.f, <const uchar*>PyBytes_AS_STRING(self._lname), PyBytes_GET_SIZE(self._lname), start)
 
     @property
     def start(self):
@@ -480,6 +517,7 @@ cdef class EndFinder:
         self.f.start -= n
         self.f.pos -= n
         self.f.tok -= n
+        self.f.stuck = -1
 
     def run(self, buf, bint final, Py_ssize_t cap):
         cdef Py_ssize_t n, a0 = 0, a1 = 0
@@ -513,10 +551,7 @@ def skip_context(buf, Py_ssize_t q, str kind, bint final):
 cdef int element_end_c(const uchar* b, Py_ssize_t n, Py_ssize_t body, const uchar* name, Py_ssize_t k, bint final,
                        Py_ssize_t* q, Py_ssize_t* e) except -1:
     cdef Finder f
-    f.name = name
-    f.k = k
-    f.start = f.pos = f.tok = body
-    f.depth = 1
+    finder_init(&f, name, k, body)
     return run_c(&f, b, n, final, n + 1, 0, q, e)
 
 
