@@ -29,6 +29,9 @@ from libc.string cimport memchr
 
 ctypedef unsigned char uchar
 
+# What ``native.py`` expects of this module; a stale build is not used.
+API = 1
+
 # ``scanner.RAW_TEXT``, in the same order.
 RAW_TEXT = (
     "script", "style", "textarea", "title", "template", "xmp",
@@ -324,6 +327,45 @@ cdef struct Finder:
     Py_ssize_t pos
     Py_ssize_t tok
     Py_ssize_t depth
+    # Where ``markup_end`` last stopped short of a hit (a tag at ``stuck``
+    # that did not end before the hit) and where that tag does end in the
+    # whole buffer (``stuck_end``, -1 if not within ``stuck_n`` bytes): hits
+    # before ``stuck_end`` are inside it without tokenising again, so a tag
+    # with an unterminated quote does not make the search quadratic.
+    Py_ssize_t stuck
+    Py_ssize_t stuck_end
+    Py_ssize_t stuck_n
+
+
+cdef inline void finder_init(Finder* f, const uchar* name, Py_ssize_t k, Py_ssize_t start) noexcept nogil:
+    f.name = name
+    f.k = k
+    f.start = f.pos = f.tok = start
+    f.depth = 1
+    f.stuck = -1
+    f.stuck_end = -1
+    f.stuck_n = -1
+
+
+cdef inline Py_ssize_t still_stuck(Finder* f, Py_ssize_t q, Py_ssize_t n) noexcept nogil:
+    """``markup_end(b, f.tok, q)`` when the memo above answers it, else -1."""
+    if f.stuck < 0 or f.tok != f.stuck:
+        return -1
+    if f.stuck_end >= 0:
+        return f.stuck if q < f.stuck_end else -1
+    return f.stuck if n == f.stuck_n else -1
+
+
+cdef inline void remember_stuck(Finder* f, const uchar* b, Py_ssize_t t, Py_ssize_t n) noexcept nogil:
+    """``markup_end`` stopped at ``t``: remember where that tag ends, if it
+    is a tag (a start or end tag whose end, given more bytes, is
+    ``tag_end``: a match that ends before some endpos ends there in the
+    whole buffer too, so a hit before that end cannot end it)."""
+    f.stuck = -1
+    if t + 2 < n and b[t] == 60 and (is_alpha(b[t + 1]) or (b[t + 1] == 47 and is_alpha(b[t + 2]))):
+        f.stuck = t
+        f.stuck_end = tag_end(b, t, n, b[t + 1] == 47)
+        f.stuck_n = n
 
 
 cdef Py_ssize_t skip_context_c(const uchar* b, Py_ssize_t n, Py_ssize_t q, int kind, bint final, int level) except -2:
@@ -356,10 +398,7 @@ cdef Py_ssize_t skip_context_c(const uchar* b, Py_ssize_t n, Py_ssize_t q, int k
     if kind == K_TEMPLATE:
         if level >= MAX_DEPTH:
             raise RecursionError("too many nested <template> elements")
-        f.name = RAW.names[K_TEMPLATE]
-        f.k = RAW.lens[K_TEMPLATE]
-        f.start = f.pos = f.tok = body
-        f.depth = 1
+        finder_init(&f, RAW.names[K_TEMPLATE], RAW.lens[K_TEMPLATE], body)
         res = run_c(&f, b, n, final, n + 1, level + 1, &a0, &a1)
         if res == R_NEED:
             return -1
@@ -397,7 +436,11 @@ cdef int run_c(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t c
             return R_OVER
         # A hit inside another tag is not a tag: tokenise from the last
         # point between tokens to make sure.
-        t = markup_end(b, f.tok, q)
+        t = still_stuck(f, q, n)
+        if t < 0:
+            t = markup_end(b, f.tok, q)
+            if t != q:
+                remember_stuck(f, b, t, n)
         if t != q:
             f.tok = t
             f.pos = q + 1
@@ -452,10 +495,7 @@ cdef class EndFinder:
     def __init__(self, str name, Py_ssize_t start):
         self.name = name
         self._lname = ascii_name(name)
-        self.f.name = <const uchar*>PyBytes_AS_STRING(self._lname)
-        self.f.k = PyBytes_GET_SIZE(self._lname)
-        self.f.start = self.f.pos = self.f.tok = start
-        self.f.depth = 1
+        finder_init(&self.f, <const uchar*>PyBytes_AS_STRING(self._lname), PyBytes_GET_SIZE(self._lname), start)
 
     @property
     def start(self):
@@ -477,6 +517,7 @@ cdef class EndFinder:
         self.f.start -= n
         self.f.pos -= n
         self.f.tok -= n
+        self.f.stuck = -1
 
     def run(self, buf, bint final, Py_ssize_t cap):
         cdef Py_ssize_t n, a0 = 0, a1 = 0
@@ -510,10 +551,7 @@ def skip_context(buf, Py_ssize_t q, str kind, bint final):
 cdef int element_end_c(const uchar* b, Py_ssize_t n, Py_ssize_t body, const uchar* name, Py_ssize_t k, bint final,
                        Py_ssize_t* q, Py_ssize_t* e) except -1:
     cdef Finder f
-    f.name = name
-    f.k = k
-    f.start = f.pos = f.tok = body
-    f.depth = 1
+    finder_init(&f, name, k, body)
     return run_c(&f, b, n, final, n + 1, 0, q, e)
 
 
@@ -642,3 +680,148 @@ def walk_children(buf, Py_ssize_t base, str stop):
         spans.append((nend, gt))
         pos = el_end
     return ("ok", els, spans, end_tag)
+
+
+def attr_values(buf, list spans, tuple names):
+    """For each ``(lo, hi)`` attribute span of a start tag (``walk_children``'s
+    spans): the raw values of the attributes ``names`` (lower-case bytes), in
+    that order, first occurrence winning, ``b""`` for an attribute without a
+    value and ``None`` for a missing one: what ``sort._attrs`` reads with
+    ``ATTR.findall(buf, lo, hi)``, before any decoding."""
+    cdef Py_ssize_t n, lo, hi, p, ns, ne, q, vs, ve, r, j, i, k = len(names)
+    cdef const uchar* b = data_of(buf, &n)
+    cdef list out = [], row
+    cdef bytes want
+    cdef const uchar* w
+    cdef Py_ssize_t wl
+    cdef uchar c
+    cdef int found
+    for span in spans:
+        lo, hi = span
+        if lo < 0:
+            lo = 0
+        if hi > n:
+            hi = n
+        row = [None] * k
+        found = 0
+        p = lo
+        while p < hi and found < k:
+            c = b[p]
+            if is_delim(c):
+                p += 1
+                continue
+            # ([^\t\n\f\r />=][^\t\n\f\r />=]*+|=[^\t\n\f\r />=]*+)
+            ns = p
+            p += 1
+            while p < hi and not (is_delim(b[p]) or b[p] == 61):
+                p += 1
+            ne = p
+            vs = ve = -1
+            # (?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(VALUE))?
+            q = p
+            while q < hi and is_ws(b[q]):
+                q += 1
+            if q < hi and b[q] == 61:
+                q += 1
+                while q < hi and is_ws(b[q]):
+                    q += 1
+                if q < hi:
+                    c = b[q]
+                    if c == 34 or c == 39:
+                        r = find_byte(b, q + 1, hi, c)
+                        if r >= 0:
+                            vs, ve = q, r + 1
+                    elif c == 62:  # (?=>): an empty value
+                        vs = ve = q
+                    else:
+                        r = q + 1
+                        while r < hi and not (is_ws(b[r]) or b[r] == 62):
+                            r += 1
+                        vs, ve = q, r
+            if vs >= 0:
+                p = ve
+            for i in range(k):
+                if row[i] is not None:
+                    continue
+                want = names[i]
+                w = <const uchar*>PyBytes_AS_STRING(want)
+                wl = PyBytes_GET_SIZE(want)
+                if wl != ne - ns:
+                    continue
+                for j in range(wl):
+                    if lower(b[ns + j]) != w[j]:
+                        break
+                else:
+                    row[i] = (<const char*>b)[vs:ve] if vs >= 0 else b""
+                    found += 1
+        out.append(row)
+    return out
+
+
+cdef Py_ssize_t opener_search(const uchar* b, Py_ssize_t p, Py_ssize_t lim, int* kind) noexcept nogil:
+    """``scanner.OPENER.search(buf, p, lim)``: ``<!--`` or ``<`` and a
+    RAW_TEXT name and a delimiter, all before ``lim``; -1 if none."""
+    cdef int r
+    cdef uchar c
+    while True:
+        p = find_byte(b, p, lim, 60)
+        if p < 0:
+            return -1
+        if p + 1 < lim:
+            c = b[p + 1]
+            if c == 33:
+                if p + 3 < lim and b[p + 2] == 45 and b[p + 3] == 45:
+                    kind[0] = H_COMMENT
+                    return p
+            else:
+                c = lower(c)
+                for r in range(11):
+                    if RAW.names[r][0] == c and name_at(b, p + 1, lim, RAW.names[r], RAW.lens[r]):
+                        kind[0] = r
+                        return p
+        p += 1
+
+
+cdef bint inside_tag_c(const uchar* b, Py_ssize_t n, Py_ssize_t lo, Py_ssize_t q) noexcept nogil:
+    """``scanner.inside_tag``."""
+    cdef Py_ssize_t l = q - 1, e, nend
+    if lo < 0:
+        lo = 0
+    while l >= lo and b[l] != 60:
+        l -= 1
+    if l < lo:
+        return False
+    e = tag_match(b, l, n, l + 1 < n and b[l + 1] == 47, &nend)
+    if e < 0:
+        if l + 1 < n and (b[l + 1] == 33 or b[l + 1] == 63 or b[l + 1] == 47):
+            return find_byte(b, l, q, 62) < 0
+        return False
+    if e >= n or b[e] != 62:
+        return True
+    return e >= q
+
+
+def contexts_until(buf, Py_ssize_t pos, Py_ssize_t opos, Py_ssize_t limit, bint final):
+    """``SlotRewriter._contexts_until`` on its ``_pos`` and ``_opos``:
+    ``(state, pos, opos)``, ``state`` one of ``"clear"``, ``"past"``,
+    ``"need"``, ``"dead"``."""
+    cdef Py_ssize_t n, q, e
+    cdef int kind
+    cdef const uchar* b = data_of(buf, &n)
+    if limit > n:
+        limit = n
+    while True:
+        q = opener_search(b, opos, limit, &kind)
+        if q < 0:
+            return ("clear", pos, opos)
+        if inside_tag_c(b, n, pos, q):
+            opos = q + 1
+            continue
+        if kind == K_PLAINTEXT:
+            return ("dead", pos, opos)
+        e = skip_context_c(b, n, q, kind, final, 0)
+        if e < 0:
+            return ("need", q, q)
+        pos = opos = e
+        if e > limit:
+            return ("past", pos, opos)

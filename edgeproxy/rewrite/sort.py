@@ -218,6 +218,20 @@ def _attrs(inner: bytes, span: tuple[int, int], wanted: dict[bytes, str], encodi
     return out
 
 
+def _all_attrs(inner: bytes, spans, wanted: dict[bytes, str], encoding: str) -> list[dict[str, str]]:
+    """``_attrs`` of every span, the byte work by the compiled loop when it
+    is active (``native``)."""
+    values = native.attr_values
+    if values is None:
+        return [_attrs(inner, span, wanted, encoding) for span in spans]
+    keys = list(wanted.values())
+    value = sc.attr_value
+    return [
+        {key: value(raw, encoding) for key, raw in zip(keys, row) if raw is not None}
+        for row in values(inner, spans, tuple(wanted))
+    ]
+
+
 def _number(text: str) -> float | None:
     text = text.strip()
     if not _NUMBER.fullmatch(text):
@@ -295,7 +309,7 @@ def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, 
     if len(els) < 2 or not edit.keys:
         return inner
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
-    attrs = [_attrs(inner, span, wanted, encoding) for span in spans]
+    attrs = _all_attrs(inner, spans, wanted, encoding)
     columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
     keys = list(zip(*columns, range(len(els))))  # (key 1, key 2, ..., origin index)
     order = sorted(range(len(els)), key=keys.__getitem__)

@@ -292,6 +292,10 @@ class SlotRewriter:
         ``limit``), ``"need"`` (one is not closed yet; ``_pos`` is its opener),
         or ``"dead"`` (``<plaintext>``: the rest of the page is text).
         """
+        compiled = native.contexts_until
+        if compiled is not None:
+            state, self._pos, self._opos = compiled(buf, self._pos, self._opos, limit, final)
+            return state
         search, inside_tag, skip_context = sc.OPENER.search, sc.inside_tag, sc.skip_context
         pos = self._pos
         while True:
