@@ -503,3 +503,28 @@ def test_a_quoted_glob_reads_every_rotated_part(tmp_path):
     data = orjson.loads(out.getvalue())
     assert data["exposure_files"] == [str(tmp_path / "exposures-1.jsonl.gz"), str(tmp_path / "exposures-2.jsonl")]
     assert [(a["visitors"], a["conversions"]) for a in data["experiments"][0]["arms"]] == [(100, 10), (100, 20)]
+
+
+def test_each_variant_shows_the_always_valid_p_value_and_interval_beside_the_fixed_one(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (4000, 400), "promo": (4000, 560)})
+    out = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--json"], out) == 0
+    promo = orjson.loads(out.getvalue())["experiments"][0]["arms"][1]
+    lo, hi = promo["seq_abs_uplift_ci"]
+    assert lo < promo["abs_uplift_ci"][0] and hi > promo["abs_uplift_ci"][1]  # the price of looking at any time
+    assert promo["seq_p_value"] >= promo["p_value"]
+    text = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv)], text) == 0
+    assert "seq 95% CS (pp)" in text.getvalue()
+    assert "If you look every day, go by the sequential columns instead" in " ".join(text.getvalue().split())
+
+
+def test_plan_with_logs_gives_the_days_at_the_observed_traffic(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (2000, 60), "promo": (2000, 66)})  # one visitor a second
+    out = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--plan", "--mde", "0.1", "--json"], out) == 0
+    plan = orjson.loads(out.getvalue())["experiments"][0]["plan"]
+    assert plan["baseline"] == 0.03 and plan["baseline_source"] == "observed control rate"
+    assert plan["visitors_per_arm"] == 53_182
+    assert plan["visitors_per_day"] == 4000  # an hour of logs counts as a day
+    assert plan["days"] == 27

@@ -24,7 +24,8 @@ The package, stage by stage::
     sql.py        the aggregation as one SQL query; sqlglot for other dialects
     aggregate.py  run it: DuckDB over the files (default), or --engine URL -> Counts
     stats.py      Wilson, Newcombe, Katz, z, Fisher, chi-square (pure functions)
-    analyse.py    Counts -> Report (per arm: rates, uplifts, tests, SRM)
+    analyse.py    Counts -> Report (per arm: rates, uplifts, tests, SRM, always-valid p and interval)
+    plan.py       --plan: visitors per arm, days at the observed traffic
     render.py     Report -> text, JSON, HTML
     cli.py        the command
 
@@ -54,6 +55,7 @@ from .analyse import (
     DayCounts,
     ExperimentCounts,
     ExperimentResult,
+    PlanSpec,
     Report,
     SrmResult,
     analyse,
@@ -63,6 +65,7 @@ from .analyse import (
 )
 from .cli import run_report
 from .logs import MAX_EXAMPLES, Malformed, ReportInputError, log_kind, parse_ts, sort_logs
+from .plan import Plan, make_plan
 from .render import format_text, render_html, to_json
 from .stats import (
     Z95,
@@ -70,10 +73,12 @@ from .stats import (
     chi_square_gof,
     fisher_exact_p,
     min_expected_cell,
+    msprt_difference,
     newcombe_interval,
     regularized_gamma_q,
     risk_ratio_interval,
     wilson_interval,
+    visitors_per_arm,
     z_test_p,
 )
 
@@ -85,6 +90,7 @@ def build_report(
     weights: Mapping[str, Mapping[str, float]] | None = None,
     slot_weights: Mapping[str, Mapping[str, float]] | None = None,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    plan: PlanSpec | None = None,
 ) -> Report:
     """The report of the exposure and conversion log files, aggregated by
     DuckDB (``ReportInputError`` when a file cannot be read).  ``weights``
@@ -94,7 +100,7 @@ def build_report(
     conversions = [conversions] if isinstance(conversions, Path) else list(conversions or ())
     counts = aggregate_files(exposures, conversions, memory_limit=memory_limit)
     return analyse(counts, exposure_files=[str(p) for p in exposures], conversion_files=[str(p) for p in conversions],
-                   with_conversions=bool(conversions), weights=weights, slot_weights=slot_weights)
+                   with_conversions=bool(conversions), weights=weights, slot_weights=slot_weights, plan=plan)
 
 
 def build_report_from_engine(
@@ -102,6 +108,7 @@ def build_report_from_engine(
     *,
     weights: Mapping[str, Mapping[str, float]] | None = None,
     slot_weights: Mapping[str, Mapping[str, float]] | None = None,
+    plan: PlanSpec | None = None,
 ) -> Report:
     """The report of the ``exposures`` and ``conversions`` tables behind
     ``url`` (``postgresql://…`` or ``duckdb:///file.db``)."""
@@ -110,15 +117,16 @@ def build_report_from_engine(
     counts = aggregate_engine(url)
     engine = "postgresql" if url.lower().startswith("postgres") else "duckdb"
     return analyse(counts, exposure_files=[f"{_redact(url)} exposures"], conversion_files=[f"{_redact(url)} conversions"],
-                   with_conversions=True, weights=weights, slot_weights=slot_weights, engine=engine)
+                   with_conversions=True, weights=weights, slot_weights=slot_weights, engine=engine, plan=plan)
 
 
 __all__ = [
     "CONTROL", "FISHER_MIN_EXPECTED", "MAX_EXAMPLES", "METHODS", "SRM_ALPHA", "Z95",
-    "ArmResult", "Counts", "DayCounts", "ExperimentCounts", "ExperimentResult", "Malformed", "Report",
+    "ArmResult", "Counts", "Plan", "PlanSpec", "DayCounts", "ExperimentCounts", "ExperimentResult", "Malformed", "Report",
     "ReportInputError", "SrmResult",
     "aggregate_engine", "aggregate_files", "analyse", "analyse_experiment", "build_report",
-    "build_report_from_engine", "chi2_sf", "chi_square_gof", "fisher_exact_p", "format_text", "log_kind",
+    "build_report_from_engine", "chi2_sf", "chi_square_gof", "fisher_exact_p", "format_text", "log_kind", "make_plan", "msprt_difference",
     "min_expected_cell", "newcombe_interval", "parse_ts", "parse_weights", "regularized_gamma_q", "render_html",
-    "risk_ratio_interval", "run_report", "sort_logs", "to_json", "weights_from_slots", "wilson_interval", "z_test_p",
+    "risk_ratio_interval", "run_report", "sort_logs", "to_json", "visitors_per_arm", "weights_from_slots", "wilson_interval",
+    "z_test_p",
 ]

@@ -19,10 +19,12 @@ from typing import Any
 
 from ..errors import SettingsError
 from .logs import Malformed, ReportInputError
+from .plan import Plan, make_plan, with_traffic
 from .stats import (
     chi_square_gof,
     fisher_exact_p,
     min_expected_cell,
+    msprt_difference,
     newcombe_interval,
     risk_ratio_interval,
     wilson_interval,
@@ -40,7 +42,16 @@ METHODS = {
     "p_value": "two-sided pooled two-proportion z-test; Fisher's exact test when an expected cell < 5",
     "srm": f"chi-square goodness of fit of arm visitor counts, flagged at p < {SRM_ALPHA}",
     "conversion": "a visitor with >= 1 conversion at or after their first exposure in the experiment",
+    "sequential": "always-valid p-value and 95% confidence sequence of the uplift (pp): normal-mixture SPRT "
+                  "(Johari et al. 2017; Howard et al. 2021), tuned to 5,000 visitors; valid however often you look",
 }
+
+READING_RULE = (
+    "How to read it: the fixed-horizon p-value and intervals are valid only if you look once, at the sample size you "
+    "planned (--plan). If you look every day, go by the sequential columns instead: a variant has won (or lost) "
+    "as soon as its sequential interval excludes 0 (seq p < 0.05); until then, let the test run. Looking daily "
+    "at the fixed-horizon p-value finds false winners far more often than 5% of the time."
+)
 
 
 # ---------------------------------------------------------------------------
@@ -98,6 +109,8 @@ class ArmResult:
     rel_uplift_ci: tuple[float, float] | None = None
     p_value: float | None = None
     test: str | None = None  # "z" or "fisher"
+    seq_p_value: float | None = None  # always valid: may be read at every look
+    seq_abs_uplift_ci: tuple[float, float] | None = None  # 95% confidence sequence of abs_uplift
 
 
 @dataclasses.dataclass(slots=True)
@@ -122,6 +135,7 @@ class ExperimentResult:
     srm: SrmResult | None
     warnings: list[str]
     daily: list[DayCounts] = dataclasses.field(default_factory=list)
+    plan: Plan | None = None  # with --plan: the sample it needs and the days at its traffic
 
 
 @dataclasses.dataclass(slots=True)
@@ -134,6 +148,8 @@ class Report:
     malformed: list[Malformed]
     methods: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(METHODS))
     engine: str = "duckdb"  # where the counts were aggregated: "duckdb", "postgresql", "python" (the test oracle)
+    plan: Plan | None = None  # --plan with --baseline: the plan itself
+    reading_rule: str = READING_RULE
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -289,6 +305,9 @@ def compare(a: ArmResult, control: ArmResult) -> None:
         a.p_value, a.test = fisher_exact_p(x1, n1, x2, n2), "fisher"
     else:
         a.p_value, a.test = z_test_p(x1, n1, x2, n2), "z"
+    sequential = msprt_difference(x1, n1, x2, n2)
+    if sequential is not None:
+        a.seq_p_value, a.seq_abs_uplift_ci = sequential
 
 
 def analyse(
@@ -300,9 +319,11 @@ def analyse(
     weights: Mapping[str, Mapping[str, float]] | None = None,
     slot_weights: Mapping[str, Mapping[str, float]] | None = None,
     engine: str = "duckdb",
+    plan: PlanSpec | None = None,
 ) -> Report:
     """The report of ``counts``.  ``weights`` (``--weights``) win over
-    ``slot_weights`` (``--slots``); without either, an equal split."""
+    ``slot_weights`` (``--slots``); without either, an equal split.  With
+    ``plan``, each experiment gets the days its sample takes at its traffic."""
     weights, slot_weights = weights or {}, slot_weights or {}
     results = []
     for exp in counts.experiments:
@@ -312,7 +333,10 @@ def analyse(
             intended, basis = slot_weights[exp.name], "--slots"
         else:
             intended, basis = None, "equal split"
-        results.append(analyse_experiment(exp, with_conversions, intended, basis))
+        result = analyse_experiment(exp, with_conversions, intended, basis)
+        if plan is not None:
+            result.plan = plan.for_experiment(result)
+        results.append(result)
     return Report(
         exposure_files=exposure_files,
         conversion_files=conversion_files,
@@ -321,4 +345,34 @@ def analyse(
         experiments=results,
         malformed=list(counts.malformed),
         engine=engine,
+        plan=plan.standalone() if plan is not None else None,
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanSpec:
+    """``--plan``'s options; ``baseline`` None: each experiment's control rate."""
+
+    mde: float
+    baseline: float | None = None
+    arms: int | None = None  # None: each experiment's own arms (2 without logs)
+    power: float = 0.8
+    alpha: float = 0.05
+
+    def standalone(self) -> Plan | None:
+        if self.baseline is None:
+            return None
+        return make_plan(self.baseline, self.mde, arms=self.arms or 2, power=self.power, alpha=self.alpha)
+
+    def for_experiment(self, exp: ExperimentResult) -> Plan | None:
+        """The plan at ``exp``'s traffic (``None`` without a baseline: no
+        ``--baseline`` and no control conversions to take it from)."""
+        control = next((a for a in exp.arms if a.arm == CONTROL), None)
+        baseline, source = self.baseline, "--baseline"
+        if baseline is None:
+            if control is None or not control.rate:
+                return None
+            baseline, source = control.rate, "observed control rate"
+        plan = make_plan(baseline, self.mde, arms=self.arms or max(2, len(exp.arms)), power=self.power,
+                         alpha=self.alpha, baseline_source=source)
+        return with_traffic(plan, exp.visitors, exp.start, exp.end)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 
 import orjson
 
 from .analyse import CONTROL, SRM_ALPHA, ArmResult, ExperimentResult, Report, SrmResult
+from .plan import plan_line
 
 def fmt_p(p: float | None) -> str:
     if p is None:
@@ -45,11 +47,15 @@ def _cells(a: ArmResult, total: int, with_conversions: bool) -> list[str]:
     rel_up = "-" if a.rel_uplift is None else _signed_pct(a.rel_uplift)
     rel_ci = "-" if a.rel_uplift_ci is None else f"[{_signed_pct(a.rel_uplift_ci[0])}, {_signed_pct(a.rel_uplift_ci[1])}]"
     p = "-" if a.p_value is None else f"{fmt_p(a.p_value)} ({a.test})"
-    return head + [conv, rate, rate_ci, abs_up, abs_ci, rel_up, rel_ci, p]
+    seq_p = "-" if a.seq_p_value is None else fmt_p(a.seq_p_value)
+    seq_ci = ("-" if a.seq_abs_uplift_ci is None
+              else f"[{_pp(a.seq_abs_uplift_ci[0])}, {_pp(a.seq_abs_uplift_ci[1])}]")
+    return head + [conv, rate, rate_ci, abs_up, abs_ci, rel_up, rel_ci, p, seq_p, seq_ci]
 
 
-HEADERS = ["arm", "visitors", "share", "conv", "rate", "95% CI", "uplift", "95% CI (pp)", "rel uplift", "95% CI", "p-value"]
-_RIGHT = {1, 2, 3, 4, 6, 8}
+HEADERS = ["arm", "visitors", "share", "conv", "rate", "95% CI", "uplift", "95% CI (pp)", "rel uplift", "95% CI", "p-value",
+           "seq p", "seq 95% CS (pp)"]
+_RIGHT = {1, 2, 3, 4, 6, 8, 11}
 
 
 def _table(exp: ExperimentResult, with_conversions: bool) -> list[list[str]]:
@@ -71,6 +77,8 @@ def srm_line(srm: SrmResult | None) -> str:
 def format_text(report: Report) -> str:
     """The readable report ``edgeproxy report`` prints."""
     out: list[str] = []
+    if report.plan is not None:
+        out.append(plan_line(report.plan))
     conv = (f", {', '.join(report.conversion_files)} ({report.conversion_lines:,} conversions)"
             if report.conversion_files else " (no conversion log: visitors and SRM only)")
     exposures = ", ".join(report.exposure_files) or "no exposure log"
@@ -88,6 +96,8 @@ def format_text(report: Report) -> str:
             cells = [c.rjust(w) if i in _RIGHT else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
             out.append("  " + "  ".join(cells).rstrip())
         out.append("  " + srm_line(exp.srm))
+        if exp.plan is not None:
+            out.append("  " + plan_line(exp.plan))
         out.extend(f"  warning: {w}" for w in exp.warnings)
     for bad in report.malformed:
         out.append("")
@@ -97,8 +107,17 @@ def format_text(report: Report) -> str:
     out.append("methods: rate CI Wilson score; uplift CI Newcombe hybrid score (pp), relative uplift CI log risk ratio (Katz);")
     out.append("  p-value two-sided, (z) pooled two-proportion z-test, (fisher) Fisher's exact when an expected cell < 5;")
     out.append(f"  SRM chi-square goodness of fit, flagged at p < {SRM_ALPHA}. A conversion counts at or after the")
-    out.append("  visitor's first exposure. p-values are not adjusted for several arms or repeated looks.")
+    out.append("  visitor's first exposure. p-values are not adjusted for several arms or repeated looks;")
+    out.append("  seq p / seq CS: always-valid mixture SPRT (Optimizely's Stats Engine, GrowthBook's sequential mode).")
+    if report.conversion_files:
+        out.append("")
+        out.extend(textwrap.wrap(report.reading_rule, 110))
     return "\n".join(out) + "\n"
+
+
+def format_plan(report: Report) -> str:
+    """``--plan`` without logs: the plan alone."""
+    return plan_line(report.plan) + "\n" if report.plan is not None else ""
 
 
 def to_json(report: Report) -> str:
@@ -198,6 +217,8 @@ def render_html(report: Report) -> str:
         body.append("</tbody></table>")
         srm_class = "ok" if exp.srm is None or not exp.srm.flagged else "bad"
         body.append(f'<p class="{srm_class}">{e(srm_line(exp.srm))}</p>')
+        if exp.plan is not None:
+            body.append(f'<p class="meta">{e(plan_line(exp.plan))}</p>')
         body.extend(f'<p class="warn">warning: {e(w)}</p>' for w in exp.warnings)
         chart = _svg_chart(exp)
         if chart:
@@ -212,6 +233,8 @@ def render_html(report: Report) -> str:
     body.extend(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in report.methods.items())
     body.append("<li>p-values are not adjusted for several arms or repeated looks; "
                 "a flagged SRM means the arms are not comparable.</li></ul>")
+    if report.conversion_files:
+        body.append(f"<p><b>Looking early.</b> {e(report.reading_rule.removeprefix('How to read it: '))}</p>")
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'

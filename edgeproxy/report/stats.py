@@ -167,3 +167,81 @@ def normal_ppf(p: float) -> float:
     """The standard normal's ``p`` quantile (Wichura's AS 241, as the
     standard library computes it: ~1e-16 relative)."""
     return _NORMAL.inv_cdf(p)
+
+
+# ---------------------------------------------------------------------------
+# Always-valid inference: the mixture sequential probability ratio test
+# ---------------------------------------------------------------------------
+SEQUENTIAL_TUNING = 5000  # visitors (both arms) at which the confidence sequence is tightest (GrowthBook's default)
+
+
+def sequential_rho(alpha: float = 0.05, tuning: float = SEQUENTIAL_TUNING) -> float:
+    """The mixture's spread per visitor, tuned to be tightest at ``tuning``
+    visitors (Howard et al. 2021, eq. 3.14, as GrowthBook computes it)."""
+    log_term = -2 * math.log(alpha)
+    return math.sqrt((log_term + math.log(log_term + 1)) / tuning)
+
+
+def msprt_difference(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05,
+                     tuning: float = SEQUENTIAL_TUNING) -> tuple[float, tuple[float, float]] | None:
+    """Always-valid two-sided p-value and (1 - alpha) confidence sequence
+    for ``x1/n1 - x2/n2``, from the normal-mixture SPRT (Johari et al. 2017,
+    Optimizely's Stats Engine; Howard et al. 2021, GrowthBook's sequential
+    mode).  ``None`` when the difference has no variance (no conversions,
+    or all).
+
+    With ``V`` the variance of the estimated difference ``d`` and a normal
+    mixing distribution of variance ``tau2 = rho^2 * V * N`` over the
+    effect (``N = n1 + n2``), the likelihood ratio against "no difference" is
+    ``L = sqrt(V / (V + tau2)) * exp(tau2 * d^2 / (2 V (V + tau2)))``;
+    the p-value is ``min(1, 1 / L)`` and the interval holds every effect
+    ``d0`` whose ratio stays below ``1 / alpha``.  Both hold at every look:
+    the chance that the interval *ever* excludes the true effect, however
+    often one looks, is at most ``alpha``.
+    """
+    p1, p2 = x1 / n1, x2 / n2
+    var = p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
+    if var <= 0:
+        return None
+    d = p1 - p2
+    tau2 = sequential_rho(alpha, tuning) ** 2 * var * (n1 + n2)
+    log_lr = 0.5 * math.log(var / (var + tau2)) + tau2 * d * d / (2 * var * (var + tau2))
+    p = 1.0 if log_lr <= 0 else min(1.0, math.exp(-log_lr))
+    half = math.sqrt(var * (var + tau2) / tau2 * (2 * math.log(1 / alpha) + math.log((var + tau2) / var)))
+    return p, (d - half, d + half)
+
+
+# ---------------------------------------------------------------------------
+# Planning: visitors per arm for a two-proportion test
+# ---------------------------------------------------------------------------
+def cohens_h(p1: float, p2: float) -> float:
+    """Cohen's effect size for two proportions: 2 asin(sqrt p1) - 2 asin(sqrt p2)
+    (statsmodels' ``proportion_effectsize``)."""
+    return 2 * math.asin(math.sqrt(p1)) - 2 * math.asin(math.sqrt(p2))
+
+
+def normal_power(effect: float, n: float, alpha: float) -> float:
+    """Power of the two-sided two-sample z-test with ``n`` per group and
+    standardised effect ``effect`` (statsmodels' ``NormalIndPower`` with
+    ratio 1: both rejection tails count)."""
+    crit = normal_ppf(1 - alpha / 2)
+    shift = abs(effect) * math.sqrt(n / 2)
+    return normal_cdf(shift - crit) + normal_cdf(-shift - crit)
+
+
+def visitors_per_arm(baseline: float, mde: float, *, power: float = 0.8, alpha: float = 0.05) -> float:
+    """Visitors per arm (not rounded) to detect a *relative* change ``mde``
+    of the conversion rate ``baseline`` (0.10: from 3 % to 3.3 %) with
+    ``power`` in a two-sided test at ``alpha``: the ``n`` where
+    ``normal_power`` reaches ``power``, by bisection to 1e-9 of a visitor."""
+    target = baseline * (1 + mde)
+    if not (0 < baseline < 1 and 0 < target < 1) or mde == 0:
+        raise ValueError(f"baseline {baseline!r} and mde {mde!r} must give two different rates in (0, 1)")
+    h = cohens_h(target, baseline)
+    lo, hi = 1e-9, 1.0
+    while normal_power(h, hi, alpha) < power:
+        hi *= 2
+    while hi - lo > 1e-9 * max(1.0, hi):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if normal_power(h, mid, alpha) < power else (lo, mid)
+    return hi
