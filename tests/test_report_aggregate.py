@@ -7,16 +7,19 @@ report from the warehouse query run on DuckDB tables of the same lines."""
 from __future__ import annotations
 
 import gzip
+import io
 import random
 from pathlib import Path
 
 import orjson
 import pytest
 
+from edgeproxy.cli import build_parser, main
+from edgeproxy.errors import SettingsError
 from edgeproxy.events import iso_ms
-from edgeproxy.report import analyse, build_report, build_report_from_engine
+from edgeproxy.report import analyse, build_report, build_report_from_engine, run_report
 from edgeproxy.report.aggregate import aggregate_files, connect_duckdb
-from edgeproxy.report.sql import SOURCE, local_views
+from edgeproxy.report.sql import SOURCE, dialect_name, local_views, transpile
 
 from report_oracle import oracle_counts
 
@@ -144,3 +147,71 @@ def test_report_from_engine_url_has_the_same_arms(tmp_path):
     via_files = build_report(exposures, conversions)
     assert [e.arms for e in via_engine.experiments] == [e.arms for e in via_files.experiments]
     assert SOURCE.startswith("WITH visitors AS")
+
+
+@pytest.mark.parametrize("dialect, marker", [
+    ("clickhouse", "argMin(arm, ts)"),
+    ("bigquery", "MIN_BY(arm, ts)"),
+    ("snowflake", "MIN_BY(arm, ts)"),
+    ("postgres", "ARRAY_AGG(arm ORDER BY ts)"),
+    ("postgresql", "ARRAY_AGG(arm ORDER BY ts)"),
+    ("spark", "MIN_BY(arm, ts)"),
+    ("duckdb", "ARG_MIN(arm, ts)"),
+])
+def test_sql_prints_the_query_in_each_warehouse_s_dialect(dialect, marker):
+    import sqlglot
+
+    out = io.StringIO()
+    assert run_report(build_parser().parse_args(["report", "--sql", dialect]), out=out, err=io.StringIO()) == 0
+    query = out.getvalue()
+    assert marker in query and "conversions" in query and query.rstrip().endswith(";")
+    sqlglot.parse_one(query.rstrip().rstrip(";"), read=dialect_name(dialect))  # it parses back in its dialect
+
+
+def test_the_printed_duckdb_query_runs_on_duckdb_tables(tmp_path):
+    exposures, conversions = generate(tmp_path, 11, visitors=80)
+    load_duckdb_tables(tmp_path / "shop.duckdb", exposures, conversions)
+    con = connect_duckdb(str(tmp_path / "shop.duckdb"))
+    kinds = {row[0] for row in con.execute(transpile("duckdb")).fetchall()}
+    assert kinds == {"cohort", "arm", "slot", "conversions"}
+
+
+def test_an_unknown_dialect_is_a_settings_error_naming_the_choices():
+    with pytest.raises(SettingsError, match="clickhouse, bigquery, snowflake, postgres, spark, duckdb"):
+        run_report(build_parser().parse_args(["report", "--sql", "oracle"]), out=io.StringIO(), err=io.StringIO())
+
+
+def test_an_unreachable_engine_exits_2_without_its_password(capsys):
+    assert main(["report", "--engine", "postgresql://shop:secret@127.0.0.1:1/warehouse"]) == 2
+    err = capsys.readouterr().err
+    assert "postgresql://shop:***@127.0.0.1:1/warehouse" in err and "secret" not in err
+
+
+def test_the_clickhouse_tables_in_deploy_have_every_column_the_query_reads():
+    import sqlglot
+    from sqlglot import exp
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    tables = {}
+    for statement in sqlglot.parse((deploy / "clickhouse.sql").read_text(), read="clickhouse"):
+        if isinstance(statement, exp.Create) and statement.kind == "TABLE":
+            schema = statement.this
+            tables[schema.this.name] = {c.name for c in schema.expressions if isinstance(c, exp.ColumnDef)}
+    query = sqlglot.parse_one(transpile("clickhouse"), read="clickhouse")
+    read = {c.name for c in query.find_all(exp.Column)}
+    assert {"ts", "visitor", "experiment", "arm", "slot"} <= tables["exposures"]
+    assert {"ts", "visitor", "value"} <= tables["conversions"]
+    assert read - {"first_ts", "last_ts", "multi_arm", "lines", "value"} <= tables["exposures"] | tables["conversions"]
+
+
+def test_the_kubernetes_pods_ship_their_logs_with_a_sidecar():
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    docs = list(yaml.safe_load_all((deploy / "kubernetes.yaml").read_text()))
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    proxy, shipper = pod["containers"]
+    logs = {m["name"]: m for m in shipper["volumeMounts"]}["logs"]
+    assert logs["mountPath"] == "/srv/logs" and logs["readOnly"] is True
+    assert any(e["value"] == "/srv/logs/exposures.jsonl" for e in proxy["env"] if "value" in e)
+    config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["vector.yaml"])
+    assert {s["table"] for s in config["sinks"].values()} == {"exposures", "conversions"}

@@ -66,15 +66,18 @@ FROM visitors AS v
 LEFT JOIN converted AS c ON c.experiment = v.experiment AND c.visitor = v.visitor
 GROUP BY v.experiment, v.arm, CAST(v.first_ts AS DATE)
 UNION ALL
-SELECT DISTINCT 'arm', experiment, arm, NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL
+SELECT DISTINCT 'arm', experiment, arm, CAST(NULL AS DATE), CAST(NULL AS TEXT), 0, 0, 0, 0, 0,
+    CAST(NULL AS TIMESTAMP), CAST(NULL AS TIMESTAMP)
 FROM exposures
 WHERE experiment IS NOT NULL AND visitor IS NOT NULL AND arm IS NOT NULL AND ts IS NOT NULL
 UNION ALL
-SELECT DISTINCT 'slot', experiment, NULL, NULL, slot, 0, 0, 0, 0, 0, NULL, NULL
+SELECT DISTINCT 'slot', experiment, CAST(NULL AS TEXT), CAST(NULL AS DATE), slot, 0, 0, 0, 0, 0,
+    CAST(NULL AS TIMESTAMP), CAST(NULL AS TIMESTAMP)
 FROM exposures
 WHERE experiment IS NOT NULL AND visitor IS NOT NULL AND arm IS NOT NULL AND ts IS NOT NULL AND slot IS NOT NULL
 UNION ALL
-SELECT 'conversions', NULL, NULL, NULL, NULL, 0, 0, 0, 0, COUNT(*), NULL, NULL
+SELECT 'conversions', CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS DATE), CAST(NULL AS TEXT), 0, 0, 0, 0, COUNT(*),
+    CAST(NULL AS TIMESTAMP), CAST(NULL AS TIMESTAMP)
 FROM conversions
 WHERE visitor IS NOT NULL AND ts IS NOT NULL
 """.strip()
