@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print the decision trace as JSON")
 
     report = sub.add_parser("report", help="per experiment and arm: conversion rate, uplift vs control, p-value, SRM check")
-    report.add_argument("logs", nargs="+", metavar="LOG",
+    report.add_argument("logs", nargs="*", metavar="LOG",
                         help="EXPOSURES [CONVERSIONS]: the --exposure-log and --conversion-log files (more files, "
                              "e.g. rotated .gz ones, in any order: each file's kind is recognised from its lines)")
     report.add_argument("--html", metavar="OUT", help="also write a self-contained HTML report with charts")
@@ -91,6 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--weights", action="append", default=[], metavar="EXP:ARM=PCT,...",
                         help="intended split for the SRM check, e.g. bf-hero:control=70,promo=30 (repeatable; default: equal split)")
     report.add_argument("--slots", metavar="DIR", help="take the intended split from this slots folder's experiment weights")
+    report.add_argument("--engine", metavar="URL", help="aggregate in the warehouse instead of the files: postgresql://… or "
+                        "duckdb:///path.db, with tables exposures and conversions of the logs' columns")
+    report.add_argument("--sql", metavar="DIALECT", help="print the aggregation query for a warehouse and exit: clickhouse, "
+                        "bigquery, snowflake, postgres, spark or duckdb")
+    report.add_argument("--memory-limit", dest="memory_limit", metavar="SIZE",
+                        help="DuckDB's memory cap while reading the logs; it spills to disk beyond (default 384MB)")
+    plan = report.add_argument_group("planning (--plan)")
+    plan.add_argument("--plan", action="store_true", help="visitors per arm to detect --mde (and, with logs, days at their traffic)")
+    plan.add_argument("--baseline", type=float, metavar="RATE", help="control conversion rate, e.g. 0.03 (default with logs: the observed one)")
+    plan.add_argument("--mde", type=float, metavar="REL", help="minimum detectable effect, relative: 0.10 = 3%% -> 3.3%%")
+    plan.add_argument("--arms", type=int, metavar="N", help="arms including the control (default 2; with logs: the experiment's)")
+    plan.add_argument("--power", type=float, default=0.8, help="power (default 0.8)")
+    plan.add_argument("--alpha", type=float, default=0.05, help="significance level, two-sided (default 0.05)")
 
     geo = sub.add_parser("geo-build", help="build a .mmdb from a CSV of networks (see geo/README.md)")
     geo.add_argument("csv", help="CSV: network,country,region,city,continent,timezone")

@@ -301,7 +301,7 @@ def test_malformed_lines_are_skipped_counted_and_reported_with_file_and_line(tmp
         "[1, 2]\n"
         '{"ts": "2026-11-27T07:55:02.000Z", "visitor": "v3", "arm": "promo"}\n'
         '{"ts": "yesterday", "visitor": "v4", "experiment": "bf-hero", "arm": "promo"}\n'
-        '{"ts": "2026-11-27T07:55:02.000Z", "visitor": 7, "experiment": "bf-hero", "arm": "promo"}\n'
+        '{"ts": "2026-11-27T07:55:02.000Z", "visitor": "", "experiment": "bf-hero", "arm": "promo"}\n'
         "\n"  # blank lines are not malformed
         '{"ts": "2026-11-27T07:55:0'  # a torn last line
     )
@@ -314,7 +314,7 @@ def test_malformed_lines_are_skipped_counted_and_reported_with_file_and_line(tmp
         f"{path}:4: not a JSON object",
         f"{path}:5: missing or empty 'experiment'",
         f"{path}:6: bad ts 'yesterday'",
-        f"{path}:7: 'visitor' is not a string",
+        f"{path}:7: missing or empty 'visitor'",
     ][:MAX_EXAMPLES]
     assert sum(a.visitors for a in report.experiments[0].arms) == 2
 
@@ -491,3 +491,40 @@ def test_a_log_with_no_event_to_recognise_keeps_its_position_s_meaning(tmp_path)
     junk.write_text("not json\n", encoding="utf-8")
     assert sort_logs([junk, conv]) == ([junk], [conv])
     assert sort_logs([exp, junk]) == ([exp], [junk])
+
+
+def test_a_quoted_glob_reads_every_rotated_part(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (100, 10), "promo": (100, 20)})
+    lines = exp.read_bytes().splitlines(keepends=True)
+    (tmp_path / "exposures-1.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[:120])))
+    (tmp_path / "exposures-2.jsonl").write_bytes(b"".join(lines[120:]))
+    out = io.StringIO()
+    assert main_with_out(["report", str(tmp_path / "exposures-*"), str(conv), "--json"], out) == 0
+    data = orjson.loads(out.getvalue())
+    assert data["exposure_files"] == [str(tmp_path / "exposures-1.jsonl.gz"), str(tmp_path / "exposures-2.jsonl")]
+    assert [(a["visitors"], a["conversions"]) for a in data["experiments"][0]["arms"]] == [(100, 10), (100, 20)]
+
+
+def test_each_variant_shows_the_always_valid_p_value_and_interval_beside_the_fixed_one(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (4000, 400), "promo": (4000, 560)})
+    out = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--json"], out) == 0
+    promo = orjson.loads(out.getvalue())["experiments"][0]["arms"][1]
+    lo, hi = promo["seq_abs_uplift_ci"]
+    assert lo < promo["abs_uplift_ci"][0] and hi > promo["abs_uplift_ci"][1]  # the price of looking at any time
+    assert promo["seq_p_value"] >= promo["p_value"]
+    text = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv)], text) == 0
+    assert "seq 95% CS (pp)" in text.getvalue()
+    assert "If you look every day, go by the sequential columns instead" in " ".join(text.getvalue().split())
+
+
+def test_plan_with_logs_gives_the_days_at_the_observed_traffic(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (2000, 60), "promo": (2000, 66)})  # one visitor a second
+    out = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--plan", "--mde", "0.1", "--json"], out) == 0
+    plan = orjson.loads(out.getvalue())["experiments"][0]["plan"]
+    assert plan["baseline"] == 0.03 and plan["baseline_source"] == "observed control rate"
+    assert plan["visitors_per_arm"] == 53_182
+    assert plan["visitors_per_day"] == 4000  # an hour of logs counts as a day
+    assert plan["days"] == 27
