@@ -25,7 +25,7 @@ from aiohttp import web
 from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from .headers import strip_hop_by_hop
+from .headers import InvalidOriginHead, checked_origin_head, strip_hop_by_hop
 from .settings import Settings
 
 # Read the origin's body in chunks of up to this size (fewer, larger copies).
@@ -180,12 +180,12 @@ async def fetch(
         raise UpstreamConnectError(f"invalid response from the origin: {exc.message}") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"upstream request failed: {exc!r}") from exc
-    return Upstream(
-        status=response.status,
-        reason=response.reason or "",
-        headers=strip_hop_by_hop(_decode_raw(response.raw_headers)),
-        response=response,
-    )
+    try:
+        reason, headers = checked_origin_head(response.status, response.reason or "", _decode_raw(response.raw_headers))
+    except InvalidOriginHead as exc:
+        response.close()
+        raise UpstreamConnectError(f"invalid response from the origin: {exc}") from exc
+    return Upstream(status=response.status, reason=reason, headers=strip_hop_by_hop(headers), response=response)
 
 
 def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:

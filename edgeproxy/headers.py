@@ -257,6 +257,36 @@ def forward_request_headers(
     return out
 
 
+# RFC 9110 §5.5: a field value is VCHAR, SP, HTAB and obs-text; a reason
+# phrase (RFC 9112 §4) the same.  Any other control character (NUL, bare CR
+# or LF, DEL…) in what the origin sent must not reach the client.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+class InvalidOriginHead(ValueError):
+    """The origin's response head cannot be passed on (the fetch stage maps
+    it to ``UpstreamConnectError``: a 502, as nginx's "upstream sent invalid
+    header")."""
+
+
+def checked_origin_head(status: int, reason: str, headers: HeaderPairs) -> tuple[str, HeaderPairs]:
+    """The reason phrase and headers to pass on for an origin response head,
+    or ``InvalidOriginHead``: a status outside 200–599 (a 1xx is never a
+    final response here), a header name that is not a token, a control
+    character in a value.  A reason phrase with control characters is
+    dropped, not fatal (the status says it all).  Found by load_tests.fuzz:
+    such heads made the HTTP layer raise, and the client got a 500."""
+    if not 200 <= status <= 599:
+        raise InvalidOriginHead(f"status {status} is not a final HTTP status")
+    for name, value in headers:
+        if not _TOKEN.match(name):
+            raise InvalidOriginHead(f"header name {name[:40]!r} is not a token")
+        if _BAD_VALUE.search(value):
+            raise InvalidOriginHead(f"control character in the {name[:40]} header")
+    return ("" if _BAD_VALUE.search(reason) else reason), headers
+
+
 def parse_cookies(header_values: Iterable[str]) -> dict[str, str]:
     """Parse ``Cookie`` headers leniently (RFC 6265 §5.4 as browsers send
     it); the first occurrence of a name wins; junk is skipped, never raised."""

@@ -50,6 +50,9 @@ OBSERVE = Observe()
 # The conversion beacon (CONTRACT §7), answered by the proxy itself:
 # GET or POST /_edge/convert?value=12.50 -> 204, one conversion line.
 BEACON_PATH = "/_edge/convert"
+# The beacon carries at most a value in its query; a larger body is refused
+# (413) rather than read (issue 10: it accepted 10 MB).
+BEACON_MAX_BYTES = 8 * 1024
 PREVIEW_HEADER = "X-Edge-Preview-Token"
 PREVIEW_COOKIE = "edge_preview_token"
 PREVIEW_PARAM = "edge_preview"
@@ -90,7 +93,7 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         facts = _facts(request, state.settings)
         rec.identify(facts)  # request id and client, for the access log
         if facts.path == BEACON_PATH and state.events is not None:
-            return _beacon(state, facts, rec)
+            return await _beacon(state, request, facts, rec)
         now = dt.datetime.now(dt.timezone.utc)
         visitor = _classify(state, facts, now, rec)  # 1
         plan = _choose(state, request, facts, visitor, now, rec)  # 2
@@ -375,7 +378,27 @@ def _visitor_id(state: State, facts: RequestFacts) -> str | None:
     return known.id if known is not None else None
 
 
-def _beacon(state: State, facts: RequestFacts, rec: Record) -> web.Response:
+async def _beacon_too_large(request: web.BaseRequest) -> bool:
+    """Whether the beacon's body is over ``BEACON_MAX_BYTES``: by its
+    ``Content-Length``, or by reading a chunked one only that far."""
+    if request.content_length is not None:
+        return request.content_length > BEACON_MAX_BYTES
+    seen = 0
+    if request.body_exists:
+        async for chunk in request.content.iter_any():
+            seen += len(chunk)
+            if seen > BEACON_MAX_BYTES:
+                return True
+    return False
+
+
+async def _beacon(state: State, request: web.BaseRequest, facts: RequestFacts, rec: Record) -> web.Response:
+    if await _beacon_too_large(request):
+        rec.status = 413
+        resp = web.Response(status=413, text=f"413 Content Too Large: the beacon takes at most {BEACON_MAX_BYTES} bytes\n",
+                            headers={"Cache-Control": "no-store"})
+        resp.force_close()  # the rest of the body is never read
+        return resp
     rec.status = 204
     vid = _visitor_id(state, facts)
     if vid is not None:

@@ -238,8 +238,16 @@ async def _flush_metrics(state: State, interval: float = 1.0) -> None:
         state.metrics.flush()
 
 
+def _close_unanswered(request: web.BaseRequest) -> web.StreamResponse:
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=400)
+
+
 def _bind(state: State):
-    async def request_handler(request) -> web.StreamResponse:
+    async def request_handler(request: web.BaseRequest) -> web.StreamResponse:
+        if request.version < (1, 0):  # HTTP/0.9: no status line to answer with; close (found by load_tests.fuzz)
+            return _close_unanswered(request)
         return await handle(request, state)
 
     return request_handler

@@ -385,3 +385,19 @@ async def test_metrics_count_the_access_log_lines(tmp_path):
             async with session.get(f"http://127.0.0.1:{proxy.admin_port}/metrics") as resp:
                 text = await resp.text()
     assert "edgeproxy_access_log_written 1.0" in text and "edgeproxy_access_log_dropped 0.0" in text
+
+
+def test_close_does_not_hang_on_a_pipe_nobody_reads(tmp_path):
+    """A stuck log shipper must not stop the proxy from shutting down."""
+    read_end, write_end = os.pipe()
+    try:
+        log = AccessLog(f"/dev/fd/{write_end}", fmt="json", flush_interval=0.01)
+        for i in range(20_000):  # far more than a pipe holds
+            log.add(record(request_id=f"r{i}", path="/" + "x" * 100), 0.001)
+        started = time.monotonic()
+        log.close(timeout=0.5)
+        assert time.monotonic() - started < 3
+        assert log.stats.written + log.stats.dropped <= 20_000 and log.stats.written < 20_000
+    finally:
+        os.close(read_end)  # the stuck writer now gets EPIPE and ends
+        os.close(write_end)

@@ -144,3 +144,14 @@ def test_promtool_accepts_the_rules():
     result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is absent (Debian: apt-get install prometheus)")
+def test_promtool_unit_tests_of_the_alerts_pass():
+    """tests/data/prometheus/alerts_test.yml: the origin-error, fail-open,
+    fast-burn, reload and dropped-events alerts fire on the series that
+    should fire them (with their exact text), and the SLO alerts stay quiet
+    at 0.5 % over budget."""
+    tests = ROOT / "tests" / "data" / "prometheus" / "alerts_test.yml"
+    result = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
