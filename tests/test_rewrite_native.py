@@ -327,3 +327,19 @@ def test_build_info_metric_names_the_active_scanner():
 def test_use_refuses_an_unknown_name():
     with pytest.raises(ValueError, match="unknown scanner"):
         native.use("fast")
+
+
+# ---------------------------------------------------------------------------
+# The fuzz corpus (load_tests/corpus/scanner) and a short bounded fuzz run.
+# ---------------------------------------------------------------------------
+@compiled
+def test_fuzz_corpus_and_a_short_random_fuzz_run_find_no_difference(restore_impl, capsys):
+    from load_tests import fuzz_scanner
+
+    corpus = fuzz_scanner.seeds()
+    assert len(corpus) >= 20
+    target = fuzz_scanner.make_target(native)
+    for data in corpus:
+        target(data)
+    assert fuzz_scanner.main(["--engine", "random", "--seconds", "1"]) == 0
+    assert "compiled == pure on all" in capsys.readouterr().out
