@@ -97,7 +97,7 @@ def make_target(native):
             f.run(doc, bool(head[3] & 1), off)
         c.walk_children(doc, off, None)
         c.walk_children(doc, off, "ul")
-        c.attr_values(doc, [(off, len(doc)), (0, off)], (b"data-price",))
+        c.attr_values(doc, [(off, len(doc)), (0, off)], (b"data-price",), ("p",), bool(head[3] & 4))
         c.contexts_until(doc, off, off, len(doc), bool(head[3] & 2))
 
     return target
