@@ -164,10 +164,12 @@ def test_walk_children_agrees_with_the_pure_walk(data, stop):
 def test_attr_values_agree_with_attr_findall(doc, names):
     spans = [(m.end(1), m.end()) for m in sc.START_TAG.finditer(doc) if m.end() < len(doc) and doc[m.end()] == 0x3E]
     wanted = {n: n.decode() for n in names}
-    pure = [sort_mod._attrs(doc, span, wanted, "utf-8") for span in spans]
-    rows = native._compiled.attr_values(doc, spans, tuple(names))
-    comp = [{wanted[n]: sc.attr_value(raw, "utf-8") for n, raw in zip(names, row) if raw is not None} for row in rows]
-    assert comp == pure
+    for encoding, ascii_same in (("utf-8", True), ("utf-8", False), ("utf-7", False)):
+        pure = [sort_mod._attrs(doc, span, wanted, encoding) for span in spans]
+        rows, all_text = native._compiled.attr_values(doc, spans, tuple(wanted), tuple(wanted.values()), ascii_same)
+        assert all_text == all(type(v) is str for row in rows for v in row.values())
+        comp = [{k: v if type(v) is str else sc.attr_value(v, encoding) for k, v in row.items()} for row in rows]
+        assert comp == pure
 
 
 @compiled
@@ -235,7 +237,7 @@ def test_compiled_functions_take_any_bytes_and_offsets(buf, a, b, final):
         f.run(bytearray(buf), final, abs(b))
     c.walk_children(buf, a, None)
     c.walk_children(buf, a, "div")
-    c.attr_values(buf, [(a, b), (b, a), (0, len(buf))], (b"x", b"data-price"))
+    c.attr_values(buf, [(a, b), (b, a), (0, len(buf))], (b"x", b"data-price"), ("x", "p"), final)
     c.contexts_until(buf, a, b, len(buf) + a, final)
     if 0 <= a < len(buf) and buf[a:a + 1] == b"<":
         for kind in ("!--", "script", "template", "plaintext"):
@@ -327,3 +329,19 @@ def test_build_info_metric_names_the_active_scanner():
 def test_use_refuses_an_unknown_name():
     with pytest.raises(ValueError, match="unknown scanner"):
         native.use("fast")
+
+
+# ---------------------------------------------------------------------------
+# The fuzz corpus (load_tests/corpus/scanner) and a short bounded fuzz run.
+# ---------------------------------------------------------------------------
+@compiled
+def test_fuzz_corpus_and_a_short_random_fuzz_run_find_no_difference(restore_impl, capsys):
+    from load_tests import fuzz_scanner
+
+    corpus = fuzz_scanner.seeds()
+    assert len(corpus) >= 20
+    target = fuzz_scanner.make_target(native)
+    for data in corpus:
+        target(data)
+    assert fuzz_scanner.main(["--engine", "random", "--seconds", "1"]) == 0
+    assert "compiled == pure on all" in capsys.readouterr().out

@@ -30,7 +30,7 @@ from libc.string cimport memchr
 ctypedef unsigned char uchar
 
 # What ``native.py`` expects of this module; a stale build is not used.
-API = 1
+API = 2
 
 # ``scanner.RAW_TEXT``, in the same order.
 RAW_TEXT = (
@@ -61,12 +61,43 @@ cdef Py_ssize_t LOOKBACK = 16
 cdef int MAX_DEPTH = 400
 
 
+# Byte classes, one table load per byte in the loops below.
+cdef enum:
+    C_WS = 1        # [\t\n\f\r ]
+    C_DELIM = 2     # [\t\n\f\r />]: ends a tag name
+    C_NAMESTOP = 4  # [\t\n\f\r />=]: ends an attribute name
+    C_ALPHA = 8     # [a-zA-Z]
+    C_VALSTOP = 16  # [\t\n\f\r >]: ends an unquoted attribute value
+cdef uchar CLS[256]
+# Bit i set: RAW_TEXT[i] starts with this byte (in either case).
+cdef unsigned int RAW_FIRST[256]
+
+
+cdef void _init_tables():
+    cdef int c
+    for c in range(256):
+        CLS[c] = 0
+        RAW_FIRST[c] = 0
+    for c in b"\t\n\x0c\r ":
+        CLS[c] |= C_WS | C_DELIM | C_NAMESTOP | C_VALSTOP
+    for c in b"/>":
+        CLS[c] |= C_DELIM | C_NAMESTOP
+    CLS[61] |= C_NAMESTOP  # "="
+    CLS[62] |= C_VALSTOP  # ">"
+    for c in range(65, 91):
+        CLS[c] |= C_ALPHA
+        CLS[c + 32] |= C_ALPHA
+
+
+_init_tables()
+
+
 cdef inline bint is_ws(uchar c) noexcept nogil:
-    return c == 32 or c == 9 or c == 10 or c == 12 or c == 13
+    return CLS[c] & C_WS
 
 
 cdef inline bint is_alpha(uchar c) noexcept nogil:
-    return (c >= 97 and c <= 122) or (c >= 65 and c <= 90)
+    return CLS[c] & C_ALPHA
 
 
 cdef inline uchar lower(uchar c) noexcept nogil:
@@ -74,8 +105,7 @@ cdef inline uchar lower(uchar c) noexcept nogil:
 
 
 cdef inline bint is_delim(uchar c) noexcept nogil:
-    # [\t\n\f\r />]
-    return is_ws(c) or c == 47 or c == 62
+    return CLS[c] & C_DELIM
 
 
 cdef inline Py_ssize_t find_byte(const uchar* b, Py_ssize_t p, Py_ssize_t n, uchar c) noexcept nogil:
@@ -105,7 +135,7 @@ cdef Py_ssize_t attrs_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept n
     cdef Py_ssize_t q, r
     cdef uchar c
     while True:
-        while p < n and (is_ws(b[p]) or b[p] == 47):  # [\t\n\f\r /]*+
+        while p < n and (CLS[b[p]] & C_DELIM) and b[p] != 62:  # [\t\n\f\r /]*+
             p += 1
         if p >= n:
             return p
@@ -119,11 +149,11 @@ cdef Py_ssize_t attrs_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept n
             if r < n and (b[r] == 34 or b[r] == 39):
                 return p
             p += 1
-            while p < n and not (is_delim(b[p]) or b[p] == 61):
+            while p < n and not (CLS[b[p]] & C_NAMESTOP):
                 p += 1
             continue
         # A name: [^\t\n\f\r />=]++
-        while p < n and not (is_delim(b[p]) or b[p] == 61):
+        while p < n and not (CLS[b[p]] & C_NAMESTOP):
             p += 1
         # (?:[\t\n\f\r ]*+=[\t\n\f\r ]*+VALUE)?
         q = p
@@ -143,7 +173,7 @@ cdef Py_ssize_t attrs_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept n
                     p = q
                 else:  # [^\t\n\f\r >\"'][^\t\n\f\r >]*+
                     p = q + 1
-                    while p < n and not (is_ws(b[p]) or b[p] == 62):
+                    while p < n and not (CLS[b[p]] & C_VALSTOP):
                         p += 1
 
 
@@ -242,8 +272,8 @@ cdef Py_ssize_t body_search(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uc
     """``body_scanner(name).search(buf, p)``: the hit's offset (``kind`` says
     what it is: ``H_COMMENT``, ``H_END``, ``H_START`` or a RAW_TEXT index), or
     -1."""
-    cdef Py_ssize_t i
     cdef int r
+    cdef unsigned int bits
     cdef uchar c
     while True:
         p = find_byte(b, p, n, 60)
@@ -260,11 +290,14 @@ cdef Py_ssize_t body_search(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uc
                     kind[0] = H_END
                     return p
             else:
-                c = lower(c)
-                for r in range(11):
-                    if raw[r][0] == c and name_at(b, p + 1, n, raw[r], rawlen[r]):
+                bits = RAW_FIRST[c]
+                r = 0
+                while bits:
+                    if (bits & 1) and name_at(b, p + 1, n, raw[r], rawlen[r]):
                         kind[0] = r
                         return p
+                    bits >>= 1
+                    r += 1
                 if name_at(b, p + 1, n, name, k):
                     kind[0] = H_START
                     return p
@@ -294,9 +327,13 @@ cdef class _Raw:
 
     def __cinit__(self):
         cdef int i
+        cdef uchar c
         for i in range(11):
             self.names[i] = <const uchar*>PyBytes_AS_STRING(_RAW_BYTES[i])
             self.lens[i] = PyBytes_GET_SIZE(_RAW_BYTES[i])
+            c = self.names[i][0]
+            RAW_FIRST[c] |= 1u << i
+            RAW_FIRST[c - 32] |= 1u << i
 
 
 cdef _Raw RAW = _Raw()
@@ -648,7 +685,7 @@ def walk_children(buf, Py_ssize_t base, str stop):
         bname = (<const char*>b)[lt + 1 : nend].lower()
         name = bname.decode("ascii")
         end = gt + 1
-        if stop is not None and name == stop:
+        if stop is not None and name == stop and name in RAW_TEXT:
             return ("unknown",)
         if name in RAW_TEXT:
             kind = RAW_TEXT.index(name)
@@ -669,7 +706,7 @@ def walk_children(buf, Py_ssize_t base, str stop):
                     return ("unknown",)
                 return ("no-end", name, lt - base)
             el_end = fe
-        if stop is not None:
+        if stop is not None and name != stop:
             # The exact path would have read this child with the parent's
             # end finder, which reacts to <stop> and </stop> only.
             if ci_find(b, end, el_end, <const uchar*>PyBytes_AS_STRING(opener), len(opener)) >= 0:
@@ -682,30 +719,41 @@ def walk_children(buf, Py_ssize_t base, str stop):
     return ("ok", els, spans, end_tag)
 
 
-def attr_values(buf, list spans, tuple names):
+def attr_values(buf, list spans, tuple names, tuple keys, bint ascii_same):
     """For each ``(lo, hi)`` attribute span of a start tag (``walk_children``'s
-    spans): the raw values of the attributes ``names`` (lower-case bytes), in
-    that order, first occurrence winning, ``b""`` for an attribute without a
-    value and ``None`` for a missing one: what ``sort._attrs`` reads with
-    ``ATTR.findall(buf, lo, hi)``, before any decoding."""
+    spans), a dict ``{key: value}`` of the attributes ``names`` (lower-case
+    bytes; ``keys`` are their dict keys, in the same order) it has, the first
+    occurrence winning: what ``sort._attrs`` reads with
+    ``ATTR.findall(buf, lo, hi)``.
+
+    A value is the raw bytes as written (quotes included, ``b""`` for none),
+    for ``scanner.attr_value`` to decode; or, when ``ascii_same`` (the page
+    encoding decodes every ASCII byte to itself) and the value is ASCII with
+    no ``&`` (nothing to decode or unescape), already its text.  Returns
+    ``(dicts, all_text)``, ``all_text`` when no raw bytes are left."""
     cdef Py_ssize_t n, lo, hi, p, ns, ne, q, vs, ve, r, j, i, k = len(names)
     cdef const uchar* b = data_of(buf, &n)
-    cdef list out = [], row
+    cdef list out = []
+    cdef dict row
     cdef bytes want
     cdef const uchar* w
     cdef Py_ssize_t wl
     cdef uchar c
-    cdef int found
+    cdef bint text
+    cdef bint all_text = True
+    cdef unsigned int done
+    if k != len(keys) or k > 32:
+        raise ValueError("names and keys must be two tuples of the same length, at most 32")
     for span in spans:
         lo, hi = span
         if lo < 0:
             lo = 0
         if hi > n:
             hi = n
-        row = [None] * k
-        found = 0
+        row = {}
+        done = 0
         p = lo
-        while p < hi and found < k:
+        while p < hi and len(row) < k:
             c = b[p]
             if is_delim(c):
                 p += 1
@@ -713,7 +761,7 @@ def attr_values(buf, list spans, tuple names):
             # ([^\t\n\f\r />=][^\t\n\f\r />=]*+|=[^\t\n\f\r />=]*+)
             ns = p
             p += 1
-            while p < hi and not (is_delim(b[p]) or b[p] == 61):
+            while p < hi and not (CLS[b[p]] & C_NAMESTOP):
                 p += 1
             ne = p
             vs = ve = -1
@@ -735,13 +783,13 @@ def attr_values(buf, list spans, tuple names):
                         vs = ve = q
                     else:
                         r = q + 1
-                        while r < hi and not (is_ws(b[r]) or b[r] == 62):
+                        while r < hi and not (CLS[b[r]] & C_VALSTOP):
                             r += 1
                         vs, ve = q, r
             if vs >= 0:
                 p = ve
             for i in range(k):
-                if row[i] is not None:
+                if done & (1u << i):
                     continue
                 want = names[i]
                 w = <const uchar*>PyBytes_AS_STRING(want)
@@ -752,16 +800,35 @@ def attr_values(buf, list spans, tuple names):
                     if lower(b[ns + j]) != w[j]:
                         break
                 else:
-                    row[i] = (<const char*>b)[vs:ve] if vs >= 0 else b""
-                    found += 1
+                    done |= 1u << i
+                    if vs < 0:
+                        row[keys[i]] = ""
+                        break
+                    if ve > vs and (b[vs] == 34 or b[vs] == 39):
+                        q, r = vs + 1, ve - 1
+                    else:
+                        q, r = vs, ve
+                    text = ascii_same
+                    j = q
+                    while text and j < r:
+                        c = b[j]
+                        text = c < 128 and c != 38 and c != 27  # not "&", not ESC
+                        j += 1
+                    if text:
+                        row[keys[i]] = (<const char*>b)[q:r].decode("ascii")
+                    else:
+                        row[keys[i]] = (<const char*>b)[vs:ve]
+                        all_text = False
+                    break
         out.append(row)
-    return out
+    return out, all_text
 
 
 cdef Py_ssize_t opener_search(const uchar* b, Py_ssize_t p, Py_ssize_t lim, int* kind) noexcept nogil:
     """``scanner.OPENER.search(buf, p, lim)``: ``<!--`` or ``<`` and a
     RAW_TEXT name and a delimiter, all before ``lim``; -1 if none."""
     cdef int r
+    cdef unsigned int bits
     cdef uchar c
     while True:
         p = find_byte(b, p, lim, 60)
@@ -774,11 +841,14 @@ cdef Py_ssize_t opener_search(const uchar* b, Py_ssize_t p, Py_ssize_t lim, int*
                     kind[0] = H_COMMENT
                     return p
             else:
-                c = lower(c)
-                for r in range(11):
-                    if RAW.names[r][0] == c and name_at(b, p + 1, lim, RAW.names[r], RAW.lens[r]):
+                bits = RAW_FIRST[c]
+                r = 0
+                while bits:
+                    if (bits & 1) and name_at(b, p + 1, lim, RAW.names[r], RAW.lens[r]):
                         kind[0] = r
                         return p
+                    bits >>= 1
+                    r += 1
         p += 1
 
 

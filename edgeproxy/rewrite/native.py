@@ -28,7 +28,7 @@ from . import scanner as _pure
 NO_EXTENSIONS = os.environ.get("EDGEPROXY_NO_EXTENSIONS", "") not in ("", "0")
 
 # The ``API`` of ``_scanner.pyx`` this module calls.
-API = 1
+API = 2
 
 _compiled = None
 if not NO_EXTENSIONS:
@@ -52,7 +52,7 @@ EndFinder = _pure.EndFinder
 #: ``walk_children(buf, base, stop)`` of ``_scanner``, or ``None`` when the
 #: pure ``sort._walk`` runs.
 walk_children = None
-#: ``attr_values(buf, spans, names)`` of ``_scanner``, or ``None`` when the
+#: ``attr_values(buf, spans, names, keys, ascii_same)`` of ``_scanner``, or ``None`` when the
 #: pure ``sort._attrs`` runs.
 attr_values = None
 #: ``contexts_until(buf, pos, opos, limit, final)`` of ``_scanner``, or
