@@ -1020,9 +1020,9 @@ class UpstreamCache:
             while True:
                 try:
                     chunk = await content.readany()
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-                    error = UpstreamBodyError(f"origin body broke off: {exc!r}")
-                    error.__cause__ = exc
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError, UpstreamBodyError) as exc:
+                    error = exc if isinstance(exc, UpstreamBodyError) else UpstreamBodyError(f"origin body broke off: {exc!r}")
+                    error.__cause__ = exc if error is not exc else None
                     return None, _prefixed(upstream, chunks, error), True
                 if not chunk:
                     break

@@ -70,7 +70,7 @@ class State:
     """The long-lived objects of one proxy process (opened in ``server``)."""
 
     settings: Settings
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # WebSockets on the aiohttp traffic server; requests with upstream_client = "aiohttp"
     catalog: CatalogStore
     classifiers: Any
     metrics: Metrics
@@ -79,6 +79,12 @@ class State:
     events: Any = None  # events.EventLog when an exposure/conversion log is configured
     preview_digest: str | None = None
     draining: bool = False
+    origin: Any = None  # http.upstream.OriginPool: the origin requests (upstream_client = "protocols")
+
+    @property
+    def client(self) -> Any:
+        """What ``fetch.fetch`` sends origin requests with."""
+        return self.origin if self.origin is not None else self.session
 
 
 async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
@@ -284,7 +290,7 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
     try:
         if state.cache is not None and request.method in ("GET", "HEAD"):
             def with_headers(sent):
-                return fetching.fetch(state.session, settings, method=request.method, url=url, headers=sent, body=None)
+                return fetching.fetch(state.client, settings, method=request.method, url=url, headers=sent, body=None)
 
             upstream = await state.cache.fetch(
                 lambda: with_headers(headers),
@@ -295,7 +301,7 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
             )
         else:
             upstream = await fetching.fetch(
-                state.session, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
+                state.client, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
             )
             if state.cache is not None and upstream.status < 400 and request.method not in ("OPTIONS", "TRACE"):
                 # RFC 9111 §4.4: a successful unsafe request invalidates the URL.

@@ -110,6 +110,10 @@ class ProxyServer:
             render_cache=RenderCache(s.render_cache_bytes, keys_per_url=s.render_cache_keys_per_url) if s.render_cache_bytes > 0 else None,
             preview_digest=preview_digest(s),
         )
+        if s.upstream_client == "protocols":
+            from .http.upstream import open_pool
+
+            state.origin = open_pool(s)
         if s.exposure_log or s.conversion_log:
             from .events import EventLog
 
@@ -185,6 +189,8 @@ class ProxyServer:
         if self.state is not None:
             state, self.state = self.state, None
             await state.session.close()
+            if state.origin is not None:
+                await state.origin.close()
             if state.events is not None:
                 await state.events.close()  # flushes: nothing lost on a clean stop
             close = getattr(state.cache, "close", None)

@@ -59,6 +59,9 @@ DEFAULT_DRAIN_TIMEOUT = 25.0
 # The traffic port's HTTP/1.1 server: "protocols" (asyncio Protocols on
 # llhttp, edgeproxy/http/) or "aiohttp" (aiohttp's low-level web.Server).
 DEFAULT_TRAFFIC_SERVER = "protocols"
+# Requests to the origin: "protocols" (a keep-alive pool of asyncio Protocols
+# on llhttp, edgeproxy/http/upstream.py) or "aiohttp" (one ClientSession).
+DEFAULT_UPSTREAM_CLIENT = "protocols"
 # Client deadlines, seconds (0: none): a request head must arrive whole
 # within header_timeout of the connection or of its first byte (HAProxy's
 # `timeout http-request`; 408 and close); an idle keep-alive connection is
@@ -197,6 +200,7 @@ class Settings:
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     traffic_server: str = DEFAULT_TRAFFIC_SERVER
+    upstream_client: str = DEFAULT_UPSTREAM_CLIENT
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
 
@@ -254,6 +258,7 @@ _PARSERS: dict[str, Any] = {
     "reload_interval": lambda k, v: _parse_float(k, v, 0.05, 3600),
     "drain_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "traffic_server": lambda k, v: _check_choice(k, str(v).lower(), ("protocols", "aiohttp")),
+    "upstream_client": lambda k, v: _check_choice(k, str(v).lower(), ("protocols", "aiohttp")),
     "header_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "keepalive_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "cookie_visitor": _parse_cookie_name,

@@ -277,7 +277,7 @@ class Request:
             head = b"HTTP/1.0" + head[8:]
         response = Response(conn, status, chunked, bodyless)
         self.response = response
-        conn.write(head)
+        conn.cork(head)
         return response
 
 
@@ -304,8 +304,16 @@ class Response:
         if conn.transport is None or conn.transport.is_closing():
             raise ClientGone("the client closed the connection")
         self.body_length += len(data)
+        head = conn.corked
         if self.chunked:
-            conn.transport.writelines(wire.chunk(data))
+            if head is not None:
+                conn.corked = None
+                conn.transport.writelines((head, *wire.chunk(data)))
+            else:
+                conn.transport.writelines(wire.chunk(data))
+        elif head is not None:
+            conn.corked = None
+            conn.transport.writelines((head, data))
         else:
             conn.transport.write(data)
         if conn.write_paused:
@@ -317,6 +325,8 @@ class Response:
         self.ended = True
         if self.chunked:
             self._conn.write(wire.LAST_CHUNK)
+        else:
+            self._conn.uncork()
 
 
 Handler = Callable[[Request], Awaitable[object]]
@@ -335,6 +345,7 @@ class HttpProtocol(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.closing = False  # no new request will be started: close when idle
         self.write_paused = False
+        self.corked: bytes | None = None  # a response head not yet written (cork())
         self._drain_waiter: asyncio.Future | None = None
         self._read_pauses: set[str] = set()
         self._parsing: Request | None = None
@@ -392,7 +403,27 @@ class HttpProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            head = self.corked
+            if head is not None:
+                self.corked = None
+                self.transport.writelines((head, data))
+            else:
+                self.transport.write(data)
+
+    def cork(self, head: bytes) -> None:
+        """Hold a response head until the first body bytes (one send for
+        both) or the end of this loop turn, whichever comes first: a body
+        already in hand leaves in the same segment, a streamed one does not
+        delay the head."""
+        self.corked = head
+        asyncio.get_running_loop().call_soon(self.uncork)
+
+    def uncork(self) -> None:
+        head = self.corked
+        if head is not None:
+            self.corked = None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(head)
 
     def pause_reading(self, why: str) -> None:
         if not self._read_pauses and self.transport is not None and not self.transport.is_closing():
