@@ -279,6 +279,8 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
     wanted = upstream_accept_encoding(request.headers.get("Accept-Encoding"))
     if wanted:
         headers.append(("Accept-Encoding", wanted))
+    if settings.via:  # RFC 9110 §7.6.3: after any Via the client sent
+        headers.append(("Via", f"{request.version[0]}.{request.version[1]} {settings.via}"))
     return fetching.without_preview_cookie(headers, PREVIEW_COOKIE)
 
 

@@ -38,7 +38,7 @@ from . import classify as classifying
 from .admin import build_admin_app
 from .catalog.watch import CatalogStore, watch
 from .fetch import open_session
-from .pipeline import State, handle, preview_digest
+from .pipeline import BEACON_PATH, State, handle, preview_digest
 from .record import Metrics
 from .render_cache import RenderCache
 from .errors import SettingsError
@@ -143,7 +143,22 @@ class ProxyServer:
         if s.traffic_server == "protocols":
             from .http.protocol import Limits, TrafficServer
 
-            traffic = TrafficServer(_bind(state), Limits(head_timeout=s.header_timeout, keepalive_timeout=s.keepalive_timeout))
+            limits = Limits(
+                head_timeout=s.header_timeout,
+                keepalive_timeout=s.keepalive_timeout,
+                body_timeout=s.body_timeout,
+                max_connections=s.max_connections,
+                max_in_flight=s.max_in_flight,
+                max_header_bytes=s.max_header_bytes,
+                max_headers=s.max_headers,
+                max_target_bytes=s.max_target_bytes,
+                max_body_bytes=s.max_body_bytes,
+                routes=((BEACON_PATH, s.beacon_max_body_bytes),),
+                retry_after=s.retry_after,
+                via=s.via,
+            )
+            refused = state.metrics.refused
+            traffic = TrafficServer(_bind(state), limits, on_refuse=lambda reason: refused.labels(reason).inc())
             self._traffic = traffic
             await traffic.start(s.host, s.port, reuse_port=self.reuse_port)
             return
