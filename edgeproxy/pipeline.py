@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from . import choose as choosing
+from . import conditional
 from . import classify as classifying
 from .classify import cookies as cookie_rules
 from . import fetch as fetching
@@ -102,6 +103,8 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         upstream = await _fetch(state, request, facts, plan, rec)  # 3
         if isinstance(upstream, web.StreamResponse):  # the origin failed
             return upstream
+        if upstream.body_bytes is not None and not plan.edits and not plan.cookies:
+            upstream = _from_store(request, upstream)  # a stored copy answers If-None-Match / Range
         s = state.settings
         response = await send(
             request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes,
@@ -325,6 +328,20 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
     rec.add("origin", time.perf_counter() - started)
     rec.cache = upstream.cache_status
     return upstream
+
+
+def _from_store(request, upstream: fetching.Upstream) -> fetching.Upstream:
+    """A response held in memory (the cache's), answered as the origin would
+    answer this request: 304 for matching validators, 206 for a byte range
+    (RFC 9111 §4.3.2, RFC 9110 §14).  Only for responses not personalised:
+    a personalised page has no validators and is never partial."""
+    answer = conditional.answer(request.method, list(request.headers.items()), upstream.status, upstream.headers, upstream.body_bytes)
+    if answer is None:
+        return upstream
+    status, headers, body = answer
+    return dataclasses.replace(
+        upstream, status=status, reason="", headers=headers, body_bytes=body if status != 304 else None, _index=None, _indexed=None
+    )
 
 
 # ---------------------------------------------------------------------------
