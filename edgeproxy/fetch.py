@@ -118,6 +118,8 @@ class Upstream:
                 yield chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise UpstreamBodyError(f"origin body broke off: {exc!r}") from exc
+        except UpstreamBodyError:
+            raise
         if not content.is_eof():  # pragma: no cover - defensive
             raise UpstreamBodyError("origin body ended early")
 
@@ -146,7 +148,7 @@ def upstream_url(settings: Settings, raw_path: str) -> URL:
 
 
 async def fetch(
-    session: aiohttp.ClientSession,
+    session: Any,
     settings: Settings,
     *,
     method: str,
@@ -157,8 +159,11 @@ async def fetch(
     """Send one request to the origin and return its head.
 
     Raises the ``UpstreamError`` subclass for the failure; the caller maps it
-    to the client's 502/504.
+    to the client's 502/504.  ``session`` is the traffic path's
+    ``http.upstream.OriginPool`` or an aiohttp ``ClientSession``.
     """
+    if not isinstance(session, aiohttp.ClientSession):
+        return await session.fetch(settings, method=method, url=url, headers=headers, body=body)
     try:
         async with asyncio.timeout(settings.first_byte_timeout):
             response = await session.request(

@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from . import choose as choosing
+from . import conditional
 from . import classify as classifying
 from .classify import cookies as cookie_rules
 from . import fetch as fetching
@@ -73,7 +74,7 @@ class State:
     """The long-lived objects of one proxy process (opened in ``server``)."""
 
     settings: Settings
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # WebSockets on the aiohttp traffic server; requests with upstream_client = "aiohttp"
     catalog: CatalogStore
     classifiers: Any
     metrics: Metrics
@@ -82,6 +83,12 @@ class State:
     events: Any = None  # events.EventLog when an exposure/conversion log is configured
     preview_digest: str | None = None
     draining: bool = False
+    origin: Any = None  # http.upstream.OriginPool: the origin requests (upstream_client = "protocols")
+
+    @property
+    def client(self) -> Any:
+        """What ``fetch.fetch`` sends origin requests with."""
+        return self.origin if self.origin is not None else self.session
 
 
 async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
@@ -100,6 +107,8 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         upstream = await _fetch(state, request, facts, plan, rec)  # 3
         if isinstance(upstream, web.StreamResponse):  # the origin failed
             return upstream
+        if upstream.body_bytes is not None and not plan.edits and not plan.cookies:
+            upstream = _from_store(request, upstream)  # a stored copy answers If-None-Match / Range
         s = state.settings
         response = await send(
             request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes,
@@ -278,6 +287,8 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
     wanted = upstream_accept_encoding(request.headers.get("Accept-Encoding"))
     if wanted:
         headers.append(("Accept-Encoding", wanted))
+    if settings.via:  # RFC 9110 §7.6.3: after any Via the client sent
+        headers.append(("Via", f"{request.version[0]}.{request.version[1]} {settings.via}"))
     return fetching.without_preview_cookie(headers, PREVIEW_COOKIE)
 
 
@@ -289,7 +300,7 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
     try:
         if state.cache is not None and request.method in ("GET", "HEAD"):
             def with_headers(sent):
-                return fetching.fetch(state.session, settings, method=request.method, url=url, headers=sent, body=None)
+                return fetching.fetch(state.client, settings, method=request.method, url=url, headers=sent, body=None)
 
             upstream = await state.cache.fetch(
                 lambda: with_headers(headers),
@@ -300,7 +311,7 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
             )
         else:
             upstream = await fetching.fetch(
-                state.session, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
+                state.client, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
             )
             if state.cache is not None and upstream.status < 400 and request.method not in ("OPTIONS", "TRACE"):
                 # RFC 9111 §4.4: a successful unsafe request invalidates the URL.
@@ -322,6 +333,20 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
     rec.add("origin", time.perf_counter() - started)
     rec.cache = upstream.cache_status
     return upstream
+
+
+def _from_store(request, upstream: fetching.Upstream) -> fetching.Upstream:
+    """A response held in memory (the cache's), answered as the origin would
+    answer this request: 304 for matching validators, 206 for a byte range
+    (RFC 9111 §4.3.2, RFC 9110 §14).  Only for responses not personalised:
+    a personalised page has no validators and is never partial."""
+    answer = conditional.answer(request.method, list(request.headers.items()), upstream.status, upstream.headers, upstream.body_bytes)
+    if answer is None:
+        return upstream
+    status, headers, body = answer
+    return dataclasses.replace(
+        upstream, status=status, reason="", headers=headers, body_bytes=body if status != 304 else None, _index=None, _indexed=None
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -110,6 +110,9 @@ class Metrics:
         self.fallbacks = Counter("edgeproxy_fallbacks", "Responses served unpersonalised, by reason", ["reason"], registry=r)
         self.cache = Counter("edgeproxy_cache_lookups", "Upstream cache lookups by status", ["status"], registry=r)
         self.upstream_errors = Counter("edgeproxy_upstream_errors", "Origin failures", ["kind"], registry=r)
+        self.refused = Counter(
+            "edgeproxy_refused", "Requests and connections the traffic port answered itself (limits, deadlines, overload, methods)", ["reason"], registry=r
+        )
         # multiprocess_mode applies with --workers N (prometheus_client's
         # multiprocess mode); a single process ignores it.
         self.in_flight = Gauge("edgeproxy_in_flight_requests", "Requests being handled", registry=r, multiprocess_mode="livesum")

@@ -39,7 +39,7 @@ from .accesslog import open_access_log
 from .admin import build_admin_app
 from .catalog.watch import CatalogStore, watch
 from .fetch import open_session
-from .pipeline import State, handle, preview_digest
+from .pipeline import BEACON_PATH, State, handle, preview_digest
 from .record import Metrics
 from .render_cache import RenderCache
 from .errors import SettingsError
@@ -111,6 +111,10 @@ class ProxyServer:
             render_cache=RenderCache(s.render_cache_bytes, keys_per_url=s.render_cache_keys_per_url) if s.render_cache_bytes > 0 else None,
             preview_digest=preview_digest(s),
         )
+        if s.upstream_client == "protocols":
+            from .http.upstream import open_pool
+
+            state.origin = open_pool(s)
         if s.exposure_log or s.conversion_log:
             from .events import EventLog
 
@@ -140,7 +144,22 @@ class ProxyServer:
         if s.traffic_server == "protocols":
             from .http.protocol import Limits, TrafficServer
 
-            traffic = TrafficServer(_bind(state), Limits(head_timeout=s.header_timeout, keepalive_timeout=s.keepalive_timeout))
+            limits = Limits(
+                head_timeout=s.header_timeout,
+                keepalive_timeout=s.keepalive_timeout,
+                body_timeout=s.body_timeout,
+                max_connections=s.max_connections,
+                max_in_flight=s.max_in_flight,
+                max_header_bytes=s.max_header_bytes,
+                max_headers=s.max_headers,
+                max_target_bytes=s.max_target_bytes,
+                max_body_bytes=s.max_body_bytes,
+                routes=((BEACON_PATH, s.beacon_max_body_bytes),),
+                retry_after=s.retry_after,
+                via=s.via,
+            )
+            refused = state.metrics.refused
+            traffic = TrafficServer(_bind(state), limits, on_refuse=lambda reason: refused.labels(reason).inc())
             self._traffic = traffic
             await traffic.start(s.host, s.port, reuse_port=self.reuse_port)
             return
@@ -187,6 +206,8 @@ class ProxyServer:
             state, self.state = self.state, None
             await state.session.close()
             await asyncio.to_thread(state.metrics.close)  # the access log's last lines
+            if state.origin is not None:
+                await state.origin.close()
             if state.events is not None:
                 await state.events.close()  # flushes: nothing lost on a clean stop
             close = getattr(state.cache, "close", None)

@@ -59,12 +59,32 @@ DEFAULT_DRAIN_TIMEOUT = 25.0
 # The traffic port's HTTP/1.1 server: "protocols" (asyncio Protocols on
 # llhttp, edgeproxy/http/) or "aiohttp" (aiohttp's low-level web.Server).
 DEFAULT_TRAFFIC_SERVER = "protocols"
+# Requests to the origin: "protocols" (a keep-alive pool of asyncio Protocols
+# on llhttp, edgeproxy/http/upstream.py) or "aiohttp" (one ClientSession).
+DEFAULT_UPSTREAM_CLIENT = "protocols"
 # Client deadlines, seconds (0: none): a request head must arrive whole
 # within header_timeout of the connection or of its first byte (HAProxy's
 # `timeout http-request`; 408 and close); an idle keep-alive connection is
 # closed after keepalive_timeout (nginx's keepalive_timeout).
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+# A request body that sends nothing for this long gets a 408 (seconds, 0: none).
+DEFAULT_BODY_TIMEOUT = 30.0
+# Overload (per worker, 0: no cap): past max_connections open connections a
+# new one gets a 503 and is closed; past max_in_flight requests being handled
+# a new request gets a 503, both with Retry-After: retry_after seconds.
+DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_MAX_IN_FLIGHT = 1_000
+DEFAULT_RETRY_AFTER = 1
+# Request limits: header block (431), request target (414), body (413;
+# 0: none); the conversion beacon's body has its own small cap.
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_MAX_TARGET_BYTES = 8 * 1024
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_BEACON_MAX_BODY_BYTES = 4 * 1024
+# The pseudonym in the Via header added both ways (RFC 9110 §7.6.3); "" adds none.
+DEFAULT_VIA = "edgeproxy"
 
 DEFAULT_COOKIE_VISITOR = "edge_vid"
 DEFAULT_COOKIE_SESSION = "edge_ses"
@@ -226,8 +246,19 @@ class Settings:
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     traffic_server: str = DEFAULT_TRAFFIC_SERVER
+    upstream_client: str = DEFAULT_UPSTREAM_CLIENT
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    retry_after: int = DEFAULT_RETRY_AFTER
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    beacon_max_body_bytes: int = DEFAULT_BEACON_MAX_BODY_BYTES
+    via: str = DEFAULT_VIA
 
     cookie_visitor: str = DEFAULT_COOKIE_VISITOR
     cookie_session: str = DEFAULT_COOKIE_SESSION
@@ -256,6 +287,14 @@ class Settings:
     @property
     def budget_s(self) -> float:
         return self.budget_ms / 1000.0
+
+
+def _parse_via(key: str, value: Any) -> str:
+    text = str(value).strip()
+    # A Via pseudonym is a token (RFC 9110 §7.6.3): nothing that could end the header.
+    if text and not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in text):
+        raise SettingsError(key, value, "expected a token such as edgeproxy (letters, digits, - . _), or empty for none")
+    return text
 
 
 # key → parser(key, raw) -> value.  Keys are the TOML names; the env name is
@@ -287,8 +326,19 @@ _PARSERS: dict[str, Any] = {
     "reload_interval": lambda k, v: _parse_float(k, v, 0.05, 3600),
     "drain_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "traffic_server": lambda k, v: _check_choice(k, str(v).lower(), ("protocols", "aiohttp")),
+    "upstream_client": lambda k, v: _check_choice(k, str(v).lower(), ("protocols", "aiohttp")),
     "header_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "keepalive_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "body_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "max_connections": lambda k, v: _parse_int(k, v, 0, 10_000_000),
+    "max_in_flight": lambda k, v: _parse_int(k, v, 0, 10_000_000),
+    "retry_after": lambda k, v: _parse_int(k, v, 0, 3600),
+    "max_header_bytes": lambda k, v: _parse_int(k, v, 1024, 1 << 24),
+    "max_headers": lambda k, v: _parse_int(k, v, 8, 100_000),
+    "max_target_bytes": lambda k, v: _parse_int(k, v, 256, 1 << 24),
+    "max_body_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
+    "beacon_max_body_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 30),
+    "via": _parse_via,
     "cookie_visitor": _parse_cookie_name,
     "cookie_session": _parse_cookie_name,
     "cookie_affinity": _parse_cookie_name,

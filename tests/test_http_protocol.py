@@ -32,11 +32,19 @@ async def origin():
         # No Date, no Server: what the proxy adds (and does not add) shows.
         return web.Response(text="ok", headers={"Content-Type": "text/plain"})
 
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="slow")
+
     app = web.Application()
     app.router.add_get("/bare", bare)
+    app.router.add_get("/slow", slow)
     app.router.add_route("*", "/{tail:.*}", echo)
     async with run_origin(app) as url:
-        yield url, seen
+        yield url, seen, release
+        release.set()
 
 
 @pytest.fixture
@@ -180,6 +188,123 @@ async def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(o
         finally:
             writer.close()
     assert data == b"" or data.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_a_body_that_stops_arriving_is_cut_off_at_the_body_timeout(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", body_timeout=0.3) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            writer.write(request_bytes("POST", "/x", [("Content-Length", "100")]) + b"only part")
+            data = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+    assert data.startswith(b"HTTP/1.1 408 ")
+
+
+# ---------------------------------------------------------------------------
+# Limits: 431, 414, 413
+# ---------------------------------------------------------------------------
+async def test_too_many_request_headers_is_a_431(proxy, origin):
+    headers = [(f"X-H{i}", "v") for i in range(150)]
+    [resp], closed = await exchange(proxy.port, request_bytes("GET", "/x", headers))
+    assert resp.status == 431 and closed
+    assert not origin[1]
+
+
+async def test_a_header_block_over_the_byte_limit_is_a_431(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", max_header_bytes=2048) as proxy:
+        [resp], _ = await exchange(proxy.port, request_bytes("GET", "/x", [("Cookie", "a=" + "b" * 3000)]))
+    assert resp.status == 431
+
+
+async def test_a_request_target_over_the_limit_is_a_414(proxy, origin):
+    [resp], closed = await exchange(proxy.port, request_bytes("GET", "/x?" + "q" * 9000))
+    assert resp.status == 414 and closed
+    assert not origin[1]
+
+
+async def test_a_body_declared_over_the_limit_is_a_413_without_reaching_the_origin(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", max_body_bytes=1000) as proxy:
+        [resp], closed = await exchange(proxy.port, request_bytes("POST", "/x", body=b"z" * 1001))
+        ok = await raw_request(proxy.port, request_bytes("POST", "/x", body=b"z" * 1000))
+    assert resp.status == 413 and closed
+    assert ok.status == 200 and json.loads(ok.body)["body"] == "z" * 1000
+
+
+async def test_a_chunked_body_running_over_the_limit_is_a_413(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", max_body_bytes=1000) as proxy:
+        raw = request_bytes("POST", "/x", [("Transfer-Encoding", "chunked")]) + b"800\r\n" + b"z" * 2048 + b"\r\n0\r\n\r\n"
+        [resp], closed = await exchange(proxy.port, raw)
+    assert resp.status == 413 and closed
+
+
+async def test_the_conversion_beacon_takes_only_a_small_body(proxy):
+    [resp], _ = await exchange(proxy.port, request_bytes("POST", "/_edge/convert?value=1", body=b"x" * 10_000))
+    assert resp.status == 413
+
+
+# ---------------------------------------------------------------------------
+# Overload: a fast 503 with Retry-After
+# ---------------------------------------------------------------------------
+async def test_past_max_in_flight_a_request_gets_a_fast_503_with_retry_after(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", max_in_flight=1, retry_after=2) as proxy:
+        first = asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", "/slow")))
+        for _ in range(100):  # until the first one is in the pipeline
+            await asyncio.sleep(0.02)
+            if origin[1] or proxy.state.metrics.in_flight._value.get() >= 1:
+                break
+        shed = await raw_request(proxy.port, request_bytes("GET", "/x"))
+        origin[2].set()
+        assert (await first).status == 200
+        metrics = await raw_request(proxy.admin_port, b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert shed.status == 503 and shed.get("retry-after") == "2"
+    assert b'edgeproxy_refused_total{reason="in_flight"} 1.0' in metrics.body
+
+
+async def test_past_max_connections_a_new_connection_gets_a_503(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", max_connections=1) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            await asyncio.sleep(0.05)
+            second = await raw_request(proxy.port, request_bytes("GET", "/x"))
+        finally:
+            writer.close()
+    assert second.status == 503 and second.get("retry-after") == "1"
+
+
+# ---------------------------------------------------------------------------
+# Via (RFC 9110 §7.6.3)
+# ---------------------------------------------------------------------------
+async def test_via_is_added_to_the_response_and_to_the_origin_request(tmp_path):
+    seen = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        seen["via"] = request.headers.getall("Via", [])
+        return web.Response(text="ok", headers={"Via": "1.1 shop-cdn"})
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    async with run_origin(app) as url, run_proxy(url, tmp_path / "slots") as proxy:
+        resp = await raw_request(proxy.port, request_bytes("GET", "/", [("Via", "1.0 client-proxy")]))
+    assert seen["via"] == ["1.0 client-proxy", "1.1 edgeproxy"]
+    assert resp.get_all("via") == ["1.1 shop-cdn", "1.1 edgeproxy"]
+
+
+async def test_the_via_pseudonym_is_configurable_and_can_be_off(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", via="edge-7") as proxy:
+        named = await raw_request(proxy.port, request_bytes("GET", "/bare"))
+    async with run_proxy(origin[0], tmp_path / "slots", via="") as proxy:
+        off = await raw_request(proxy.port, request_bytes("GET", "/bare"))
+    assert named.get_all("via") == ["1.1 edge-7"]
+    assert off.get_all("via") == []
+
+
+def test_a_via_pseudonym_that_is_not_a_token_is_refused_naming_the_key():
+    from edgeproxy.errors import SettingsError
+    from edgeproxy.settings import build_settings
+
+    with pytest.raises(SettingsError, match="via"):
+        build_settings({"upstream": "http://a", "via": "edge proxy\r\nX: y"}, env={})
 
 
 # ---------------------------------------------------------------------------

@@ -78,10 +78,12 @@ class Body:
     the payload of the origin request).  Reading from the socket pauses while
     more than ``BODY_HIGH`` bytes wait here."""
 
-    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_discard")
+    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_discard", "_received", "limit")
 
-    def __init__(self, conn: "HttpProtocol") -> None:
+    def __init__(self, conn: "HttpProtocol", limit: int = 0) -> None:
         self._conn = conn
+        self._received = 0
+        self.limit = limit  # bytes (0: none); past it the request gets a 413
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._eof = False
@@ -90,6 +92,10 @@ class Body:
         self._discard = False
 
     def feed(self, data: bytes) -> None:
+        self._received += len(data)
+        if self.limit and self._received > self.limit:
+            self._conn.refuse(413, f"the request body is over {self.limit} bytes", "body_too_large")
+            return
         if self._discard:
             return
         self._chunks.append(data)
@@ -131,8 +137,13 @@ class Body:
             if self._eof:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
+            timeout = self._conn.server.limits.body_timeout
             try:
-                await self._waiter
+                async with asyncio.timeout(timeout or None):
+                    await self._waiter
+            except TimeoutError:
+                self._conn.refuse(408, "the request body did not arrive in time", "body_timeout")
+                raise ClientGone(f"no request body bytes for {timeout:g}s") from None
             finally:
                 self._waiter = None
         data = self._chunks.popleft()
@@ -257,6 +268,9 @@ class Request:
             declared = True
         if not has_date:
             out.append(("Date", wire.http_date()))
+        via = self._conn.server.limits.via
+        if via:
+            out.append(("Via", f"1.1 {via}"))  # RFC 9110 §7.6.3, after the origin's own
         bodyless = self.method == "HEAD" or status in wire.NO_BODY_STATUSES or 100 <= status < 200
         chunked = False
         if not bodyless and not declared:
@@ -277,7 +291,7 @@ class Request:
             head = b"HTTP/1.0" + head[8:]
         response = Response(conn, status, chunked, bodyless)
         self.response = response
-        conn.write(head)
+        conn.cork(head)
         return response
 
 
@@ -304,8 +318,16 @@ class Response:
         if conn.transport is None or conn.transport.is_closing():
             raise ClientGone("the client closed the connection")
         self.body_length += len(data)
+        head = conn.corked
         if self.chunked:
-            conn.transport.writelines(wire.chunk(data))
+            if head is not None:
+                conn.corked = None
+                conn.transport.writelines((head, *wire.chunk(data)))
+            else:
+                conn.transport.writelines(wire.chunk(data))
+        elif head is not None:
+            conn.corked = None
+            conn.transport.writelines((head, data))
         else:
             conn.transport.write(data)
         if conn.write_paused:
@@ -317,6 +339,8 @@ class Response:
         self.ended = True
         if self.chunked:
             self._conn.write(wire.LAST_CHUNK)
+        else:
+            self._conn.uncork()
 
 
 Handler = Callable[[Request], Awaitable[object]]
@@ -335,12 +359,15 @@ class HttpProtocol(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.closing = False  # no new request will be started: close when idle
         self.write_paused = False
+        self.corked: bytes | None = None  # a response head not yet written (cork())
         self._drain_waiter: asyncio.Future | None = None
         self._read_pauses: set[str] = set()
         self._parsing: Request | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._failed = False
+        self._limit_hit: tuple[int, str, str] | None = None
+        self._head_bytes = 0
         self._tunnel: Callable[[bytes], None] | None = None
         self._upgraded: Request | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -350,7 +377,16 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
-        self.server.connections.add(self)
+        server = self.server
+        limits = server.limits
+        if limits.max_connections and len(server.connections) >= limits.max_connections:
+            # Over the cap: a fast 503 rather than a slow queue.
+            server.refused("connections")
+            self._failed = True
+            transport.write(wire.simple_response(503, "503 Service Unavailable: too many connections\n", extra=(("Retry-After", str(limits.retry_after)),)))
+            transport.close()
+            return
+        server.connections.add(self)
         self._arm(self.server.limits.head_timeout)
 
     def connection_lost(self, exc) -> None:
@@ -392,7 +428,27 @@ class HttpProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            head = self.corked
+            if head is not None:
+                self.corked = None
+                self.transport.writelines((head, data))
+            else:
+                self.transport.write(data)
+
+    def cork(self, head: bytes) -> None:
+        """Hold a response head until the first body bytes (one send for
+        both) or the end of this loop turn, whichever comes first: a body
+        already in hand leaves in the same segment, a streamed one does not
+        delay the head."""
+        self.corked = head
+        asyncio.get_running_loop().call_soon(self.uncork)
+
+    def uncork(self) -> None:
+        head = self.corked
+        if head is not None:
+            self.corked = None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(head)
 
     def pause_reading(self, why: str) -> None:
         if not self._read_pauses and self.transport is not None and not self.transport.is_closing():
@@ -422,23 +478,39 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade(data[exc.args[0]:] if exc.args else b"")
         except httptools.HttpParserError as exc:
-            self._bad_request(str(exc))
+            if self._limit_hit is None:
+                self._bad_request(str(exc))
+        if self._limit_hit is not None and not self._failed:
+            status, why, reason = self._limit_hit
+            self.refuse(status, why, reason)
 
     # -- parser callbacks ----------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._head_bytes = 0
         if self._timer is None or not self._timer_for_head:
             self._arm(self.server.limits.head_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        limit = self.server.limits.max_target_bytes
+        if limit and len(self._url) > limit:
+            self._url = b""
+            self._limit_hit = (414, f"the request target is over {limit} bytes", "target_too_long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.server.limits
+        self._head_bytes += len(name) + len(value) + 4
+        if len(self._headers) >= limits.max_headers or self._head_bytes > limits.max_header_bytes:
+            self._limit_hit = (431, f"request headers over {limits.max_headers} fields or {limits.max_header_bytes} bytes", "headers_too_large")
+            return
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        if self._limit_hit is not None or self._failed:
+            return  # refused in data_received, once llhttp returns
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
         version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
@@ -447,14 +519,27 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         if method in REFUSED_METHODS:
+            self.server.refused("method")
             request.refused = wire.simple_response(405, f"405 Method Not Allowed: {method} is not served here\n", extra=(("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),))
         elif method == "OPTIONS" and request.raw_path == "*":
             request.refused = wire.response_head(200, "OK", [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"), ("Content-Length", "0"), ("Date", wire.http_date())])
+        limits = self.server.limits
+        if request.refused is None and limits.max_in_flight and self.server.in_flight >= limits.max_in_flight:
+            # Load shedding: admitted requests keep their latency; this one
+            # is told to come back, at once and without touching the origin.
+            self.server.refused("in_flight")
+            request.refused = wire.simple_response(503, "503 Service Unavailable: the proxy is at capacity\n", extra=(("Retry-After", str(limits.retry_after)),))
         if "content-length" in headers or "transfer-encoding" in headers:
             length = headers.get("content-length")
             request.body_exists = length is None or length.strip() != "0"
         if request.body_exists:
-            request.content = Body(self)
+            cap = limits.body_limit(request.raw_path)
+            if cap and length is not None and length.isdigit() and int(length) > cap:
+                self.server.refused("body_too_large")
+                request.refused = wire.simple_response(413, f"413 Content Too Large: the request body is over {cap} bytes\n")
+                request.keep_alive = False
+                self._failed = True  # the body is never read: the connection closes after the 413
+            request.content = Body(self, cap)
         self._parsing = request
         self.queue.append(request)
         if len(self.queue) > MAX_PIPELINED:
@@ -535,15 +620,24 @@ class HttpProtocol(asyncio.Protocol):
 
     def _bad_request(self, why: str) -> None:
         """Unparseable framing: 400 and close, never read further."""
+        self.refuse(400, why, "bad_request")
+
+    def refuse(self, status: int, why: str, reason: str) -> None:
+        """Stop reading this connection and answer ``status``: at once when
+        nothing is in hand, after the responses already owed when pipelined
+        requests are ahead, by aborting when a response is half sent."""
+        if self._failed:
+            return
         self._failed = True
-        self.server.counts["bad_request"] += 1
+        self.server.refused(reason)
+        text = wire.simple_response(status, f"{status} {wire.reason_for(status)}: {why}\n")
         parsing = self._parsing
         if parsing is not None and parsing.content is not None:
-            parsing.content.fail(ConnectionResetError(f"bad request framing: {why}"))
+            parsing.content.fail(ClientGone(why))
         if self.task is not None and self.queue and self.queue[0] is not parsing:
-            # Earlier requests are still being answered: they finish, then 400.
+            # Earlier requests are still being answered: they finish first.
             request = Request(self, "GET", "/", (1, 1), CIMultiDict(), False)
-            request.refused = wire.simple_response(400, f"400 Bad Request: {why}\n")
+            request.refused = text
             if parsing is not None and parsing in self.queue:
                 self.queue.remove(parsing)
             self.queue.append(request)
@@ -554,7 +648,7 @@ class HttpProtocol(asyncio.Protocol):
             if current is not None and current.response is not None:
                 self.transport.abort()
                 return
-        self.write(wire.simple_response(400, f"400 Bad Request: {why}\n"))
+        self.write(text)
         self.transport.close()
 
     # -- timers --------------------------------------------------------------
@@ -580,7 +674,7 @@ class HttpProtocol(asyncio.Protocol):
     def _head_timeout(self) -> None:
         self._timer = None
         if self.task is None and not self.queue and self.transport is not None:
-            self.server.counts["head_timeout"] += 1
+            self.server.refused("head_timeout")
             self._failed = True
             self.write(wire.simple_response(408, "408 Request Timeout: the request head did not arrive in time\n"))
             self.transport.close()
@@ -608,6 +702,7 @@ class HttpProtocol(asyncio.Protocol):
                         self.transport.close()
                         return
                 else:
+                    self.server.in_flight += 1
                     try:
                         result = await self.handler(request)
                         await self._finish(request, result)
@@ -622,6 +717,8 @@ class HttpProtocol(asyncio.Protocol):
                         elif self.transport is not None:
                             self.transport.abort()
                         return
+                    finally:
+                        self.server.in_flight -= 1
                 self.queue.popleft()
                 if len(self.queue) <= MAX_PIPELINED:
                     self.resume_reading("pipeline")
@@ -652,13 +749,51 @@ class HttpProtocol(asyncio.Protocol):
 
 
 class Limits:
-    """The connection deadlines the protocol enforces (seconds; 0 = none)."""
+    """What the traffic port enforces before the pipeline sees a request.
 
-    __slots__ = ("head_timeout", "keepalive_timeout")
+    Deadlines in seconds, sizes in bytes, 0 = no limit.  ``body_limit(target)``
+    gives a request's body cap by route (the beacon's is small)."""
 
-    def __init__(self, head_timeout: float = 10.0, keepalive_timeout: float = 75.0) -> None:
+    __slots__ = (
+        "head_timeout", "keepalive_timeout", "body_timeout", "max_connections", "max_in_flight", "max_header_bytes",
+        "max_headers", "max_target_bytes", "max_body_bytes", "routes", "retry_after", "via",
+    )
+
+    def __init__(
+        self,
+        head_timeout: float = 10.0,
+        keepalive_timeout: float = 75.0,
+        body_timeout: float = 30.0,
+        max_connections: int = 0,
+        max_in_flight: int = 0,
+        max_header_bytes: int = 32 * 1024,
+        max_headers: int = 100,
+        max_target_bytes: int = 8 * 1024,
+        max_body_bytes: int = 0,
+        routes: tuple[tuple[str, int], ...] = (),
+        retry_after: int = 1,
+        via: str = "",
+    ) -> None:
         self.head_timeout = head_timeout
         self.keepalive_timeout = keepalive_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        self.max_in_flight = max_in_flight
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_target_bytes = max_target_bytes
+        self.max_body_bytes = max_body_bytes
+        self.routes = routes  # (path, body cap) pairs, exact paths
+        self.retry_after = retry_after
+        self.via = via
+
+    def body_limit(self, target: str) -> int:
+        if self.routes:
+            path = target.partition("?")[0]
+            for route, cap in self.routes:
+                if path == route:
+                    return cap
+        return self.max_body_bytes
 
 
 class TrafficServer:
@@ -669,12 +804,21 @@ class TrafficServer:
     connections, lets in-flight requests finish (up to the timeout), then
     aborts what is left."""
 
-    def __init__(self, handler: Handler, limits: Limits | None = None) -> None:
+    def __init__(self, handler: Handler, limits: Limits | None = None, on_refuse: Callable[[str], None] | None = None) -> None:
         self.handler = handler
         self.limits = limits or Limits()
         self.connections: set[HttpProtocol] = set()
-        self.counts = {"bad_request": 0, "head_timeout": 0}
+        self.in_flight = 0
+        self.counts: dict[str, int] = {}
+        self._on_refuse = on_refuse
         self._server: asyncio.AbstractServer | None = None
+
+    def refused(self, reason: str) -> None:
+        """Count a request or connection the port answered itself (400, 405,
+        408, 413, 414, 431, 503); ``on_refuse`` feeds ``/metrics``."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self._on_refuse is not None:
+            self._on_refuse(reason)
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024) -> None:
         loop = asyncio.get_running_loop()
