@@ -35,7 +35,7 @@ from .sql import (
     transpile,
 )
 
-DEFAULT_MEMORY_LIMIT = "384MB"  # DuckDB's own cap (it spills beyond); the process peaks ~60 MB above it
+DEFAULT_MEMORY_LIMIT = "448MB"  # DuckDB's own cap (it spills beyond): the process peaks ~15-20 MB above it
 DEFAULT_THREADS = os.cpu_count() or 1
 
 
