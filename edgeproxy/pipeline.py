@@ -53,7 +53,6 @@ OBSERVE = Observe()
 BEACON_PATH = "/_edge/convert"
 # The beacon carries at most a value in its query; a larger body is refused
 # (413) rather than read (issue 10: it accepted 10 MB).
-BEACON_MAX_BYTES = 8 * 1024
 PREVIEW_HEADER = "X-Edge-Preview-Token"
 PREVIEW_COOKIE = "edge_preview_token"
 PREVIEW_PARAM = "edge_preview"
@@ -403,24 +402,29 @@ def _visitor_id(state: State, facts: RequestFacts) -> str | None:
     return known.id if known is not None else None
 
 
-async def _beacon_too_large(request: web.BaseRequest) -> bool:
-    """Whether the beacon's body is over ``BEACON_MAX_BYTES``: by its
-    ``Content-Length``, or by reading a chunked one only that far."""
+async def _beacon_too_large(request: web.BaseRequest, cap: int) -> bool:
+    """Whether the beacon's body is over ``cap`` bytes: by its
+    ``Content-Length``, or by reading a chunked one only that far.  (The
+    traffic port's protocol refuses such a body before the pipeline runs;
+    this holds the same rule on the aiohttp server.)"""
+    if not cap:
+        return False
     if request.content_length is not None:
-        return request.content_length > BEACON_MAX_BYTES
+        return request.content_length > cap
     seen = 0
     if request.body_exists:
         async for chunk in request.content.iter_any():
             seen += len(chunk)
-            if seen > BEACON_MAX_BYTES:
+            if seen > cap:
                 return True
     return False
 
 
 async def _beacon(state: State, request: web.BaseRequest, facts: RequestFacts, rec: Record) -> web.Response:
-    if await _beacon_too_large(request):
+    cap = state.settings.beacon_max_body_bytes
+    if await _beacon_too_large(request, cap):
         rec.status = 413
-        resp = web.Response(status=413, text=f"413 Content Too Large: the beacon takes at most {BEACON_MAX_BYTES} bytes\n",
+        resp = web.Response(status=413, text=f"413 Content Too Large: the request body is over {cap} bytes\n",
                             headers={"Cache-Control": "no-store"})
         resp.force_close()  # the rest of the body is never read
         return resp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edgeproxy.pipeline import BEACON_MAX_BYTES
+from edgeproxy.settings import DEFAULT_BEACON_MAX_BODY_BYTES
 from proxyharness import raw_request, request_bytes, run_origin, run_proxy
 
 
@@ -27,7 +27,7 @@ async def test_a_beacon_declaring_a_large_body_gets_413_without_sending_it(tmp_p
     async with run_origin(origin()) as url, run_proxy(url, tmp_path / "slots", conversion_log=str(tmp_path / "c.jsonl")) as proxy:
         head = request_bytes("POST", "/_edge/convert", {"Content-Length": str(10 * 1024 * 1024)})
         resp = await raw_request(proxy.port, head, timeout=5)
-    assert resp.status == 413 and str(BEACON_MAX_BYTES) in resp.body.decode()
+    assert resp.status == 413 and str(DEFAULT_BEACON_MAX_BODY_BYTES) in resp.body.decode()
 
 
 async def test_a_chunked_beacon_over_the_cap_gets_413(tmp_path):

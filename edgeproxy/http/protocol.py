@@ -155,6 +155,10 @@ class Body:
     def __aiter__(self):
         return self._iterate()
 
+    def iter_any(self):
+        """The chunks as they arrive (``aiohttp.StreamReader.iter_any``)."""
+        return self._iterate()
+
     async def _iterate(self):
         while True:
             data = await self.read()
@@ -205,6 +209,12 @@ class Request:
         self.refused: bytes | None = None  # a response the protocol gives itself
         self._path: str | None = None
         self._query: MultiDict | None = None
+
+    @property
+    def content_length(self) -> int | None:
+        """The declared body length (the parser has checked the field)."""
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
 
     @property
     def can_read_body(self) -> bool:

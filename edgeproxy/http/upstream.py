@@ -50,6 +50,7 @@ from typing import Any
 import httptools
 
 from ..errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from ..headers import InvalidOriginHead, checked_origin_head, strip_hop_by_hop
 from . import wire
 
 log = logging.getLogger("edgeproxy.upstream")
@@ -398,7 +399,6 @@ class OriginPool:
     async def fetch(self, settings, *, method: str, url: Any, headers: list[tuple[str, str]], body: Any = None):
         """Send one request; the ``fetch.Upstream`` once its head is in."""
         from ..fetch import Upstream, _decode_raw
-        from ..headers import strip_hop_by_hop
 
         key = (url.host, url.port, url.scheme == "https")
         if body is not None and hasattr(body, "iter_any"):
@@ -435,12 +435,12 @@ class OriginPool:
             raise
         finally:
             self._unslot()
-        return Upstream(
-            status=status,
-            reason=reason.decode("latin-1"),
-            headers=strip_hop_by_hop(_decode_raw(raw)),
-            response=response,
-        )
+        try:
+            text_reason, headers = checked_origin_head(status, reason.decode("latin-1"), _decode_raw(raw))
+        except InvalidOriginHead as exc:
+            conn.abort()
+            raise UpstreamConnectError(f"invalid response from the origin: {exc}") from exc
+        return Upstream(status=status, reason=text_reason, headers=strip_hop_by_hop(headers), response=response)
 
     async def _exchange(self, conn: OriginConnection, settings, method: str, head: bytes, body: Any, chunked: bool):
         loop = asyncio.get_running_loop()
