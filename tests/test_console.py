@@ -193,6 +193,11 @@ async def test_a_returning_mobile_visitor_from_manchester_at_8_pm(tmp_path):
         ctx = {d.css_first("dt").text(): d.css_first("dd").text() for d in HTMLParser(page).css("dl.ctx div")}
         assert (ctx["hour"], ctx["daypart"], ctx["weekday"]) == ("20", "evening", "fri")
         assert (ctx["visitor"], ctx["city"], ctx["device"]) == ("returning", "Manchester", "mobile")
+        # the time as a person says it, and why not the other variants, each named
+        text = " ".join(HTMLParser(page).css_first("main").text().split())
+        assert "On Friday 27 November 2026, 20:00 (Europe/London), on the page /." in text
+        summaries = [" ".join(n.text().split()) for n in HTMLParser(page).css("details summary")]
+        assert summaries == ["Why not free-delivery", "Why not the other 3 variants"]
         # the same visitor on a desktop gets the welcome-back hero, with the city merged in
         _, page, _ = await get(server.admin_port, f"/console/preview?{query.replace('mobile', 'desktop')}")
         assert by_testid(page, "decision-hero") == "welcome-back"
@@ -511,6 +516,48 @@ def test_each_arm_against_the_control_in_plain_words_by_the_reports_reading_rule
     arms = [{"arm": "control", "visitors": 10}, {"arm": "b", "visitors": 10, **arm}]
     report = {"experiments": [{"name": "e", "visitors": 20, "arms": arms, "srm": srm, "plan": plan}]}
     assert by_testid(report_html(report), "verdict-e-b") == words
+
+
+PLAN = {"baseline": 0.03, "mde": 0.1, "arms": 2, "power": 0.8, "alpha": 0.05, "baseline_source": "observed control rate"}
+
+
+@pytest.mark.parametrize(
+    "plan, problem, words",
+    [
+        ({**PLAN, "visitors_per_arm": 100, "visitors": 200, "visitors_per_day": 50.0, "days": 4, "days_so_far": 6.0}, None,
+         "Reached: every arm has its sample, so the fixed-horizon p-value may be read now."),
+        ({**PLAN, "visitors_per_arm": 53_000, "visitors": 106_000, "visitors_per_day": 270.0, "days": 393, "days_so_far": 6.0}, None,
+         "about 387 more days (about 13 months) (393 in all; 6.0 so far). That is a long wait: at this traffic only a larger "
+         "change can be detected sooner (raise the smallest change above)."),
+        (None, "the control converts 95.00% of its visitors, and a 10% change of that is not a conversion rate: choose a smaller change",
+         "No sample size yet: the control converts 95.00% of its visitors, and a 10% change of that is not a conversion rate: "
+         "choose a smaller change."),
+        (None, None, "No sample size yet: the control has no conversions yet, so there is no rate to plan from."),
+    ],
+)
+def test_the_sample_size_in_plain_words(plan, problem, words):
+    from edgeproxy.console.pages import report_html
+
+    arms = [{"arm": "control", "visitors": 150, "conversions": 5}, {"arm": "b", "visitors": 120, "conversions": 4}]
+    exp = {"name": "e", "visitors": 270, "arms": arms, "srm": None, "plan": plan, **({"plan_problem": problem} if problem else {})}
+    text = by_testid(report_html({"experiments": [exp], "conversion_files": ["c.jsonl"]}), "plan-e")
+    assert text.endswith(words), text
+
+
+async def test_an_mde_the_control_rate_cannot_take_is_named_not_a_crash(tmp_path):
+    from edgeproxy.console.live import experiment_report
+    from edgeproxy.settings import build_settings
+
+    exposures, conversions = tmp_path / "exposures.jsonl", tmp_path / "conversions.jsonl"
+    line = '{"ts":"2026-11-27T09:00:%02d.000Z","visitor":"v%d","experiment":"e","arm":"%s","slot":"hero","path":"/"}\n'
+    exposures.write_text("".join(line % (i, i, ("control", "b")[i % 2]) for i in range(20)))
+    conversions.write_text("".join(f'{{"ts":"2026-11-27T09:01:00.000Z","visitor":"v{i}","path":"/buy","value":null,"kind":"path"}}\n'
+                                   for i in range(0, 20, 2)))  # every control visitor converts
+    (tmp_path / "slots").mkdir()
+    settings = build_settings({"upstream": "http://o", "exposure_log": str(exposures), "conversion_log": str(conversions),
+                               "slots": str(tmp_path / "slots")}, env={})
+    (exp,) = experiment_report(settings, mde=0.1)["experiments"]
+    assert exp["plan"] is None and exp["plan_problem"].startswith("the control converts 100.00% of its visitors")
 
 
 @pytest.mark.parametrize(

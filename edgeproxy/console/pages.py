@@ -48,9 +48,11 @@ code{font-size:.92em;word-break:break-word}
 .live{color:var(--live)}.scheduled{color:var(--sched)}.ended{color:var(--ended)}.broken{color:var(--broken)}
 .problems li{color:var(--broken)}
 #changed{background:#fff3c4;color:#222;padding:.5em 1em}
-form.visitor{display:grid;grid-template-columns:repeat(auto-fill,minmax(13em,1fr));gap:.6em 1em;align-items:end}
+form.visitor{display:grid;grid-template-columns:repeat(auto-fill,minmax(10.5em,1fr));gap:.6em 1em;align-items:end}
 form.visitor label{display:flex;flex-direction:column;font-size:.9em;gap:.15em}
 input,select,button{font:inherit;padding:.3em .4em}
+form.visitor input,form.visitor select{height:2.3em}
+table.renders{width:auto;min-width:min(100%,36em)}
 .problem{color:var(--broken);font-size:.85em}
 .frames{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin-top:1em}
 @media (max-width:900px){.frames{grid-template-columns:1fr}}
@@ -242,6 +244,17 @@ def _context_list(trace: Mapping[str, Any]) -> str:
     return f'<dl class="ctx">{"".join(items)}</dl>'
 
 
+def _wall_clock(iso: str, tz: str) -> str:
+    """``2026-11-27T20:00:00+00:00`` -> ``Friday 27 November 2026, 20:00 (Europe/London)``:
+    the visitor's wall clock as a person says it (the ISO form when it is not one)."""
+    try:
+        t = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    zone = tz or (t.tzname() or "")
+    return f"{t:%A} {t.day} {t:%B %Y, %H:%M}" + (f" ({zone})" if zone else "")
+
+
 def preview_page(
     form: PreviewForm, trace: Mapping[str, Any], others: Mapping[str, Sequence[tuple[str, str]]], *, share_url: str
 ) -> str:
@@ -269,9 +282,9 @@ def preview_page(
         '<div><button type="submit">Preview</button> <a href="/console/preview">Clear</a></div></form>',
         f'<p><label>Link to this preview (send it to a colleague): <input class="share" readonly value="{_e(share_url)}"></label></p>',
     ]
-    at = trace.get("at", "")
+    at = _wall_clock(str(trace.get("at", "")), form.values.get("tz", ""))
     who = "a bot" if trace.get("bot") else ("a visitor in the holdout" if trace.get("holdout") else "this visitor")
-    parts.append(f'<h2>What {who} sees</h2><p class="muted">At {_e(str(at))}, path {_e(form.path)}. Context:</p>')
+    parts.append(f'<h2>What {who} sees</h2><p class="muted">On {_e(at)}, on the page {_e(form.path)}. Context:</p>')
     parts.append(_context_list(trace))
     rows = []
     for slot, d in trace.get("slots", {}).items():
@@ -281,7 +294,9 @@ def preview_page(
             why += f'<br><span class="muted">experiment {_e(d["experiment"])}, arm {_e(str(d.get("arm")))}</span>'
         if others.get(slot):
             items = "".join(f"<li><strong>{_e(v)}</strong>: {_e(reason)}</li>" for v, reason in others[slot])
-            why += f"<details><summary>Not the other {_plural(len(others[slot]), 'variant')}: why</summary><ul>{items}</ul></details>"
+            names = others[slot]
+            summary = f"Why not {_e(names[0][0])}" if len(names) == 1 else f"Why not the other {len(names)} variants"
+            why += f"<details><summary>{summary}</summary><ul>{items}</ul></details>"
         rows.append(
             f'<tr><th scope=row>{_e(slot)}</th><td data-testid="decision-{_e(slot)}"><strong>{_e(shown)}</strong></td><td>{why}</td></tr>'
         )
@@ -353,7 +368,7 @@ def live_page(
             f'<td class=num data-testid="recent-{_e(tid)}" data-recent="{_e(key)}">{count_text(last)}</td></tr>'
         )
     parts.append(
-        '<div class="scroll"><table aria-label="Renders"><thead><tr><th scope=col>Slot</th><th scope=col>Variant</th>'
+        '<div class="scroll"><table class="renders" aria-label="Renders"><thead><tr><th scope=col>Slot</th><th scope=col>Variant</th>'
         '<th scope=col class=num>Since start</th><th scope=col class=num>Last 5 min</th></tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
     )
