@@ -205,7 +205,10 @@ def overview_page(ov: Overview, now: dt.datetime) -> str:
         parts.append("</tbody></table></div>")
         for exp in slot.experiments:
             arms = ", ".join(f"{_e(a)} {w:g}%" for a, w in exp.arms)
-            parts.append(f"<p>Experiment <strong>{_e(exp.name)}</strong>: {arms}, control {exp.control:g}% (the shop's default).</p>")
+            parts.append(
+                f"<p>Experiment <strong>{_e(exp.name)}</strong>: {arms}, control {exp.control:g}% (the shop's default). "
+                f'<a href="/console/live#exp-{_e(exp.name)}">How it is doing</a></p>'
+            )
         parts.append("</section>")
     parts.append(
         '<p class="muted">Listed in the order the proxy tries them: priority, then the more specific <code>when</code>, then the file name.</p>'
@@ -352,9 +355,12 @@ def live_page(
     rows: list[tuple[str, str, float, float]], recent: Window, report: Mapping[str, Any] | None, *, started: str,
     mde: float = DEFAULT_MDE, mde_problem: str = "",
 ) -> str:
-    parts = ["<h1>How it is doing</h1>"]
+    # The experiments first: whether a change works is what the page is
+    # opened for; the renders of every variant (a long list in a big shop) follow.
+    parts = ["<h1>How it is doing</h1>", "<h2>Experiments</h2>", report_html(report, mde=mde, mde_problem=mde_problem)]
+    parts.append("<h2>Renders per variant</h2>")
     parts.append(
-        f'<p class="muted">Renders per variant: the <code>edgeproxy_slot_decisions</code> counter of <a href="/metrics">/metrics</a> '
+        f'<p class="muted">The <code>edgeproxy_slot_decisions</code> counter of <a href="/metrics">/metrics</a> '
         f"(since the proxy started, {_e(started)}), and over <span id=\"window\">{_e(window_text(recent.seconds))}</span>. "
         "Previews are not counted.</p>"
     )
@@ -372,8 +378,6 @@ def live_page(
         '<th scope=col class=num>Since start</th><th scope=col class=num>Last 5 min</th></tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
     )
-    parts.append("<h2>Experiments</h2>")
-    parts.append(report_html(report, mde=mde, mde_problem=mde_problem))
     return "".join(parts)
 
 
