@@ -160,31 +160,46 @@ async def test_on_a_phone_the_pages_fit_the_screen(tmp_path, browser):
         await phone.close()
 
 
-async def test_the_experiment_report_in_the_browser_is_edgeproxy_reports(tmp_path, browser):
-    import argparse
-    import io
-    import json
+TEXTS = """Object.fromEntries([...document.querySelectorAll('[data-testid]')]
+  .map(e => [e.dataset.testid, e.innerText.split(/\\s+/).join(' ').trim()]))"""
 
+
+async def test_the_experiment_report_in_the_browser_is_edgeproxy_reports(tmp_path, browser):
     import aiohttp
 
-    from edgeproxy.report import run_report
+    from test_console import assert_page_is_the_report, cli_report, seed_history
 
     exposures, conversions = tmp_path / "exposures.jsonl", tmp_path / "conversions.jsonl"
+    seed_history(exposures, conversions)  # a week of the experiment so far
     settings = dict(exposure_log=str(exposures), conversion_log=str(conversions), conversion_path="/checkout/complete")
     async with run_shop(tmp_path, **settings) as (_shop, server):
         for i in range(16):
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-                for path in ("/", "/checkout/complete") if i % 4 == 0 else ("/",):
+                for path in ("/", "/checkout/complete") if i % 2 == 0 else ("/",):
                     async with session.get(f"http://127.0.0.1:{server.port}{path}", headers=visit_headers()) as resp:
                         await resp.read()
         page = await browser.new_page()
         await page.goto(f"http://127.0.0.1:{server.admin_port}/console/live")
         await shot(page, "live-experiment")
-        out = io.StringIO()
-        args = argparse.Namespace(logs=[str(exposures), str(conversions)], json=True, html=None, weights=[], slots=str(tmp_path / "slots"))
-        assert run_report(args, out=out, err=io.StringIO()) == 0
-        (exp,) = json.loads(out.getvalue())["experiments"]
-        for arm in exp["arms"]:
-            assert int(await text(page, f"visitors-delivery-test-{arm['arm']}")) == arm["visitors"]
-            assert int(await text(page, f"conversions-delivery-test-{arm['arm']}")) == arm["conversions"]
+        logs = ["--slots", str(tmp_path / "slots"), str(exposures), str(conversions)]
+        report = cli_report("--json", "--plan", "--mde", "0.1", *logs)
+        (exp,) = report["experiments"]
+        texts = await page.evaluate(TEXTS)
+        assert_page_is_the_report(texts.__getitem__, exp, report["reading_rule"])
         assert await page.get_by_test_id("srm-delivery-test").count() == 1
+
+        # a larger smallest change, typed into the page's form: fewer visitors needed, and the link keeps it
+        await page.locator("#f-mde").fill("25")
+        await page.locator("#f-mde").press("Enter")
+        await page.wait_for_url(lambda url: url.endswith("/console/live?mde=25"))
+        report = cli_report("--json", "--plan", "--mde", "0.25", *logs)
+        assert_page_is_the_report((await page.evaluate(TEXTS)).__getitem__, report["experiments"][0])
+
+        # on a phone: the same figures, one card per arm, nothing wider than the screen
+        phone = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        small = await phone.new_page()
+        await small.goto(f"http://127.0.0.1:{server.admin_port}/console/live?mde=25")
+        assert await small.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+        assert_page_is_the_report((await small.evaluate(TEXTS)).__getitem__, report["experiments"][0])
+        await shot(small, "phone-live-experiment")
+        await phone.close()

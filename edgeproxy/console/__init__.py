@@ -35,7 +35,7 @@ from aiohttp import web
 
 from ..pipeline import State
 from ..settings import Settings
-from .live import SAMPLE_EVERY, RenderHistory, ReportCache, slot_counts
+from .live import SAMPLE_EVERY, RenderHistory, ReportCache, parse_mde, planned, slot_counts
 from .overview import overview
 from .pages import count_text, live_page, live_rows, overview_page, preview_page, shell, window_text
 from .preview import PreviewForm, render_page
@@ -145,15 +145,17 @@ async def live_view(request: web.Request) -> web.Response:
     catalog = state.catalog.current
     counts, recent = await _live_numbers(request)
     served = {name: [v.id for v in slot.variants] for name, slot in catalog.slots.items()}
+    mde, mde_problem = parse_mde(request.query.get("mde"))
     report = None
     if state.settings.exposure_log is not None:
         if state.events is not None:
             await state.events.flush()  # the report reads what the proxy logged so far
-        report, computed = await request.app[REPORTS].get(state.settings)
+        read, computed = await request.app[REPORTS].get(state.settings)
+        report = planned(read, mde)
         if report is not None:
-            report = {**report, "computed": dt.datetime.fromtimestamp(computed, dt.timezone.utc).strftime("%H:%M:%S UTC")}
+            report["computed"] = dt.datetime.fromtimestamp(computed, dt.timezone.utc).strftime("%H:%M:%S UTC")
     started = dt.datetime.fromtimestamp(request.app[HISTORY].started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = live_page(live_rows(served, counts, recent), recent, report, started=started)
+    body = live_page(live_rows(served, counts, recent), recent, report, started=started, mde=mde, mde_problem=mde_problem)
     return _page("Live", body, page="live", generation=catalog.generation)
 
 

@@ -162,7 +162,7 @@ def overview(catalog: Catalog, now: dt.datetime) -> Overview:
                 errors = (str(state.error),)
             rows.append(VariantRow(
                 slot=name, file=file, variant=Path(file).stem, state=BROKEN, errors=errors,
-                serving="nothing: no version of this file has loaded",
+                serving="nothing (no version of this file has loaded yet)",
             ))
         experiments = tuple(
             ExperimentShare(exp, tuple((a.variant.id, a.hi - a.lo) for a in arms), 100 - (arms[-1].hi if arms else 0))

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from .live import Counts, Window
+from .live import DEFAULT_MDE, Counts, Progress, Window, progress
 from .overview import BROKEN, Overview, VariantRow
 from .preview import PreviewForm
 
@@ -48,9 +48,11 @@ code{font-size:.92em;word-break:break-word}
 .live{color:var(--live)}.scheduled{color:var(--sched)}.ended{color:var(--ended)}.broken{color:var(--broken)}
 .problems li{color:var(--broken)}
 #changed{background:#fff3c4;color:#222;padding:.5em 1em}
-form.visitor{display:grid;grid-template-columns:repeat(auto-fill,minmax(13em,1fr));gap:.6em 1em;align-items:end}
+form.visitor{display:grid;grid-template-columns:repeat(auto-fill,minmax(10.5em,1fr));gap:.6em 1em;align-items:end}
 form.visitor label{display:flex;flex-direction:column;font-size:.9em;gap:.15em}
 input,select,button{font:inherit;padding:.3em .4em}
+form.visitor input,form.visitor select{height:2.3em}
+table.renders{width:auto;min-width:min(100%,36em)}
 .problem{color:var(--broken);font-size:.85em}
 .frames{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin-top:1em}
 @media (max-width:900px){.frames{grid-template-columns:1fr}}
@@ -58,8 +60,17 @@ figure{margin:0}figcaption{font-weight:600;margin-bottom:.3em}
 iframe{width:100%;height:70vh;border:1px solid var(--line);background:#fff}
 dl.ctx{display:flex;flex-wrap:wrap;gap:.2em 1.2em;margin:.4em 0}dl.ctx div{display:flex;gap:.3em}dl.ctx dt{color:var(--muted)}dl.ctx dd{margin:0}
 input.share{width:100%}
+@media (min-width:701px){table.slots{table-layout:fixed}.c-file{width:20%}.c-who{width:22%}.c-prio{width:5.5em}.c-cap{width:8%}.c-exp{width:13%}.c-try{width:5.5em}}
+table.slots td{overflow-wrap:anywhere}
+progress{width:6em;height:.55em;vertical-align:middle}
+.ci,.nowrap{white-space:nowrap}
+th.seq,td.seq{background:rgba(11,87,208,.07)}
+.rule{border-left:3px solid var(--accent);padding:.2em .8em;max-width:60em}
+form.mde{margin:.6em 0;display:flex;flex-wrap:wrap;gap:.3em .5em;align-items:baseline}
+table.report th[scope=row]{white-space:nowrap}tr.groups th{font-weight:600;font-size:.85em;color:var(--muted);text-align:center;border-bottom:0}tr.groups td{border-bottom:0}
+ul.verdicts{padding-left:1.2em}ul.verdicts li{margin:.2em 0}
 @media (max-width:700px){table.cards thead{display:none}table.cards tr{display:block;border-bottom:1px solid var(--line);padding:.4em 0}
-table.cards td{display:block;border:0;padding:.1em .2em;text-align:left}table.cards td[data-label]:not(:empty)::before{content:attr(data-label) ": ";color:var(--muted)}}
+table.cards td,table.cards th[scope=row]{display:block;border:0;padding:.1em .2em;text-align:left}table.cards td:empty{display:none}table.cards td[data-label]:not(:empty)::before{content:attr(data-label) ": ";color:var(--muted)}}
 """
 
 # Polls /console/state.json: reloads when the slots folder changed (unless
@@ -120,20 +131,27 @@ def _plural(n: int, word: str) -> str:
 # ---------------------------------------------------------------------------
 # Overview
 # ---------------------------------------------------------------------------
-def _state_cell(row: VariantRow) -> str:
+def _in_folder(error: str, directory: str) -> str:
+    """``/srv/shop/slots/banner/x.html:2: reason`` -> ``banner/x.html:2: reason``:
+    the file as the merchandiser names it in the slots folder."""
+    prefix = directory.rstrip("/") + "/"
+    return error[len(prefix):] if error.startswith(prefix) else error
+
+
+def _state_cell(row: VariantRow, directory: str) -> str:
     badge = f'<span class="badge {row.state}">{row.state}</span>'
     if row.state == BROKEN:
-        errors = "".join(f"<li><code>{_e(err)}</code></li>" for err in row.errors)
+        errors = "".join(f"<li><code>{_e(_in_folder(err, directory))}</code></li>" for err in row.errors)
         serving = _e(row.serving) + (f" ({row.serving_state})" if row.serving_state else "")
         return f'{badge}<ul class="errors">{errors}</ul>Still serving: {serving}'
     if row.state == "scheduled":
         return f"{badge} starts {_utc(row.start)}"
     if row.state == "ended":
-        return f"{badge} ended {_utc(row.end)}"
+        return f"{badge} on {_utc(row.end)}"
     return f"{badge} until {_utc(row.end)}" if row.end else badge
 
 
-def _row_html(row: VariantRow) -> str:
+def _row_html(row: VariantRow, directory: str) -> str:
     key = f"{row.slot}-{row.variant}"
     what = f"<strong>{_e(row.file)}</strong>"
     if row.description:
@@ -153,7 +171,7 @@ def _row_html(row: VariantRow) -> str:
         f'<tr data-testid="variant-{_e(key)}" data-state="{row.state}">'
         f'<td>{what}</td><td data-label="For whom">{audience}</td><td class=num data-label="Priority">{priority}</td>'
         f'<td data-label="Cap">{_e(row.cap)}</td><td data-label="Experiment">{experiment}</td>'
-        f'<td data-testid="state-{_e(key)}">{_state_cell(row)}</td><td>{link}</td></tr>'
+        f'<td data-testid="state-{_e(key)}">{_state_cell(row, directory)}</td><td>{link}</td></tr>'
     )
 
 
@@ -168,7 +186,7 @@ def overview_page(ov: Overview, now: dt.datetime) -> str:
     if ov.missing:
         parts.append('<p class="broken">The slots folder is missing: the shop is served unchanged until it appears.</p>')
     if ov.problems:
-        items = "".join(f"<li><code>{_e(p)}</code></li>" for p in ov.problems)
+        items = "".join(f"<li><code>{_e(_in_folder(p, str(ov.directory)))}</code></li>" for p in ov.problems)
         parts.append(f'<h2>Problems</h2><ul class="problems" data-testid="problems">{items}</ul>')
     if not ov.slots:
         parts.append("<p>No slots yet: add a folder per slot, a file per variant.</p>")
@@ -178,15 +196,19 @@ def overview_page(ov: Overview, now: dt.datetime) -> str:
             parts.append('<p class="muted">No variants: everyone sees the shop\'s default.</p></section>')
             continue
         parts.append(
-            '<div class="scroll"><table class="cards"><thead><tr><th scope=col>Variant file</th><th scope=col>For whom</th>'
+            '<div class="scroll"><table class="cards slots"><colgroup><col class=c-file><col class=c-who><col class=c-prio><col class=c-cap>'
+            '<col class=c-exp><col class=c-state><col class=c-try></colgroup><thead><tr><th scope=col>Variant file</th><th scope=col>For whom</th>'
             '<th scope=col class=num>Priority</th><th scope=col>Cap</th><th scope=col>Experiment</th><th scope=col>State</th>'
             "<th scope=col><span class=muted>Try it</span></th></tr></thead><tbody>"
         )
-        parts.extend(_row_html(r) for r in slot.rows)
+        parts.extend(_row_html(r, str(ov.directory)) for r in slot.rows)
         parts.append("</tbody></table></div>")
         for exp in slot.experiments:
             arms = ", ".join(f"{_e(a)} {w:g}%" for a, w in exp.arms)
-            parts.append(f"<p>Experiment <strong>{_e(exp.name)}</strong>: {arms}, control {exp.control:g}% (the shop's default).</p>")
+            parts.append(
+                f"<p>Experiment <strong>{_e(exp.name)}</strong>: {arms}, control {exp.control:g}% (the shop's default). "
+                f'<a href="/console/live#exp-{_e(exp.name)}">How it is doing</a></p>'
+            )
         parts.append("</section>")
     parts.append(
         '<p class="muted">Listed in the order the proxy tries them: priority, then the more specific <code>when</code>, then the file name.</p>'
@@ -225,6 +247,17 @@ def _context_list(trace: Mapping[str, Any]) -> str:
     return f'<dl class="ctx">{"".join(items)}</dl>'
 
 
+def _wall_clock(iso: str, tz: str) -> str:
+    """``2026-11-27T20:00:00+00:00`` -> ``Friday 27 November 2026, 20:00 (Europe/London)``:
+    the visitor's wall clock as a person says it (the ISO form when it is not one)."""
+    try:
+        t = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    zone = tz or (t.tzname() or "")
+    return f"{t:%A} {t.day} {t:%B %Y, %H:%M}" + (f" ({zone})" if zone else "")
+
+
 def preview_page(
     form: PreviewForm, trace: Mapping[str, Any], others: Mapping[str, Sequence[tuple[str, str]]], *, share_url: str
 ) -> str:
@@ -252,9 +285,9 @@ def preview_page(
         '<div><button type="submit">Preview</button> <a href="/console/preview">Clear</a></div></form>',
         f'<p><label>Link to this preview (send it to a colleague): <input class="share" readonly value="{_e(share_url)}"></label></p>',
     ]
-    at = trace.get("at", "")
+    at = _wall_clock(str(trace.get("at", "")), form.values.get("tz", ""))
     who = "a bot" if trace.get("bot") else ("a visitor in the holdout" if trace.get("holdout") else "this visitor")
-    parts.append(f'<h2>What {who} sees</h2><p class="muted">At {_e(str(at))}, path {_e(form.path)}. Context:</p>')
+    parts.append(f'<h2>What {who} sees</h2><p class="muted">On {_e(at)}, on the page {_e(form.path)}. Context:</p>')
     parts.append(_context_list(trace))
     rows = []
     for slot, d in trace.get("slots", {}).items():
@@ -264,7 +297,9 @@ def preview_page(
             why += f'<br><span class="muted">experiment {_e(d["experiment"])}, arm {_e(str(d.get("arm")))}</span>'
         if others.get(slot):
             items = "".join(f"<li><strong>{_e(v)}</strong>: {_e(reason)}</li>" for v, reason in others[slot])
-            why += f"<details><summary>Not the other {_plural(len(others[slot]), 'variant')}: why</summary><ul>{items}</ul></details>"
+            names = others[slot]
+            summary = f"Why not {_e(names[0][0])}" if len(names) == 1 else f"Why not the other {len(names)} variants"
+            why += f"<details><summary>{summary}</summary><ul>{items}</ul></details>"
         rows.append(
             f'<tr><th scope=row>{_e(slot)}</th><td data-testid="decision-{_e(slot)}"><strong>{_e(shown)}</strong></td><td>{why}</td></tr>'
         )
@@ -316,10 +351,16 @@ def live_rows(slots: Mapping[str, Sequence[str]], counts: Counts, recent: Window
     return [(s, v, counts.get((s, v), 0.0), recent.counts.get((s, v), 0.0)) for s, v in keys]
 
 
-def live_page(rows: list[tuple[str, str, float, float]], recent: Window, report: Mapping[str, Any] | None, *, started: str) -> str:
-    parts = ["<h1>How it is doing</h1>"]
+def live_page(
+    rows: list[tuple[str, str, float, float]], recent: Window, report: Mapping[str, Any] | None, *, started: str,
+    mde: float = DEFAULT_MDE, mde_problem: str = "",
+) -> str:
+    # The experiments first: whether a change works is what the page is
+    # opened for; the renders of every variant (a long list in a big shop) follow.
+    parts = ["<h1>How it is doing</h1>", "<h2>Experiments</h2>", report_html(report, mde=mde, mde_problem=mde_problem)]
+    parts.append("<h2>Renders per variant</h2>")
     parts.append(
-        f'<p class="muted">Renders per variant: the <code>edgeproxy_slot_decisions</code> counter of <a href="/metrics">/metrics</a> '
+        f'<p class="muted">The <code>edgeproxy_slot_decisions</code> counter of <a href="/metrics">/metrics</a> '
         f"(since the proxy started, {_e(started)}), and over <span id=\"window\">{_e(window_text(recent.seconds))}</span>. "
         "Previews are not counted.</p>"
     )
@@ -333,12 +374,10 @@ def live_page(rows: list[tuple[str, str, float, float]], recent: Window, report:
             f'<td class=num data-testid="recent-{_e(tid)}" data-recent="{_e(key)}">{count_text(last)}</td></tr>'
         )
     parts.append(
-        '<div class="scroll"><table aria-label="Renders"><thead><tr><th scope=col>Slot</th><th scope=col>Variant</th>'
+        '<div class="scroll"><table class="renders" aria-label="Renders"><thead><tr><th scope=col>Slot</th><th scope=col>Variant</th>'
         '<th scope=col class=num>Since start</th><th scope=col class=num>Last 5 min</th></tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
     )
-    parts.append("<h2>Experiments</h2>")
-    parts.append(report_html(report))
     return "".join(parts)
 
 
@@ -351,8 +390,8 @@ def _ci(ci: Sequence[float] | None, *, signed: bool = False) -> str:
         return ""
     lo, hi = ci
     if signed:
-        return f" [{lo * 100:+.2f}, {hi * 100:+.2f}] pp"
-    return f" [{lo * 100:.2f}%, {hi * 100:.2f}%]"
+        return f"[{lo * 100:+.2f}, {hi * 100:+.2f}] pp"
+    return f"[{lo * 100:.2f}%, {hi * 100:.2f}%]"
 
 
 def _p(p: float | None) -> str:
@@ -361,25 +400,149 @@ def _p(p: float | None) -> str:
     return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
 
 
+def _n(n: float | int) -> str:
+    return f"{n:,.0f}"
+
+
+def _when(ts: str) -> str:
+    """``2026-11-26T11:57:18Z`` -> ``2026-11-26 11:57 UTC``."""
+    return ts[:16].replace("T", " ") + " UTC" if len(ts) >= 16 else ts
+
+
 _BASIS = {"--slots": "the weights in the slots folder", "--weights": "the given weights", "equal split": "an equal split"}
 
 
-def _verdict(arm: Mapping[str, Any], srm: Mapping[str, Any] | None) -> tuple[str, str]:
-    """An arm against the control in plain words (two-sided p < 0.05)."""
-    name = _e(str(arm.get("arm")))
+def _excludes_zero(ci: Sequence[float] | None) -> int:
+    """+1 / -1 when the interval lies above / below 0, else 0."""
+    if not ci:
+        return 0
+    return 1 if ci[0] > 0 else -1 if ci[1] < 0 else 0
+
+
+def _verdict(arm: Mapping[str, Any], srm: Mapping[str, Any] | None, prog: Progress | None) -> str:
+    """An arm against the control in plain words, by the report's reading
+    rule: the sequential interval decides at any look; the fixed-horizon
+    p-value only once every arm has the sample the plan needs."""
+    name = f"<strong>{_e(str(arm.get('arm')))}</strong>"
     if srm and srm.get("flagged"):
-        return arm["arm"], f"<strong>{name}</strong>: not comparable with the control (sample ratio mismatch)."
-    p, uplift = arm.get("p_value"), arm.get("abs_uplift")
-    if p is None or uplift is None:
-        return arm["arm"], ""
-    if p < 0.05:
-        better = "beats the control" if uplift > 0 else "does worse than the control"
-        return arm["arm"], f"<strong>{name}</strong> {better} ({uplift * 100:+.2f} pp, p = {_p(p)})."
-    return arm["arm"], f"<strong>{name}</strong>: no clear difference from the control yet (p = {_p(p)})."
+        return f"{name}: not comparable with the control (sample ratio mismatch)."
+    p, uplift, seq_p = arm.get("p_value"), arm.get("abs_uplift"), arm.get("seq_p_value")
+    if uplift is None:
+        return ""
+    side = _excludes_zero(arm.get("seq_abs_uplift_ci"))
+    if side:
+        better = "beats the control" if side > 0 else "does worse than the control"
+        return (f"{name} {better} ({uplift * 100:+.2f} pp; sequential p = {_p(seq_p)}, "
+                "which holds however often you look).")
+    if prog is not None and prog.reached and p is not None:
+        if p < 0.05:
+            better = "beats the control" if uplift > 0 else "does worse than the control"
+            return f"{name} {better} at the planned sample size ({uplift * 100:+.2f} pp, fixed-horizon p = {_p(p)})."
+        return (f"{name}: no clear difference at the planned sample size (fixed-horizon p = {_p(p)}): "
+                "a change as large as the one planned for would most likely have shown by now.")
+    text = f"{name}: no clear difference yet" + (f" (sequential p = {_p(seq_p)})" if seq_p is not None else "") + "; let it run"
+    if prog is not None and prog.days_left:
+        text += f", about {_days(prog.days_left)} at this traffic"
+    text += "."
+    if p is not None and p < 0.05:
+        text += (f" The fixed-horizon p = {_p(p)} is not a win yet: it holds only at the planned sample size, "
+                 "not at every look.")
+    return text
 
 
-def report_html(report: Mapping[str, Any] | None) -> str:
-    """``edgeproxy report``'s figures per experiment (its JSON shape)."""
+def _days(n: int) -> str:
+    """``92`` -> ``92 more days``; a long wait also in months or years."""
+    text = f"{n:,} more day{'' if n == 1 else 's'}"
+    if n >= 730:
+        return f"{text} (about {n / 365:.0f} years)"
+    if n >= 60:
+        return f"{text} (about {n / 30.4:.0f} months)"
+    return text
+
+
+LONG_WAIT_DAYS = 90  # beyond this, the page says a larger change is what this traffic can detect
+
+
+def _plan_html(name: str, exp: Mapping[str, Any], prog: Progress | None) -> str:
+    """The sample-size paragraph: what the plan needs and how far along it is."""
+    plan = exp.get("plan")
+    tid = _e(name)
+    if not plan or prog is None:
+        why = exp.get("plan_problem") or "the control has no conversions yet, so there is no rate to plan from"
+        return f'<p class="muted" data-testid="plan-{tid}">No sample size yet: {_e(why)}.</p>'
+    target = plan["baseline"] * (1 + plan["mde"])
+    comparisons = plan["arms"] - 1
+    each = "" if comparisons == 1 else f"; {comparisons} variants against the control, each at α {plan['alpha'] / comparisons:.3g}"
+    text = (
+        f'<strong>Sample size.</strong> To detect a {abs(plan["mde"]) * 100:g}% change ({_pct(plan["baseline"])} → {_pct(target)}) '
+        f'with {plan["power"] * 100:g}% power, each arm needs <strong data-testid="needed-{tid}">{_n(plan["visitors_per_arm"])}</strong> visitors '
+        f'<span class="muted">(the observed control rate as the baseline{each})</span>. '
+    )
+    per_day = plan.get("visitors_per_day")
+    if prog.reached:
+        text += '<strong data-testid="days-left-{0}">Reached</strong>: every arm has its sample, so the fixed-horizon p-value may be read now.'.format(tid)
+    elif prog.days_left is None or not per_day:
+        text += f'<span data-testid="days-left-{tid}">No traffic yet to count the days by.</span>'
+    else:
+        text += (
+            f'At the <span data-testid="per-day-{tid}">{_n(per_day)}</span> visitors a day seen so far: about '
+            f'<strong data-testid="days-left-{tid}">{_days(prog.days_left)}</strong> '
+            f'<span class="muted">(<span data-testid="days-{tid}">{_n(plan["days"])}</span> in all; '
+            f'{plan["days_so_far"]:.1f} so far)</span>.'
+        )
+        if prog.days_left > LONG_WAIT_DAYS:
+            text += " That is a long wait: at this traffic only a larger change can be detected sooner (raise the smallest change above)."
+    return f'<p data-testid="plan-{tid}">{text}</p>'
+
+
+def _arm_row(name: str, arm: Mapping[str, Any], prog: Progress | None) -> str:
+    tid = _e(f"{name}-{arm['arm']}")
+    conv = "" if arm.get("conversions") is None else _n(arm["conversions"])
+    visitors = f'<span data-testid="visitors-{tid}">{_n(arm["visitors"])}</span>'
+    if prog is not None:
+        share = min(arm["visitors"] / prog.needed, 1.0) if prog.needed else 1.0
+        visitors += (
+            f'<br><progress max="{prog.needed}" value="{min(arm["visitors"], prog.needed)}" aria-hidden="true"></progress> '
+            f'<span class="muted nowrap" data-testid="progress-{tid}">{share * 100:.0f}% of {_n(prog.needed)}</span>'
+        )
+    rate = ""
+    if arm.get("rate") is not None:
+        rate = f'<span data-testid="rate-{tid}">{_pct(arm["rate"])}</span> <span class="ci">{_ci(arm.get("rate_ci"))}</span>'
+    uplift = p = seq_p = seq_ci = ""
+    if arm.get("abs_uplift") is not None:
+        uplift = f'<span data-testid="uplift-{tid}">{arm["abs_uplift"] * 100:+.2f} pp</span> <span class="ci" data-testid="uplift-ci-{tid}">{_ci(arm.get("abs_uplift_ci"), signed=True)}</span>'
+        if arm.get("rel_uplift") is not None:
+            uplift += f'<br><span class="muted">{arm["rel_uplift"] * 100:+.1f}% relative</span>'
+    if arm.get("p_value") is not None:
+        p = f'<span data-testid="p-{tid}">{_p(arm["p_value"])}</span>{" (" + _e(arm["test"]) + ")" if arm.get("test") else ""}'
+    if arm.get("seq_p_value") is not None:
+        seq_p = f'<span data-testid="seq-p-{tid}">{_p(arm["seq_p_value"])}</span>'
+        seq_ci = f'<span data-testid="seq-ci-{tid}">{_ci(arm.get("seq_abs_uplift_ci"), signed=True)}</span>'
+    return (
+        f'<tr data-testid="arm-{tid}"><th scope=row>{_e(arm["arm"])}</th>'
+        f'<td class=num data-label="Visitors">{visitors}</td>'
+        f'<td class=num data-label="Converted" data-testid="conversions-{tid}">{conv}</td>'
+        f'<td class=num data-label="Rate [95% CI]">{rate}</td>'
+        f'<td class=num data-label="Uplift vs control [95% CI]">{uplift}</td>'
+        f'<td class=num data-label="Fixed-horizon p">{p}</td>'
+        f'<td class="num seq" data-label="Sequential p">{seq_p}</td>'
+        f'<td class="num seq" data-label="Sequential 95% interval">{seq_ci}</td></tr>'
+    )
+
+
+def _mde_form(mde: float, problem: str) -> str:
+    described = ' aria-describedby="mde-problem" aria-invalid="true"' if problem else ""
+    extra = f' <span id="mde-problem" class="problem">{_e(problem)}</span>' if problem else ""
+    return (
+        '<form class="mde" method="get" action="/console/live"><label for="f-mde">Smallest change worth detecting</label> '
+        f'<input id="f-mde" name="mde" value="{mde * 100:g}" inputmode="decimal" size="4"{described}> % '
+        f'<span class="muted">(relative: 10 % is 3 % → 3.3 %)</span> <button type="submit">Update</button>{extra}</form>'
+    )
+
+
+def report_html(report: Mapping[str, Any] | None, *, mde: float = DEFAULT_MDE, mde_problem: str = "") -> str:
+    """``edgeproxy report --plan --mde MDE``'s figures per experiment (its
+    JSON shape), the sample-size progress, and the report's reading rule."""
     if report is None:
         return (
             "<p>No exposure log is configured: start the proxy with <code>--exposure-log</code> "
@@ -395,54 +558,53 @@ def report_html(report: Mapping[str, Any] | None) -> str:
         parts.append("<p>No exposure logged yet.</p>")
     with_conversions = bool(report.get("conversion_files"))
     if experiments:
+        parts.append(_mde_form(mde, mde_problem))
         parts.append(
-            f'<p class="muted">As <code>edgeproxy report</code> computes them, at {_e(str(report.get("computed", "")))}. p-values are two-sided, '
-            "per arm against the control, not adjusted for several arms or for looking every day.</p>"
+            f'<p class="muted">As <code>edgeproxy report --plan --mde {mde:g}</code> computes them, at {_e(str(report.get("computed", "")))}. '
+            "Each variant against the control, two-sided.</p>"
         )
+        if with_conversions and report.get("reading_rule"):
+            rule = str(report["reading_rule"])
+            head, sep, rest = rule.partition(": ")
+            rule_html = f"<strong>{_e(head)}:</strong> {_e(rest)}" if sep else _e(rule)
+            parts.append(f'<p class="rule" data-testid="reading-rule">{rule_html}</p>')
     for exp in experiments:
         name = exp["name"]
+        prog = progress(exp)
+        slots = ", ".join(exp.get("slots") or [])
         parts.append(
             f'<section aria-labelledby="exp-{_e(name)}"><h3 id="exp-{_e(name)}">{_e(name)}</h3>'
-            f'<p class="muted">Slots {_e(", ".join(exp.get("slots") or []))}; {exp.get("visitors", 0)} visitors, '
-            f'{exp.get("exposures", 0)} exposures, {_e(str(exp.get("start", "")))} to {_e(str(exp.get("end", "")))}.</p>'
+            f'<p class="muted">{"Slot" if len(exp.get("slots") or []) == 1 else "Slots"} {_e(slots)} · '
+            f'{_e(_when(str(exp.get("start", ""))))} to {_e(_when(str(exp.get("end", ""))))} · '
+            f'{_n(exp.get("visitors", 0))} visitors, {_n(exp.get("exposures", 0))} exposures</p>'
         )
-        rows = []
-        for arm in exp.get("arms", []):
-            tid = f"{name}-{arm['arm']}"
-            conv = "" if arm.get("conversions") is None else str(arm["conversions"])
-            uplift = ""
-            if arm.get("abs_uplift") is not None:
-                uplift = f"{arm['abs_uplift'] * 100:+.2f} pp{_ci(arm.get('abs_uplift_ci'), signed=True)}"
-                if arm.get("rel_uplift") is not None:
-                    uplift += f"<br>{arm['rel_uplift'] * 100:+.1f}% relative"
-            rows.append(
-                f'<tr data-testid="arm-{_e(tid)}"><th scope=row>{_e(arm["arm"])}</th>'
-                f'<td class=num data-testid="visitors-{_e(tid)}">{arm["visitors"]}</td>'
-                f'<td class=num data-testid="conversions-{_e(tid)}">{conv}</td>'
-                f"<td class=num>{_pct(arm.get('rate'))}{_ci(arm.get('rate_ci'))}</td>"
-                f"<td class=num>{uplift}</td><td class=num>{_p(arm.get('p_value'))}"
-                f"{' (' + _e(arm['test']) + ')' if arm.get('test') else ''}</td></tr>"
-            )
-        head = '<th scope=col>Arm</th><th scope=col class=num>Visitors</th><th scope=col class=num>Converted</th>'
-        head += '<th scope=col class=num>Rate [95% CI]</th><th scope=col class=num>Uplift vs control [95% CI]</th><th scope=col class=num>p</th>'
-        parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
         srm = exp.get("srm")
-        verdicts = [_verdict(arm, srm) for arm in exp.get("arms", []) if arm.get("arm") != "control"]
-        if any(verdicts):
-            items = "".join(f'<li data-testid="verdict-{_e(name)}-{_e(arm)}">{text}</li>' for arm, text in verdicts if text)
-            parts.append(f"<ul>{items}</ul>")
+        verdicts = [(arm["arm"], _verdict(arm, srm, prog)) for arm in exp.get("arms", []) if arm.get("arm") != "control"]
+        items = "".join(f'<li data-testid="verdict-{_e(name)}-{_e(arm)}">{text}</li>' for arm, text in verdicts if text)
+        if items:  # the answer first, the figures behind it after
+            parts.append(f'<ul class="verdicts">{items}</ul>')
+        rows = "".join(_arm_row(name, arm, prog) for arm in exp.get("arms", []))
+        head = (
+            '<tr class="groups"><td colspan=4></td><th scope=colgroup colspan=2>Fixed horizon: read once, at the planned sample</th>'
+            '<th scope=colgroup colspan=2 class=seq>Sequential: read at any look</th></tr><tr>'
+            "<th scope=col>Arm</th><th scope=col class=num>Visitors</th><th scope=col class=num>Converted</th>"
+            "<th scope=col class=num>Rate [95% CI]</th><th scope=col class=num>Uplift vs control [95% CI]</th>"
+            "<th scope=col class=num>Fixed-horizon p</th><th scope=col class=\"num seq\">Sequential p</th>"
+            "<th scope=col class=\"num seq\">Sequential 95% interval</th></tr>"
+        )
+        parts.append(f'<div class="scroll"><table class="cards report"><thead>{head}</thead><tbody>{rows}</tbody></table></div>')
+        if with_conversions:
+            parts.append(_plan_html(name, exp, prog))
         if srm:
+            basis = _e(_BASIS.get(srm.get("basis", ""), srm.get("basis", "")))
             if srm.get("flagged"):
                 parts.append(
                     f'<p class="broken" data-testid="srm-{_e(name)}"><strong>Sample ratio mismatch</strong> '
-                    f'(p = {_p(srm.get("p_value"))} against {_e(_BASIS.get(srm.get("basis", ""), srm.get("basis", "")))}): the arms are not comparable; '
+                    f'(p = {_p(srm.get("p_value"))} against {basis}): the arms are not comparable; '
                     "do not trust this result until the cause is found.</p>"
                 )
             else:
-                parts.append(
-                    f'<p data-testid="srm-{_e(name)}">No sample ratio mismatch (p = {_p(srm.get("p_value"))} against '
-                    f'{_e(_BASIS.get(srm.get("basis", ""), srm.get("basis", "")))}).</p>'
-                )
+                parts.append(f'<p class="muted" data-testid="srm-{_e(name)}">No sample ratio mismatch (p = {_p(srm.get("p_value"))} against {basis}).</p>')
         for warning in exp.get("warnings") or []:
             parts.append(f'<p class="muted">{_e(warning)}</p>')
         if not with_conversions:
