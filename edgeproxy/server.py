@@ -148,6 +148,7 @@ class ProxyServer:
                 head_timeout=s.header_timeout,
                 keepalive_timeout=s.keepalive_timeout,
                 body_timeout=s.body_timeout,
+                send_timeout=s.send_timeout,
                 max_connections=s.max_connections,
                 max_in_flight=s.max_in_flight,
                 max_header_bytes=s.max_header_bytes,

@@ -70,6 +70,10 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 # A request body that sends nothing for this long gets a 408 (seconds, 0: none).
 DEFAULT_BODY_TIMEOUT = 30.0
+# A client that reads none of its response for this long (the send buffer
+# stays full) is cut off (seconds, 0: none; nginx's send_timeout): else it
+# holds an in-flight slot and an origin connection for as long as it likes.
+DEFAULT_SEND_TIMEOUT = 60.0
 # Overload (per worker, 0: no cap): past max_connections open connections a
 # new one gets a 503 and is closed; past max_in_flight requests being handled
 # a new request gets a 503, both with Retry-After: retry_after seconds.
@@ -250,6 +254,7 @@ class Settings:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     retry_after: int = DEFAULT_RETRY_AFTER
@@ -330,6 +335,7 @@ _PARSERS: dict[str, Any] = {
     "header_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "keepalive_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "body_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "send_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
     "max_connections": lambda k, v: _parse_int(k, v, 0, 10_000_000),
     "max_in_flight": lambda k, v: _parse_int(k, v, 0, 10_000_000),
     "retry_after": lambda k, v: _parse_int(k, v, 0, 3600),

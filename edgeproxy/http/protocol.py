@@ -32,7 +32,8 @@ Lifecycle of a connection, callback by callback (what holds when each fires):
     read, so nothing is smuggled into a following request.
 ``pause_writing`` / ``resume_writing``
     The client's send buffer is over / back under its high-water mark:
-    ``Response.write`` waits, so a slow client paces the origin's reads.
+    ``Response.write`` waits, so a slow client paces the origin's reads;
+    one that reads nothing for ``send_timeout`` is cut off.
 ``connection_lost``
     The client is gone: the handler task is cancelled (as aiohttp's
     ``handler_cancellation``), a body being read fails, a waiting write
@@ -431,8 +432,16 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             raise ClientGone("the client closed the connection")
         self._drain_waiter = asyncio.get_running_loop().create_future()
+        timeout = self.server.limits.send_timeout
         try:
-            await self._drain_waiter
+            async with asyncio.timeout(timeout or None):
+                await self._drain_waiter
+        except TimeoutError:
+            # The client reads nothing: it would hold this in-flight slot and
+            # an origin connection for as long as it likes (nginx's send_timeout).
+            self.server.refused("send_timeout")
+            self.transport.abort()
+            raise ClientGone(f"the client read nothing for {timeout:g}s") from None
         finally:
             self._drain_waiter = None
 
@@ -765,7 +774,7 @@ class Limits:
     gives a request's body cap by route (the beacon's is small)."""
 
     __slots__ = (
-        "head_timeout", "keepalive_timeout", "body_timeout", "max_connections", "max_in_flight", "max_header_bytes",
+        "head_timeout", "keepalive_timeout", "body_timeout", "send_timeout", "max_connections", "max_in_flight", "max_header_bytes",
         "max_headers", "max_target_bytes", "max_body_bytes", "routes", "retry_after", "via",
     )
 
@@ -774,6 +783,7 @@ class Limits:
         head_timeout: float = 10.0,
         keepalive_timeout: float = 75.0,
         body_timeout: float = 30.0,
+        send_timeout: float = 60.0,
         max_connections: int = 0,
         max_in_flight: int = 0,
         max_header_bytes: int = 32 * 1024,
@@ -787,6 +797,7 @@ class Limits:
         self.head_timeout = head_timeout
         self.keepalive_timeout = keepalive_timeout
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self.max_connections = max_connections
         self.max_in_flight = max_in_flight
         self.max_header_bytes = max_header_bytes
