@@ -135,6 +135,8 @@ def test_walk_children_agrees_with_the_pure_walk(data, stop):
     def pure():
         try:
             return ("ok", *sort_mod._walk_pure(doc, base, stop))
+        except sort_mod._Need as need:
+            return ("need", need.pos, need.els, need.spans)
         except sort_mod._Unknown:
             return ("unknown",)
         except sort_mod.SortError as e:
@@ -144,6 +146,8 @@ def test_walk_children_agrees_with_the_pure_walk(data, stop):
         native.use("compiled")
         try:
             return ("ok", *sort_mod._walk(doc, base, stop))
+        except sort_mod._Need as need:
+            return ("need", need.pos, need.els, need.spans)
         except sort_mod._Unknown:
             return ("unknown",)
         except sort_mod.SortError as e:
@@ -297,6 +301,39 @@ def test_rewrite_time_is_linear_in_bytes(restore_impl, impl, what):
     assert t_large / t_small < 8, f"{what}: 4x the bytes took {t_large / t_small:.1f}x the time ({impl})"
 
 
+def peak_memory(doc: bytes, edits) -> int:
+    """Peak bytes allocated while ``doc`` streams through in 64 KB chunks."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        rw = SlotRewriter(edits)
+        for i in range(0, len(doc), 65536):
+            rw.feed(doc[i : i + 65536])
+        rw.finish()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("impl", native.available())
+@pytest.mark.parametrize("what", sorted(GROWERS))
+def test_rewrite_memory_grows_at_most_linearly(restore_impl, impl, what):
+    native.use(impl)
+    edits = {"grid": EDITS["grid"], "hero": EDITS["hero"]}
+    small, large = peak_memory(GROWERS[what](1), edits), peak_memory(GROWERS[what](4), edits)
+    assert large < 5 * small + (1 << 20), f"{what}: 4x the bytes took {large / small:.1f}x the memory ({impl})"
+
+
+@pytest.mark.parametrize("impl", native.available())
+def test_a_page_without_slots_streams_in_bounded_memory(restore_impl, impl):
+    native.use(impl)
+    page = b"<p class=x>text <a href=/y>link</a></p><!-- c --><script>s()</script>\n"
+    small = peak_memory(page * 20_000, {"hero": EDITS["hero"]})
+    large = peak_memory(page * 160_000, {"hero": EDITS["hero"]})  # ~11 MB
+    assert large < 1.5 * small + (256 << 10) and large < 8 << 20
+
+
 # ---------------------------------------------------------------------------
 # Which one runs, and how to force the pure one.
 # ---------------------------------------------------------------------------
@@ -345,3 +382,17 @@ def test_fuzz_corpus_and_a_short_random_fuzz_run_find_no_difference(restore_impl
         target(data)
     assert fuzz_scanner.main(["--engine", "random", "--seconds", "1"]) == 0
     assert "compiled == pure on all" in capsys.readouterr().out
+
+
+@compiled
+def test_an_address_sanitizer_build_fuzzes_clean():
+    """load_tests/asan_scanner.py: the module built with -fsanitize=address,
+    fuzzed for two seconds (exit 77: no compiler, libasan or Cython here)."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "load_tests.asan_scanner", "--seconds", "2"], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode == 77:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "compiled == pure on all" in proc.stdout and "ERROR: AddressSanitizer" not in proc.stderr

@@ -279,3 +279,48 @@ def test_a_div_grid_of_div_cards_is_split_in_one_pass():
     assert rewrite_document(doc, EDITS_G)[0] == (
         b"<div data-edge-slot=g><div data-p=1><div>a</div></div>\n<div data-p=2><div>b</div></div></div><p>after</p>"
     )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    div_bodies,
+    st.sampled_from([b"<div data-edge-slot=g>", b"<DIV data-edge-slot=g class=x>"]),
+    div_bodies,
+    st.lists(st.integers(0, 400), max_size=8),
+    st.sampled_from([1 << 20, 40]),
+)
+def test_a_one_pass_resumed_chunk_by_chunk_gives_the_exact_paths_bytes(body, start, after, cuts, cap):
+    doc = b"<p>a</p>" + start + body + after
+
+    def run(d):
+        rw = SlotRewriter(EDITS_G, max_slot_bytes=cap)
+        out, prev = [], 0
+        for p in sorted({min(c, len(d)) for c in cuts}) + [len(d)]:
+            out.append(rw.feed(d[prev:p]))
+            prev = p
+        out.append(rw.finish())
+        return b"".join(out), rw.outcomes
+
+    fast = run(doc)
+    real = stream_mod.split_until_end
+    try:
+        stream_mod.split_until_end = lambda *a: None
+        exact = run(doc)
+    finally:
+        stream_mod.split_until_end = real
+    assert fast == exact
+
+
+def test_a_sort_slot_arriving_in_chunks_is_walked_once_and_resumed():
+    from edgeproxy.rewrite.sort import NEED, OnePass
+
+    cards = b"".join(b"<div data-p=%d><div>c%d</div></div>\n" % (9 - i, i) for i in range(10))
+    doc = b"<div data-edge-slot=g>" + cards + b"</div>"
+    body = doc.index(b">") + 1
+    progress = OnePass()
+    third = body + len(cards) // 3
+    assert split_until_end(doc[:third], body, "div", len(doc), progress) == NEED
+    assert 0 < progress.pos <= third - body and len(progress.els) >= 2
+    q, e, els, _ = split_until_end(doc, body, "div", len(doc), progress)
+    assert (q, e) == (len(doc) - 6, len(doc)) and len(els) == 10
+    assert (els, q, e) == (_split(doc[body:q])[1], *sc.element_end(doc, body, "div", False))

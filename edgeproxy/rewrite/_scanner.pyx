@@ -30,7 +30,7 @@ from libc.string cimport memchr
 ctypedef unsigned char uchar
 
 # What ``native.py`` expects of this module; a stale build is not used.
-API = 2
+API = 3
 
 # ``scanner.RAW_TEXT``, in the same order.
 RAW_TEXT = (
@@ -607,6 +607,7 @@ def element_end(buf, Py_ssize_t body, str name, bint final):
 
 def walk_children(buf, Py_ssize_t base, str stop):
     """``sort._walk`` as data: ``("ok", elements, spans, end_tag)``, or
+    ``("need", offset, elements, spans)`` (``_Need``: resume at ``offset``),
     ``("unknown",)`` (``_Unknown``), ``("stray", offset)``,
     ``("unterminated", offset)``, ``("no-end", name, offset)`` (the
     ``SortError``\\ s, offsets as ``_walk`` words them), or ``("pure",)``
@@ -637,38 +638,39 @@ def walk_children(buf, Py_ssize_t base, str stop):
         lt = find_byte(b, pos, n, 60)
         if lt < 0:
             if not final:
-                return ("unknown",)
+                return ("need", pos, els, spans)
             break
         if lt + 1 >= n:
             if not final:
-                return ("unknown",)
+                return ("need", lt, els, spans)
             pos = lt + 1
             continue
         nxt = b[lt + 1]
         if nxt == 33 and lt + 3 < n and b[lt + 2] == 45 and b[lt + 3] == 45:  # <!--
             pos = skip_context_c(b, n, lt, H_COMMENT, final, 0)
             if pos < 0 or (not final and pos >= n):
-                return ("unknown",)
+                return ("need", lt, els, spans)
             continue
         if nxt == 33 or nxt == 63:  # <! <?
             gt = find_byte(b, lt, n, 62)
             if gt < 0 and not final:
-                return ("unknown",)
+                return ("need", lt, els, spans)
             pos = n if gt < 0 else gt + 1
             continue
         if nxt == 47:  # </
             if lt + 2 < n and is_alpha(b[lt + 2]):
                 if stop is not None:
                     gt = tag_match(b, lt, n, True, &nend)
-                    if (nend - lt - 2 == sk and ci_find(b, lt + 2, nend, sname, sk) == lt + 2
-                            and gt < n and b[gt] == 62):
+                    if gt >= n or b[gt] != 62:  # not complete yet
+                        return ("need", lt, els, spans)
+                    if nend - lt - 2 == sk and ci_find(b, lt + 2, nend, sname, sk) == lt + 2:
                         end_tag = (lt, gt + 1)
                         break
                     return ("unknown",)
                 return ("stray", lt)
             gt = find_byte(b, lt, n, 62)
             if gt < 0 and not final:
-                return ("unknown",)
+                return ("need", lt, els, spans)
             pos = n if gt < 0 else gt + 1
             continue
         if not is_alpha(nxt):
@@ -677,7 +679,7 @@ def walk_children(buf, Py_ssize_t base, str stop):
         gt = tag_match(b, lt, n, False, &nend)
         if gt >= n or b[gt] != 62:
             if not final:
-                return ("unknown",)
+                return ("need", lt, els, spans)
             return ("unterminated", lt - base)
         for j in range(lt + 1, nend):
             if b[j] >= 128:
@@ -693,7 +695,7 @@ def walk_children(buf, Py_ssize_t base, str stop):
                 return ("unknown",)
             pos = skip_context_c(b, n, lt, kind, final, 0)
             if pos < 0 or (not final and pos >= n):
-                return ("unknown",)
+                return ("need", lt, els, spans)
             if name in _STAY or kind == K_PLAINTEXT:
                 continue
             el_end = pos
@@ -703,7 +705,7 @@ def walk_children(buf, Py_ssize_t base, str stop):
             r = element_end_c(b, n, end, <const uchar*>PyBytes_AS_STRING(bname), len(bname), final, &fq, &fe)
             if r != R_END:
                 if not final:
-                    return ("unknown",)
+                    return ("need", lt, els, spans)
                 return ("no-end", name, lt - base)
             el_end = fe
         if stop is not None and name != stop:

@@ -73,9 +73,38 @@ class _Unknown(Exception):
     """``split_until_end`` cannot tell in one pass: take the exact path."""
 
 
+class _Need(_Unknown):
+    """The walk needs more bytes; it can resume at ``pos`` with ``els`` and
+    ``spans`` found so far (absolute offsets)."""
+
+    def __init__(self, pos: int, els: list, spans: list) -> None:
+        self.pos, self.els, self.spans = pos, els, spans
+
+
+#: ``split_until_end``'s answer when the walk waits for more of the body.
+NEED = "need"
+# A resumed walk that stops at the same child this many times in a row gives
+# way to the end finder (which resumes where it stopped): a child larger
+# than a few chunks is not re-read on every chunk.
+_STALLS = 3
+
+
+class OnePass:
+    """``split_until_end``'s progress through a slot body arriving in chunks
+    (offsets relative to the body)."""
+
+    __slots__ = ("pos", "els", "spans", "stalls")
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.els: list[tuple[int, int]] = []
+        self.spans: list[tuple[int, int]] = []
+        self.stalls = 0
+
+
 def split_until_end(
-    buf: bytes | bytearray, body: int, name: str, limit: int
-) -> tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]] | None:
+    buf: bytes | bytearray, body: int, name: str, limit: int, progress: OnePass | None = None
+) -> tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]] | str | None:
     """For a slot ``<name>`` whose content starts at ``body``: its end tag and
     its children in one pass, instead of ``EndFinder`` then
     ``split_children`` over the same bytes.  Returns ``(end_tag_start,
@@ -89,15 +118,37 @@ def split_until_end(
     A child named ``name`` (a ``<div>`` grid of ``<div>`` cards) is read by
     an end finder for ``name`` that starts at its content: exactly what the
     slot's end finder does from there at depth 2, so the two agree on where
-    it ends."""
+    it ends.
+
+    With ``progress`` (kept by the caller between calls, for a body that
+    arrives in chunks), a walk that runs out of bytes returns ``NEED`` and
+    resumes where it stopped on the next call, instead of ``None``; it
+    gives way (``None``) once the buffer runs past ``limit`` or it stalls
+    on one child."""
+    start = body if progress is None else body + progress.pos
     try:
-        els, spans, end = _walk(buf, body, name)
+        els, spans, end = _walk(buf, start, name)
+    except _Need as need:
+        if progress is None or len(buf) > limit:
+            return None
+        pos = need.pos - body
+        progress.stalls = progress.stalls + 1 if pos == progress.pos else 0
+        if progress.stalls >= _STALLS:
+            return None
+        progress.pos = pos
+        progress.els += [(a - body, b - body) for a, b in need.els]
+        progress.spans += [(a - body, b - body) for a, b in need.spans]
+        return NEED
     except (_Unknown, SortError):
         return None
     q, e = end
     if q > limit:
         return None
-    return q, e, [(a - body, b - body) for a, b in els], [(a - body, b - body) for a, b in spans]
+    els = [(a - body, b - body) for a, b in els]
+    spans = [(a - body, b - body) for a, b in spans]
+    if progress is not None and progress.els:
+        els, spans = progress.els + els, progress.spans + spans
+    return q, e, els, spans
 
 
 def _walk(buf, base: int, stop: str | None):
@@ -109,6 +160,8 @@ def _walk(buf, base: int, stop: str | None):
     what = r[0]
     if what == "ok":
         return r[1], r[2], r[3]
+    if what == "need":
+        raise _Need(r[1], r[2], r[3])
     if what == "unknown":
         raise _Unknown
     if what == "stray":
@@ -124,7 +177,12 @@ def _walk_pure(buf, base: int, stop: str | None):
     """Element children of the content starting at ``buf[base]``: their
     extents, the attribute spans of their start tags, and (with ``stop``, the
     parent's name) the parent's end tag, which ends the walk.  Without
-    ``stop`` the content is all of ``buf`` from ``base``, and complete."""
+    ``stop`` the content is all of ``buf`` from ``base``, and complete.
+
+    With ``stop``, ``_Need`` says where the walk stopped for want of bytes:
+    the start of a top-level construct, after which a walk resumed there
+    with more bytes answers as one from ``base`` would (every decision
+    before it was taken on bytes that are already there)."""
     els: list[tuple[int, int]] = []
     spans: list[tuple[int, int]] = []
     start_tag = sc.START_TAG.match
@@ -139,18 +197,18 @@ def _walk_pure(buf, base: int, stop: str | None):
         lt = buf.find(b"<", pos)
         if lt < 0:
             if not final:
-                raise _Unknown
+                raise _Need(pos, els, spans)
             break
         nxt = buf[lt + 1 : lt + 2]
         if buf.startswith(b"<!--", lt):
             pos = sc.skip_context(buf, lt, "!--", final)
             if pos is None or (not final and pos >= n):
-                raise _Unknown
+                raise _Need(lt, els, spans)
             continue
         if nxt in (b"!", b"?"):
             gt = buf.find(b">", lt)
             if gt < 0 and not final:
-                raise _Unknown
+                raise _Need(lt, els, spans)
             pos = n if gt < 0 else gt + 1
             continue
         if nxt == b"/":
@@ -158,26 +216,28 @@ def _walk_pure(buf, base: int, stop: str | None):
                 if stop is not None:
                     m = sc.END_TAG.match(buf, lt)
                     gt = m.end()
-                    if m.group(1).decode("latin-1").lower() == stop and gt < n and buf[gt] == 0x3E:
+                    if gt >= n or buf[gt] != 0x3E:  # not complete yet
+                        raise _Need(lt, els, spans)
+                    if m.group(1).decode("latin-1").lower() == stop:
                         end_tag = (lt, gt + 1)
                         break
                     raise _Unknown
                 raise SortError(f"stray end tag at offset {lt} of the slot body")
             gt = buf.find(b">", lt)
             if gt < 0 and not final:
-                raise _Unknown
+                raise _Need(lt, els, spans)
             pos = n if gt < 0 else gt + 1
             continue
         if not nxt.isalpha():
             if not nxt and not final:
-                raise _Unknown
+                raise _Need(lt, els, spans)
             pos = lt + 1
             continue
         m = start_tag(buf, lt)  # never None: "<" and a letter start a tag
         gt = m.end()
         if gt >= n or buf[gt] != 0x3E:  # ">"
             if not final:
-                raise _Unknown
+                raise _Need(lt, els, spans)
             raise SortError(f"unterminated start tag at offset {lt - base} of the slot body")
         name = m.group(1).decode("latin-1").lower()
         end = gt + 1
@@ -188,7 +248,7 @@ def _walk_pure(buf, base: int, stop: str | None):
                 raise _Unknown
             pos = sc.skip_context(buf, lt, name, final)
             if pos is None or (not final and pos >= n):
-                raise _Unknown
+                raise _Need(lt, els, spans)
             if name in _STAY or name == "plaintext":
                 continue
             el_end = pos
@@ -198,7 +258,7 @@ def _walk_pure(buf, base: int, stop: str | None):
             found = sc.element_end(buf, end, name, final)
             if found is None or found[0] is None:
                 if not final:
-                    raise _Unknown
+                    raise _Need(lt, els, spans)
                 raise SortError(f"<{name}> at offset {lt - base} of the slot body has no end tag")
             el_end = found[1]
         if stop is not None and name != stop:

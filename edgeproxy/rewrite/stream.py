@@ -59,7 +59,7 @@ from ..settings import DEFAULT_MAX_SLOT_BYTES
 from . import native
 from . import scanner as sc
 from .charset import encode_fragment, rewritable
-from .sort import SortError, sort_children, split_until_end
+from .sort import NEED, OnePass, SortError, sort_children, split_until_end
 
 APPLIED = "applied"
 ABSENT = "absent"
@@ -89,8 +89,10 @@ class _Held:
     def __init__(self, name: str, edit: Edit, tag: int, body: int, finder: sc.EndFinder) -> None:
         self.name, self.edit, self.tag, self.body, self.finder = name, edit, tag, body, finder
         # A sort slot first tries to find its end and its children in one
-        # pass (``split_until_end``), once; ``children`` is what it found.
-        self.one_pass = isinstance(edit, SortChildren) and finder.name.isascii()
+        # pass (``split_until_end``), resumed as its body arrives, until it
+        # answers or gives way to the end finder; ``children`` is what it
+        # found.
+        self.one_pass = OnePass() if isinstance(edit, SortChildren) and finder.name.isascii() else None
         self.children = None
 
 
@@ -217,10 +219,12 @@ class SlotRewriter:
                 if not self._scan(buf, final):
                     break
                 continue
-            if slot.one_pass:
-                slot.one_pass = False
-                found = split_until_end(buf, slot.body, slot.finder.name, slot.body + self._cap)
-                if found is not None:
+            if slot.one_pass is not None:
+                found = split_until_end(buf, slot.body, slot.finder.name, slot.body + self._cap, slot.one_pass)
+                if found == NEED and not final:
+                    break
+                slot.one_pass = None
+                if found is not None and found != NEED:
                     self._slot = None
                     slot.children = found[2], found[3]
                     self._close(buf, slot, found[0], found[1])
