@@ -201,7 +201,7 @@ class Request:
         self.body_exists = False
         self.response: Response | None = None
         self.upgrade = False
-        self.upgrade_data = bytearray()
+        self.upgrade_data = b""  # bytes read after an upgrade head, before the tunnel takes over
         self.refused: bytes | None = None  # a response the protocol gives itself
         self._path: str | None = None
         self._query: MultiDict | None = None
@@ -371,6 +371,7 @@ class HttpProtocol(asyncio.Protocol):
         self._tunnel: Callable[[bytes], None] | None = None
         self._upgraded: Request | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_for_head = False  # the running timer is the head deadline (else the keep-alive one)
 
     # -- transport callbacks -------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -466,7 +467,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._tunnel is not None:
                 self._tunnel(data)
             else:
-                self._upgraded.upgrade_data += data
+                self._upgraded.upgrade_data += data  # rare: the tunnel is not attached yet
             return
         if self._failed:
             return
@@ -613,9 +614,9 @@ class HttpProtocol(asyncio.Protocol):
         chunk (``b""`` when the client is gone); returns the bytes already read."""
         self._tunnel = sink
         request = self._upgraded
-        early = bytes(request.upgrade_data) if request is not None else b""
+        early = request.upgrade_data if request is not None else b""
         if request is not None:
-            request.upgrade_data.clear()
+            request.upgrade_data = b""
         return early
 
     def _bad_request(self, why: str) -> None:
@@ -652,8 +653,6 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.close()
 
     # -- timers --------------------------------------------------------------
-    _timer_for_head = False
-
     def _arm(self, seconds: float) -> None:
         self._disarm()
         if seconds > 0:
