@@ -327,3 +327,12 @@ async def test_an_http_1_0_client_may_keep_its_connection_alive(proxy):
     (one, two), _closed = await exchange(proxy.port, raw, responses=2, timeout=0.5)
     assert json.loads(one.body)["path"] == json.loads(two.body)["path"] == "/a"
     assert one.get("connection") == "keep-alive"
+
+
+async def test_a_body_never_asked_for_with_expect_100_continue_closes_the_connection(origin, tmp_path):
+    # The beacon answers at once without reading its body: the client, waiting
+    # for a 100 that never comes, may never send it.
+    async with run_proxy(origin[0], tmp_path / "slots", exposure_log=str(tmp_path / "exposures.log")) as proxy:
+        raw = keep_alive("POST", "/_edge/convert?value=1", [("Expect", "100-continue"), ("Content-Length", "5")])
+        [resp], closed = await exchange(proxy.port, raw)
+    assert resp.status == 204 and closed

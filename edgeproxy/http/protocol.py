@@ -723,6 +723,11 @@ class HttpProtocol(asyncio.Protocol):
                     self.resume_reading("pipeline")
                 body = request.content
                 if body is not None and not body.complete:
+                    if request.headers.get("Expect", "").strip().lower() == "100-continue":
+                        # Answered without asking for the body: the client may
+                        # never send it, so its bytes cannot be told from the
+                        # next request's.  Close (RFC 9110 §10.1.1).
+                        request.keep_alive = False
                     body.discard()
                 response = request.response
                 if request.upgrade or not request.keep_alive or self.closing or (response is not None and not response.ended):
