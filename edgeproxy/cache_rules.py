@@ -217,7 +217,7 @@ def response_policy(
     cc_values: list[str] = []
     vary_values: list[str] = []
     set_cookie = False
-    date = expires = age = etag = last_modified = None
+    date_text = expires_text = age = etag = last_modified = None
     expires_seen = False
     for name, value in headers:
         lower = name.lower()
@@ -227,11 +227,11 @@ def response_policy(
             vary_values.append(value)
         elif lower == "set-cookie":
             set_cookie = True
-        elif lower == "date" and date is None:
-            date = _http_date(value)
+        elif lower == "date" and date_text is None:
+            date_text = value  # dates are parsed only when Expires needs them
         elif lower == "expires" and not expires_seen:
             expires_seen = True
-            expires = _http_date(value)
+            expires_text = value
         elif lower == "age" and age is None:
             age = value.strip()
         elif lower == "etag" and etag is None:
@@ -249,6 +249,7 @@ def response_policy(
         lifetime = float(_delta_seconds(cc["max-age"]))
     elif expires_seen:
         # An invalid Expires means "already expired" (RFC 9111 §5.3).
+        date, expires = _http_date(date_text), _http_date(expires_text)
         base = date if date is not None else (time.time() if now_wall is None else now_wall)
         lifetime = max(0.0, expires - base) if expires is not None else 0.0
     else:

@@ -9,7 +9,7 @@ pool.  The request head goes to the origin with hop-by-hop fields stripped
 and ``X-Forwarded-*`` added; the response head comes back the same way and
 the body moves chunk by chunk from one transport to the other (re-chunked
 when the origin did not send a length), with the origin's reading paused
-while the client's send buffer is full.  No personalisation, no cache.
+while the client's send buffer is full (``pause_writing``).  No personalisation, no cache.
 
 If edgeproxy's CPU per request approaches this, the proxy around the
 rewrite costs what Python's fastest parts cost; the gap to ``bare-aiohttp``
@@ -89,6 +89,7 @@ class Origin(asyncio.Protocol):
         client, self.client = self.client, None
         if self.chunked:
             client.transport.write(b"0\r\n\r\n")
+        self.transport.resume_reading()
         if self.parser.should_keep_alive():
             self.pool.idle.append(self)
         else:
@@ -126,6 +127,8 @@ class Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queue: deque[tuple[bytes, bytes, bool]] = deque()  # (method, request bytes, keep-alive)
         self.busy = False
+        self.origin: Origin | None = None
+        self.write_paused = False
         self.method = b""
         self.url = b""
         self.head: list[bytes] = []
@@ -184,10 +187,23 @@ class Client(asyncio.Protocol):
             self.transport.close()
             return
         self.method, self.keep_alive = method, keep_alive
-        origin.client = self
+        origin.client, self.origin = self, origin
+        if self.write_paused:
+            origin.transport.pause_reading()
         origin.transport.write(request)
 
+    def pause_writing(self) -> None:  # the client reads slowly: so does the origin's connection
+        self.write_paused = True
+        if self.origin is not None:
+            self.origin.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.origin is not None:
+            self.origin.transport.resume_reading()
+
     def done(self) -> None:
+        self.origin = None
         if self.keep_alive:
             self.next()
         else:

@@ -314,3 +314,25 @@ async def test_the_aiohttp_traffic_server_is_still_selectable(origin, tmp_path):
     async with run_proxy(origin[0], tmp_path / "slots", traffic_server="aiohttp") as proxy:
         resp = await raw_request(proxy.port, request_bytes("POST", "/echo?q=1", body=b"abc"))
     assert json.loads(resp.body) == {"method": "POST", "path": "/echo?q=1", "body": "abc"}
+
+
+async def test_a_burst_of_pipelined_requests_is_answered_in_order(proxy):
+    raw = b"".join(keep_alive("GET", f"/p{i}") for i in range(40))
+    responses, _closed = await exchange(proxy.port, raw, responses=40, timeout=0.5)
+    assert [json.loads(r.body)["path"] for r in responses] == [f"/p{i}" for i in range(40)]
+
+
+async def test_an_http_1_0_client_may_keep_its_connection_alive(proxy):
+    raw = b"GET /a HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n" * 2
+    (one, two), _closed = await exchange(proxy.port, raw, responses=2, timeout=0.5)
+    assert json.loads(one.body)["path"] == json.loads(two.body)["path"] == "/a"
+    assert one.get("connection") == "keep-alive"
+
+
+async def test_a_body_never_asked_for_with_expect_100_continue_closes_the_connection(origin, tmp_path):
+    # The beacon answers at once without reading its body: the client, waiting
+    # for a 100 that never comes, may never send it.
+    async with run_proxy(origin[0], tmp_path / "slots", exposure_log=str(tmp_path / "exposures.log")) as proxy:
+        raw = keep_alive("POST", "/_edge/convert?value=1", [("Expect", "100-continue"), ("Content-Length", "5")])
+        [resp], closed = await exchange(proxy.port, raw)
+    assert resp.status == 204 and closed

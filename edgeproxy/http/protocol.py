@@ -206,7 +206,7 @@ class Request:
         self.body_exists = False
         self.response: Response | None = None
         self.upgrade = False
-        self.upgrade_data = bytearray()
+        self.upgrade_data = b""  # bytes read after an upgrade head, before the tunnel takes over
         self.refused: bytes | None = None  # a response the protocol gives itself
         self._path: str | None = None
         self._query: MultiDict | None = None
@@ -382,6 +382,7 @@ class HttpProtocol(asyncio.Protocol):
         self._tunnel: Callable[[bytes], None] | None = None
         self._upgraded: Request | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_for_head = False  # the running timer is the head deadline (else the keep-alive one)
 
     # -- transport callbacks -------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -485,7 +486,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._tunnel is not None:
                 self._tunnel(data)
             else:
-                self._upgraded.upgrade_data += data
+                self._upgraded.upgrade_data += data  # rare: the tunnel is not attached yet
             return
         if self._failed:
             return
@@ -632,9 +633,9 @@ class HttpProtocol(asyncio.Protocol):
         chunk (``b""`` when the client is gone); returns the bytes already read."""
         self._tunnel = sink
         request = self._upgraded
-        early = bytes(request.upgrade_data) if request is not None else b""
+        early = request.upgrade_data if request is not None else b""
         if request is not None:
-            request.upgrade_data.clear()
+            request.upgrade_data = b""
         return early
 
     def _bad_request(self, why: str) -> None:
@@ -671,8 +672,6 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.close()
 
     # -- timers --------------------------------------------------------------
-    _timer_for_head = False
-
     def _arm(self, seconds: float) -> None:
         self._disarm()
         if seconds > 0:
@@ -743,6 +742,11 @@ class HttpProtocol(asyncio.Protocol):
                     self.resume_reading("pipeline")
                 body = request.content
                 if body is not None and not body.complete:
+                    if request.headers.get("Expect", "").strip().lower() == "100-continue":
+                        # Answered without asking for the body: the client may
+                        # never send it, so its bytes cannot be told from the
+                        # next request's.  Close (RFC 9110 §10.1.1).
+                        request.keep_alive = False
                     body.discard()
                 response = request.response
                 if request.upgrade or not request.keep_alive or self.closing or (response is not None and not response.ended):

@@ -61,4 +61,3 @@ def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
