@@ -528,3 +528,13 @@ def test_plan_with_logs_gives_the_days_at_the_observed_traffic(tmp_path):
     assert plan["visitors_per_arm"] == 53_182
     assert plan["visitors_per_day"] == 4000  # an hour of logs counts as a day
     assert plan["days"] == 27
+
+
+def test_html_charts_the_enrolment_per_arm_by_day(tmp_path):
+    exposures = [exposure(f"v{i}", ("control", "promo")[i % 2], T0 + i * 3 * 3600) for i in range(40)]  # five days
+    exp = write_jsonl(tmp_path / "e.jsonl", exposures)
+    target = tmp_path / "r.html"
+    assert main(["report", str(exp), "--html", str(target)]) == 0
+    page = target.read_text(encoding="utf-8")
+    assert page.count("<polyline") == 2 and "<title>promo: 20 visitors</title>" in page
+    assert "Visitors enrolled so far, per arm" in page
