@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "--json"], 1)
             big_lines = orjson.loads(out)["exposure_lines"]
             print(f"{args.scale}x the visitors ({big_lines:,} exposure lines): {big_wall:.2f} s = "
-                  f"{big_wall / rep_wall:.1f}x the time (target <= {1.2 * args.scale:.0f}x), peak RSS {big_rss:.0f} MiB")
+                  f"{big_wall / rep_wall:.1f}x the time (target <= {1.2 * args.scale:.1f}x), peak RSS {big_rss:.0f} MiB")
         return 0 if exact else 1
     finally:
         if args.dir is None:

@@ -528,3 +528,35 @@ def test_plan_with_logs_gives_the_days_at_the_observed_traffic(tmp_path):
     assert plan["visitors_per_arm"] == 53_182
     assert plan["visitors_per_day"] == 4000  # an hour of logs counts as a day
     assert plan["days"] == 27
+
+
+def test_html_charts_the_enrolment_per_arm_by_day(tmp_path):
+    exposures = [exposure(f"v{i}", ("control", "promo")[i % 2], T0 + i * 3 * 3600) for i in range(40)]  # five days
+    exp = write_jsonl(tmp_path / "e.jsonl", exposures)
+    target = tmp_path / "r.html"
+    assert main(["report", str(exp), "--html", str(target)]) == 0
+    page = target.read_text(encoding="utf-8")
+    assert page.count("<polyline") == 2 and "<title>promo: 20 visitors</title>" in page
+    assert "Visitors enrolled so far, per arm" in page
+
+
+@pytest.mark.parametrize("size", ["lots", "512", "1GB'; DROP"])
+def test_a_bad_memory_limit_is_rejected_naming_the_flag(tmp_path, size):
+    exp, _ = split_logs(tmp_path, {"control": (1, 0)})
+    with pytest.raises(SettingsError, match="a size such as 448MB") as info:
+        main_with_out(["report", str(exp), "--memory-limit", size], io.StringIO())
+    assert info.value.key == "--memory-limit"
+
+
+def test_a_small_memory_limit_still_gives_the_same_report(tmp_path):
+    exp, conv = split_logs(tmp_path, {"control": (3000, 300), "promo": (3000, 330)})
+    small, default = io.StringIO(), io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--json", "--memory-limit", "128MB"], small) == 0
+    assert main_with_out(["report", str(exp), str(conv), "--json"], default) == 0
+    assert small.getvalue() == default.getvalue()
+
+
+def test_a_memory_limit_too_small_for_duckdb_exits_2_saying_so(tmp_path, capsys):
+    exp, conv = split_logs(tmp_path, {"control": (10, 1)})
+    assert main(["report", str(exp), str(conv), "--memory-limit", "8MB"]) == 2
+    assert "--memory-limit 8MB is too small for DuckDB's buffers (try 256MB or more)" in capsys.readouterr().err

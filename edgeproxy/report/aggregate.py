@@ -146,6 +146,9 @@ def aggregate_files(
             rows = [dict(zip(LOCAL_COLUMNS, row)) for row in con.execute(LOCAL_QUERY).fetchall()]
             conversion_files = con.execute(LOCAL_CONVERSION_FILES_QUERY).fetchall()
             names = _exact_names(con, rows)
+        except duckdb.OutOfMemoryException as exc:
+            raise ReportInputError(f"--memory-limit {memory_limit} is too small for DuckDB's buffers "
+                                   f"(try 256MB or more): {str(exc).splitlines()[0]}") from exc
         except duckdb.Error as exc:
             raise ReportInputError(f"cannot read the logs: {exc}") from exc
         finally:

@@ -11,6 +11,7 @@ an option malformed (``SettingsError``: also 2).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -20,6 +21,17 @@ from .aggregate import DEFAULT_MEMORY_LIMIT
 from .analyse import PlanSpec, parse_weights, weights_from_slots
 from .logs import ReportInputError, expand, sort_logs
 from .render import format_plan, format_text, render_html, to_json
+
+
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+def _memory_limit(args: argparse.Namespace) -> str:
+    """``--memory-limit`` as DuckDB takes it (``SettingsError`` naming the flag)."""
+    value = getattr(args, "memory_limit", None) or DEFAULT_MEMORY_LIMIT
+    if not _SIZE.fullmatch(value.strip()):
+        raise SettingsError("--memory-limit", value, "a size such as 448MB or 2GB")
+    return value.strip()
 
 
 def _plan_spec(args: argparse.Namespace) -> PlanSpec | None:
@@ -76,7 +88,7 @@ def run_report(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
         else:
             exposures, conversions = sort_logs(expand(args.logs))
             report = build_report(exposures, conversions, weights=weights, slot_weights=slot_weights, plan=plan,
-                                  memory_limit=getattr(args, "memory_limit", None) or DEFAULT_MEMORY_LIMIT)
+                                  memory_limit=_memory_limit(args))
     except ReportInputError as exc:
         print(f"edgeproxy report: {exc}", file=err)
         return 2

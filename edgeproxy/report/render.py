@@ -169,6 +169,60 @@ def _svg_chart(exp: ExperimentResult) -> str:
     return "".join(parts)
 
 
+_ARM_COLOURS = ("#777", "#0969da", "#bf8700", "#8250df", "#1a7f37", "#cf222e")
+
+
+def _svg_enrolment(exp: ExperimentResult) -> str:
+    """Cumulative visitors per arm by day (from the daily cohorts): a line
+    per arm, so a split drifting from its weights shows as lines parting."""
+    days = sorted({d.day for d in exp.daily})
+    if len(days) < 2:
+        return ""
+    arms = [a.arm for a in exp.arms]
+    per_day = {(d.day, d.arm): d.visitors for d in exp.daily}
+    totals = {arm: [] for arm in arms}
+    for arm in arms:
+        running = 0
+        for day in days:
+            running += per_day.get((day, arm), 0)
+            totals[arm].append(running)
+    top = _nice_axis(max(max(t) for t in totals.values()) or 1)
+    label_w, plot_w, plot_h, pad = 60, 560, 180, 20
+    width, height = label_w + plot_w + pad * 2 + 110, plot_h + pad * 2 + 20
+
+    def xy(i: int, v: int) -> str:
+        return f"{label_w + pad + plot_w * i / (len(days) - 1):.1f},{pad + plot_h * (1 - v / top):.1f}"
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="visitors enrolled per arm of {html.escape(exp.name)} by day">'
+    ]
+    for k in range(5):
+        v = top * k / 4
+        y = pad + plot_h * (1 - k / 4)
+        parts.append(f'<line x1="{label_w + pad}" y1="{y:.1f}" x2="{label_w + pad + plot_w}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{label_w + pad - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#555">{v:,.0f}</text>')
+    for i in (0, len(days) - 1):
+        parts.append(f'<text x="{xy(i, 0).split(",")[0]}" y="{pad + plot_h + 16}" font-size="11" text-anchor="middle" '
+                     f'fill="#555">{days[i]}</text>')
+    for n, arm in enumerate(arms):
+        colour = _ARM_COLOURS[n % len(_ARM_COLOURS)]
+        points = " ".join(xy(i, v) for i, v in enumerate(totals[arm]))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2">'
+                     f"<title>{html.escape(arm)}: {totals[arm][-1]:,} visitors</title></polyline>")
+        end_y = float(xy(len(days) - 1, totals[arm][-1]).split(",")[1])
+        parts.append(f'<text x="{label_w + pad + plot_w + 6}" y="{end_y + 4:.1f}" font-size="12" fill="{colour}">'
+                     f"{html.escape(arm)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _nice_axis(v: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= ``v`` (a count axis)."""
+    exp10 = 10 ** math.floor(math.log10(v))
+    return next(step * exp10 for step in (1, 2, 2.5, 5, 10) if step * exp10 >= v)
+
+
 def _nice_ceiling(v: float) -> float:
     """The smallest of 1, 2, 2.5, 5 x 10^k that is >= ``v`` (axis maximum)."""
     if v <= 0:
@@ -225,6 +279,10 @@ def render_html(report: Report) -> str:
             body.append(f'<figure>{chart}<figcaption class="meta">Dot: conversion rate; whiskers: its 95% Wilson '
                         "interval; dashed line: the control's rate. Green / red: the uplift's 95% interval is "
                         "above / below zero.</figcaption></figure>")
+        enrolment = _svg_enrolment(exp)
+        if enrolment:
+            body.append(f'<figure>{enrolment}<figcaption class="meta">Visitors enrolled so far, per arm, by the UTC '
+                        "day of their first exposure: the arms should grow in the intended split.</figcaption></figure>")
     for bad in report.malformed:
         body.append(f'<h2 class="warn">{e(bad.file)}: {bad.count:,} malformed line(s) skipped</h2><ul>')
         body.extend(f"<li><code>{e(x)}</code></li>" for x in bad.examples)

@@ -26,7 +26,10 @@ second pass over two million visitors), and the arms and slots seen come
 from per-visitor minima, maxima and 64-bit signatures: when a signature
 shows a name the minima missed, ``aggregate.py`` asks for the exact list in
 a second pass (an arm seen only by visitors first exposed to another, or an
-experiment in three or more slots of a page).
+experiment in three or more slots of a page).  A missed name whose
+signature bit another name of the experiment shares (about one chance in
+64 per name) goes unseen: that costs a slot in the list or a zero-visitor
+row, never a count.
 """
 
 from __future__ import annotations
