@@ -544,6 +544,18 @@ def test_the_sample_size_in_plain_words(plan, problem, words):
     assert text.endswith(words), text
 
 
+def test_without_a_conversion_log_the_report_is_visitors_and_srm_only():
+    from edgeproxy.console.pages import report_html
+
+    arms = [{"arm": "control", "visitors": 10, "conversions": None}, {"arm": "b", "visitors": 12, "conversions": None}]
+    exp = {"name": "e", "visitors": 22, "arms": arms, "srm": {"flagged": False, "p_value": 0.67, "basis": "equal split"}, "plan": None}
+    page = report_html({"experiments": [exp], "conversion_files": []})
+    tree = HTMLParser(page)
+    assert [" ".join(th.text().split()) for th in tree.css("thead th")] == ["Arm", "Visitors"]
+    assert tree.css_first("#f-mde") is None and tree.css_first('[data-testid="plan-e"]') is None
+    assert by_testid(page, "visitors-e-b") == "12" and "visitors and the SRM check only" in tree.body.text()
+
+
 def test_once_the_sequential_test_settles_every_variant_nobody_is_told_to_wait():
     from edgeproxy.console.pages import report_html
 

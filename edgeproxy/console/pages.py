@@ -531,10 +531,11 @@ def _arm_row(name: str, arm: Mapping[str, Any], prog: Progress | None) -> str:
     if arm.get("seq_p_value") is not None:
         seq_p = f'<span data-testid="seq-p-{tid}">{_p(arm["seq_p_value"])}</span>'
         seq_ci = f'<span data-testid="seq-ci-{tid}">{_ci(arm.get("seq_abs_uplift_ci"), signed=True)}</span>'
+    head = f'<tr data-testid="arm-{tid}"><th scope=row>{_e(arm["arm"])}</th><td class=num data-label="Visitors">{visitors}</td>'
+    if arm.get("conversions") is None:  # no conversion log: visitors only
+        return head + "</tr>"
     return (
-        f'<tr data-testid="arm-{tid}"><th scope=row>{_e(arm["arm"])}</th>'
-        f'<td class=num data-label="Visitors">{visitors}</td>'
-        f'<td class=num data-label="Converted" data-testid="conversions-{tid}">{conv}</td>'
+        head + f'<td class=num data-label="Converted" data-testid="conversions-{tid}">{conv}</td>'
         f'<td class=num data-label="Rate [95% CI]">{rate}</td>'
         f'<td class=num data-label="Uplift vs control [95% CI]">{uplift}</td>'
         f'<td class=num data-label="Fixed-horizon p">{p}</td>'
@@ -571,10 +572,12 @@ def report_html(report: Mapping[str, Any] | None, *, mde: float = DEFAULT_MDE, m
         parts.append("<p>No exposure logged yet.</p>")
     with_conversions = bool(report.get("conversion_files"))
     if experiments:
-        parts.append(_mde_form(mde, mde_problem))
+        if with_conversions:  # without conversions there is no rate to plan from
+            parts.append(_mde_form(mde, mde_problem))
+        command = f"edgeproxy report --plan --mde {mde:g}" if with_conversions else "edgeproxy report"
         parts.append(
-            f'<p class="muted">As <code>edgeproxy report --plan --mde {mde:g}</code> computes them, at {_e(str(report.get("computed", "")))}. '
-            "Each variant against the control, two-sided.</p>"
+            f'<p class="muted">As <code>{command}</code> computes them, at {_e(str(report.get("computed", "")))}.'
+            + (" Each variant against the control, two-sided.</p>" if with_conversions else "</p>")
         )
         if with_conversions and report.get("reading_rule"):
             rule = str(report["reading_rule"])
@@ -601,7 +604,7 @@ def report_html(report: Mapping[str, Any] | None, *, mde: float = DEFAULT_MDE, m
         if items:  # the answer first, the figures behind it after
             parts.append(f'<ul class="verdicts">{items}</ul>')
         rows = "".join(_arm_row(name, arm, prog) for arm in exp.get("arms", []))
-        head = (
+        head = (  # the reading rule's two ways to read, over their columns
             '<tr class="groups"><td colspan=4></td><th scope=colgroup colspan=2>Fixed horizon: read once, at the planned sample</th>'
             '<th scope=colgroup colspan=2 class=seq>Sequential: read at any look</th></tr><tr>'
             "<th scope=col>Arm</th><th scope=col class=num>Visitors</th><th scope=col class=num>Converted</th>"
@@ -609,6 +612,8 @@ def report_html(report: Mapping[str, Any] | None, *, mde: float = DEFAULT_MDE, m
             "<th scope=col class=num>Fixed-horizon p</th><th scope=col class=\"num seq\">Sequential p</th>"
             "<th scope=col class=\"num seq\">Sequential 95% interval</th></tr>"
         )
+        if not with_conversions:
+            head = "<tr><th scope=col>Arm</th><th scope=col class=num>Visitors</th></tr>"
         parts.append(f'<div class="scroll"><table class="cards report"><thead>{head}</thead><tbody>{rows}</tbody></table></div>')
         if with_conversions:
             parts.append(_plan_html(name, exp, prog, decided=bool(variants) and all(sides.values())))
