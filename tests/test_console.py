@@ -544,6 +544,31 @@ def test_the_sample_size_in_plain_words(plan, problem, words):
     assert text.endswith(words), text
 
 
+def test_without_a_conversion_log_the_report_is_visitors_and_srm_only():
+    from edgeproxy.console.pages import report_html
+
+    arms = [{"arm": "control", "visitors": 10, "conversions": None}, {"arm": "b", "visitors": 12, "conversions": None}]
+    exp = {"name": "e", "visitors": 22, "arms": arms, "srm": {"flagged": False, "p_value": 0.67, "basis": "equal split"}, "plan": None}
+    page = report_html({"experiments": [exp], "conversion_files": []})
+    tree = HTMLParser(page)
+    assert [" ".join(th.text().split()) for th in tree.css("thead th")] == ["Arm", "Visitors"]
+    assert tree.css_first("#f-mde") is None and tree.css_first('[data-testid="plan-e"]') is None
+    assert by_testid(page, "visitors-e-b") == "12" and "visitors and the SRM check only" in tree.body.text()
+
+
+def test_once_the_sequential_test_settles_every_variant_nobody_is_told_to_wait():
+    from edgeproxy.console.pages import report_html
+
+    plan = {**PLAN, "visitors_per_arm": 53_000, "visitors": 106_000, "visitors_per_day": 270.0, "days": 393, "days_so_far": 6.0}
+    arms = [{"arm": "control", "visitors": 800, "conversions": 24},
+            {"arm": "b", "visitors": 800, "conversions": 48, "abs_uplift": 0.03, "p_value": 0.004, "seq_p_value": 0.02,
+             "seq_abs_uplift_ci": [0.004, 0.056]}]
+    page = report_html({"experiments": [{"name": "e", "visitors": 1600, "arms": arms, "srm": {"flagged": False}, "plan": plan}],
+                        "conversion_files": ["c.jsonl"]})
+    assert by_testid(page, "plan-e").endswith("The sequential test has settled every variant already: there is no need to wait for the rest.")
+    assert HTMLParser(page).css_first('[data-testid="verdict-e-b"]').attributes["class"] == "win"
+
+
 async def test_an_mde_the_control_rate_cannot_take_is_named_not_a_crash(tmp_path):
     from edgeproxy.console.live import experiment_report
     from edgeproxy.settings import build_settings

@@ -12,10 +12,8 @@ CI covers the console either way.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest

@@ -9,8 +9,10 @@ it is doing, read-only, on the admin port.
                       and why, the page as that visitor beside the default
                       (``preview.py``)
 ``/console/page``     the page itself for the preview's iframes
-``/console/live``     renders per variant, each experiment's report
-                      (``live.py``)
+``/console/live``     each experiment's report with its sample-size
+                      progress (``?mde=5``: the smallest change worth
+                      detecting, in percent; 10 by default), renders per
+                      variant (``live.py``)
 ``/console/state.json``  the catalog generation and live numbers the pages
                       poll (a changed generation reloads them)
 ===================== =====================================================

@@ -28,12 +28,15 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, multiprocess
 
 from ..record import Metrics
 from ..settings import Settings
+
+if TYPE_CHECKING:  # the report package (DuckDB) loads on the first look at the Live page, not with the proxy
+    from ..report import Report
 
 WINDOW_S = 300.0  # "the last 5 minutes"
 SAMPLE_EVERY = 10.0  # seconds between background snapshots
@@ -115,7 +118,7 @@ class LogReport:
     ``ReportCache`` keeps.  ``report`` is None with a ``note`` (nothing
     logged yet) or an ``error`` (a log cannot be read)."""
 
-    report: Any = None  # edgeproxy.report.Report
+    report: Report | None = None
     note: str = ""
     error: str = ""
 

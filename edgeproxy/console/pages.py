@@ -8,7 +8,13 @@ query is escaped here (``_e``), once, at the point it enters the markup.
 Elements a person or a test looks for carry ``data-testid``:
 ``state-SLOT-VARIANT`` (overview), ``decision-SLOT`` (preview: the chosen
 variant's name or ``default``), ``renders-SLOT-VARIANT`` and
-``recent-SLOT-VARIANT`` (live), ``arm-EXPERIMENT-ARM`` (the report).
+``recent-SLOT-VARIANT`` (live); in the report, per arm (``E-A`` is
+``EXPERIMENT-ARM``) ``arm-E-A``, ``visitors-E-A``, ``conversions-E-A``,
+``rate-E-A``, ``uplift-E-A``, ``uplift-ci-E-A``, ``p-E-A``, ``seq-p-E-A``,
+``seq-ci-E-A``, ``progress-E-A``, ``verdict-E-A``, and per experiment
+``needed-E``, ``per-day-E``, ``days-E``, ``days-left-E``, ``plan-E``,
+``srm-E``; ``reading-rule`` once.  Their text is the report's JSON at
+the precision shown (``tests/test_console.py`` holds them to it).
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ th.seq,td.seq{background:rgba(11,87,208,.07)}
 .rule{border-left:3px solid var(--accent);padding:.2em .8em;max-width:60em}
 form.mde{margin:.6em 0;display:flex;flex-wrap:wrap;gap:.3em .5em;align-items:baseline}
 table.report th[scope=row]{white-space:nowrap}tr.groups th{font-weight:600;font-size:.85em;color:var(--muted);text-align:center;border-bottom:0}tr.groups td{border-bottom:0}
-ul.verdicts{padding-left:1.2em}ul.verdicts li{margin:.2em 0}
+ul.verdicts{padding-left:1.2em}li.win{color:var(--live)}li.loss{color:var(--broken)}ul.verdicts li{margin:.2em 0}
 @media (max-width:700px){table.cards thead{display:none}table.cards tr{display:block;border-bottom:1px solid var(--line);padding:.4em 0}
 table.cards td,table.cards th[scope=row]{display:block;border:0;padding:.1em .2em;text-align:left}table.cards td:empty{display:none}table.cards td[data-label]:not(:empty)::before{content:attr(data-label) ": ";color:var(--muted)}}
 """
@@ -419,6 +425,9 @@ def _excludes_zero(ci: Sequence[float] | None) -> int:
     return 1 if ci[0] > 0 else -1 if ci[1] < 0 else 0
 
 
+_SIDE_CLASS = {1: ' class="win"', -1: ' class="loss"', 0: ""}
+
+
 def _verdict(arm: Mapping[str, Any], srm: Mapping[str, Any] | None, prog: Progress | None) -> str:
     """An arm against the control in plain words, by the report's reading
     rule: the sequential interval decides at any look; the fixed-horizon
@@ -463,8 +472,10 @@ def _days(n: int) -> str:
 LONG_WAIT_DAYS = 90  # beyond this, the page says a larger change is what this traffic can detect
 
 
-def _plan_html(name: str, exp: Mapping[str, Any], prog: Progress | None) -> str:
-    """The sample-size paragraph: what the plan needs and how far along it is."""
+def _plan_html(name: str, exp: Mapping[str, Any], prog: Progress | None, *, decided: bool = False) -> str:
+    """The sample-size paragraph: what the plan needs and how far along it
+    is (``decided``: the sequential test has settled every variant, so
+    nobody need wait for the rest)."""
     plan = exp.get("plan")
     tid = _e(name)
     if not plan or prog is None:
@@ -490,7 +501,9 @@ def _plan_html(name: str, exp: Mapping[str, Any], prog: Progress | None) -> str:
             f'<span class="muted">(<span data-testid="days-{tid}">{_n(plan["days"])}</span> in all; '
             f'{plan["days_so_far"]:.1f} so far)</span>.'
         )
-        if prog.days_left > LONG_WAIT_DAYS:
+        if decided:
+            text += " The sequential test has settled every variant already: there is no need to wait for the rest."
+        elif prog.days_left > LONG_WAIT_DAYS:
             text += " That is a long wait: at this traffic only a larger change can be detected sooner (raise the smallest change above)."
     return f'<p data-testid="plan-{tid}">{text}</p>'
 
@@ -518,10 +531,11 @@ def _arm_row(name: str, arm: Mapping[str, Any], prog: Progress | None) -> str:
     if arm.get("seq_p_value") is not None:
         seq_p = f'<span data-testid="seq-p-{tid}">{_p(arm["seq_p_value"])}</span>'
         seq_ci = f'<span data-testid="seq-ci-{tid}">{_ci(arm.get("seq_abs_uplift_ci"), signed=True)}</span>'
+    head = f'<tr data-testid="arm-{tid}"><th scope=row>{_e(arm["arm"])}</th><td class=num data-label="Visitors">{visitors}</td>'
+    if arm.get("conversions") is None:  # no conversion log: visitors only
+        return head + "</tr>"
     return (
-        f'<tr data-testid="arm-{tid}"><th scope=row>{_e(arm["arm"])}</th>'
-        f'<td class=num data-label="Visitors">{visitors}</td>'
-        f'<td class=num data-label="Converted" data-testid="conversions-{tid}">{conv}</td>'
+        head + f'<td class=num data-label="Converted" data-testid="conversions-{tid}">{conv}</td>'
         f'<td class=num data-label="Rate [95% CI]">{rate}</td>'
         f'<td class=num data-label="Uplift vs control [95% CI]">{uplift}</td>'
         f'<td class=num data-label="Fixed-horizon p">{p}</td>'
@@ -558,10 +572,12 @@ def report_html(report: Mapping[str, Any] | None, *, mde: float = DEFAULT_MDE, m
         parts.append("<p>No exposure logged yet.</p>")
     with_conversions = bool(report.get("conversion_files"))
     if experiments:
-        parts.append(_mde_form(mde, mde_problem))
+        if with_conversions:  # without conversions there is no rate to plan from
+            parts.append(_mde_form(mde, mde_problem))
+        command = f"edgeproxy report --plan --mde {mde:g}" if with_conversions else "edgeproxy report"
         parts.append(
-            f'<p class="muted">As <code>edgeproxy report --plan --mde {mde:g}</code> computes them, at {_e(str(report.get("computed", "")))}. '
-            "Each variant against the control, two-sided.</p>"
+            f'<p class="muted">As <code>{command}</code> computes them, at {_e(str(report.get("computed", "")))}.'
+            + (" Each variant against the control, two-sided.</p>" if with_conversions else "</p>")
         )
         if with_conversions and report.get("reading_rule"):
             rule = str(report["reading_rule"])
@@ -579,12 +595,16 @@ def report_html(report: Mapping[str, Any] | None, *, mde: float = DEFAULT_MDE, m
             f'{_n(exp.get("visitors", 0))} visitors, {_n(exp.get("exposures", 0))} exposures</p>'
         )
         srm = exp.get("srm")
-        verdicts = [(arm["arm"], _verdict(arm, srm, prog)) for arm in exp.get("arms", []) if arm.get("arm") != "control"]
-        items = "".join(f'<li data-testid="verdict-{_e(name)}-{_e(arm)}">{text}</li>' for arm, text in verdicts if text)
+        variants = [arm for arm in exp.get("arms", []) if arm.get("arm") != "control"]
+        sides = {arm["arm"]: 0 if srm and srm.get("flagged") else _excludes_zero(arm.get("seq_abs_uplift_ci")) for arm in variants}
+        items = "".join(
+            f'<li data-testid="verdict-{_e(name)}-{_e(arm["arm"])}"{_SIDE_CLASS[sides[arm["arm"]]]}>{text}</li>'
+            for arm in variants if (text := _verdict(arm, srm, prog))
+        )
         if items:  # the answer first, the figures behind it after
             parts.append(f'<ul class="verdicts">{items}</ul>')
         rows = "".join(_arm_row(name, arm, prog) for arm in exp.get("arms", []))
-        head = (
+        head = (  # the reading rule's two ways to read, over their columns
             '<tr class="groups"><td colspan=4></td><th scope=colgroup colspan=2>Fixed horizon: read once, at the planned sample</th>'
             '<th scope=colgroup colspan=2 class=seq>Sequential: read at any look</th></tr><tr>'
             "<th scope=col>Arm</th><th scope=col class=num>Visitors</th><th scope=col class=num>Converted</th>"
@@ -592,9 +612,11 @@ def report_html(report: Mapping[str, Any] | None, *, mde: float = DEFAULT_MDE, m
             "<th scope=col class=num>Fixed-horizon p</th><th scope=col class=\"num seq\">Sequential p</th>"
             "<th scope=col class=\"num seq\">Sequential 95% interval</th></tr>"
         )
+        if not with_conversions:
+            head = "<tr><th scope=col>Arm</th><th scope=col class=num>Visitors</th></tr>"
         parts.append(f'<div class="scroll"><table class="cards report"><thead>{head}</thead><tbody>{rows}</tbody></table></div>')
         if with_conversions:
-            parts.append(_plan_html(name, exp, prog))
+            parts.append(_plan_html(name, exp, prog, decided=bool(variants) and all(sides.values())))
         if srm:
             basis = _e(_BASIS.get(srm.get("basis", ""), srm.get("basis", "")))
             if srm.get("flagged"):
