@@ -396,3 +396,11 @@ def test_an_address_sanitizer_build_fuzzes_clean():
         pytest.skip(proc.stderr.strip())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "compiled == pure on all" in proc.stdout and "ERROR: AddressSanitizer" not in proc.stderr
+
+
+def test_the_docker_build_stage_compiles_the_scanner_and_checks_the_wheel():
+    text = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text()
+    build = text.split("\nFROM ", 2)[1]  # the build stage only
+    install_gcc = build.index("apt-get install")
+    assert "gcc" in build[install_gcc:].split("\n")[0] and "setup.py" in build
+    assert install_gcc < build.index("RUN pip wheel") < build.index("the compiled scanner is missing")

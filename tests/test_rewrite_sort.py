@@ -324,3 +324,15 @@ def test_a_sort_slot_arriving_in_chunks_is_walked_once_and_resumed():
     q, e, els, _ = split_until_end(doc, body, "div", len(doc), progress)
     assert (q, e) == (len(doc) - 6, len(doc)) and len(els) == 10
     assert (els, q, e) == (_split(doc[body:q])[1], *sc.element_end(doc, body, "div", False))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(list("0123456789.+-eE _\t\u0661\u0662x") + ["inf", "nan", "1" * 400]), max_size=8).map("".join))
+def test_number_fast_path_reads_what_the_number_pattern_reads(text):
+    import math
+
+    from edgeproxy.rewrite.sort import _NUMBER, _number
+
+    stripped = text.strip()
+    expected = float(stripped) if _NUMBER.fullmatch(stripped) else None
+    assert _number(text) == (expected if expected is None or math.isfinite(expected) else None)

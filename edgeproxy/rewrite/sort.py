@@ -315,7 +315,11 @@ def _ascii_same(encoding: str) -> bool:
 
 def _number(text: str) -> float | None:
     text = text.strip()
-    if not _NUMBER.fullmatch(text):
+    # Plain decimals ("12", "12.50", ".5") skip the regex: str.isdecimal
+    # is the regex's \d (Unicode Nd), which float() reads too.
+    head, dot, tail = text.partition(".")
+    plain = (head.isdecimal() or (dot and not head and tail)) and (not tail or tail.isdecimal())
+    if not plain and not _NUMBER.fullmatch(text):
         return None
     value = float(text)
     return value if math.isfinite(value) else None
@@ -396,9 +400,10 @@ def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, 
     order = sorted(range(len(els)), key=keys.__getitem__)
     if order == list(range(len(els))):
         return inner
+    view = memoryview(inner)  # slices without copies; join copies once
     parts = [seps[0]]
     for slot, i in enumerate(order):
         start, end = els[i]
-        parts.append(inner[start:end])
+        parts.append(view[start:end])
         parts.append(seps[slot + 1])
     return b"".join(parts)
