@@ -350,6 +350,8 @@ def _mangled(seed: int) -> bytes:
         + keep_alive("GET", "/n", [("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n0\r\n\r\n"
     )
     for _ in range(rng.randint(1, 6)):
+        if not base:
+            break
         op = rng.randrange(5)
         at = rng.randrange(len(base))
         if op == 0:
