@@ -390,3 +390,18 @@ async def test_mangled_requests_end_their_connections_and_leak_nothing(origin, t
             await asyncio.sleep(0.02)
         assert not proxy._traffic.connections
         assert proxy._traffic.in_flight == 0
+
+
+async def test_open_connections_are_counted_in_metrics(proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(keep_alive("GET", "/x"))
+        await asyncio.wait_for(read_response(reader), 5)
+        for _ in range(40):  # the gauge is set every second
+            await asyncio.sleep(0.1)
+            metrics = await raw_request(proxy.admin_port, b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            if b"edgeproxy_open_connections 1.0" in metrics.body:
+                break
+        assert b"edgeproxy_open_connections 1.0" in metrics.body
+    finally:
+        writer.close()
