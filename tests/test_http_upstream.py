@@ -199,3 +199,33 @@ async def test_mangled_origin_answers_end_every_client_response_and_the_pool_kee
         resp = await raw_request(proxy.port, request_bytes("GET", "/a.txt"))
         assert resp.status == 200 and resp.body == b"hello"
         assert proxy.state.origin._busy == 0
+
+
+async def test_upstream_connections_bounds_connections_in_use_until_their_bodies_end(tmp_path):
+    connections = 0
+
+    async def serve(reader, writer):
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 10\r\n\r\nhello")
+                await writer.drain()
+                await asyncio.sleep(0.3)  # the body is still streaming
+                writer.write(b"world")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with run_proxy(url, tmp_path / "slots", upstream_connections=1) as proxy:
+            first, second = await asyncio.gather(*(raw_request(proxy.port, request_bytes("GET", "/b.bin")) for _ in range(2)))
+    finally:
+        server.close()
+    assert first.body == second.body == b"helloworld"
+    assert connections == 1  # the second request waited for the first body, then reused its connection
