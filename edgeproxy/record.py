@@ -116,6 +116,9 @@ class Metrics:
         # multiprocess_mode applies with --workers N (prometheus_client's
         # multiprocess mode); a single process ignores it.
         self.in_flight = Gauge("edgeproxy_in_flight_requests", "Requests being handled", registry=r, multiprocess_mode="livesum")
+        self.open_connections = Gauge(
+            "edgeproxy_open_connections", "Client connections open on the traffic port (updated every second)", registry=r, multiprocess_mode="livesum"
+        )
         self.catalog_variants = Gauge("edgeproxy_catalog_variants", "Live variants", registry=r, multiprocess_mode="max")
         self.catalog_errors = Gauge("edgeproxy_catalog_errors", "Slot files rejected at the last load", registry=r, multiprocess_mode="max")
         self.bytes_out = Counter("edgeproxy_response_bytes", "Body bytes sent to clients", registry=r)

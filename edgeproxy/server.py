@@ -132,7 +132,7 @@ class ProxyServer:
             await self._close()
             raise
         self._watcher = asyncio.ensure_future(watch(catalog, s.reload_interval))
-        self._flusher = asyncio.ensure_future(_flush_metrics(state))
+        self._flusher = asyncio.ensure_future(_flush_metrics(state, self._traffic))
         log.info(
             "edgeproxy on %s:%d -> %s (admin %s), %d slots, %d variants",
             s.host, self.port, s.upstream, f"{s.admin_host}:{self.admin_port}" if self.with_admin else "off",
@@ -251,13 +251,15 @@ def warm_up() -> None:
     rewrite_document(page, edits)
 
 
-async def _flush_metrics(state: State, interval: float = 1.0) -> None:
+async def _flush_metrics(state: State, traffic=None, interval: float = 1.0) -> None:
     """Move gathered request counts into the Prometheus series every second,
     so with ``--workers`` the admin port's sum is never more than a second
-    behind for any worker."""
+    behind for any worker; and the traffic port's open connections."""
     while True:
         await asyncio.sleep(interval)
         state.metrics.flush()
+        if traffic is not None:
+            state.metrics.open_connections.set(len(traffic.connections))
 
 
 def _close_unanswered(request: web.BaseRequest) -> web.StreamResponse:

@@ -33,6 +33,7 @@ HTTPTOOLS = "httptools-passthrough"  # uvloop + httptools Protocols: the Python 
 EDGEPROXY = "edgeproxy"
 EDGEPROXY_CACHED = "edgeproxy-cached"
 EDGEPROXY_DEFAULT = "edgeproxy-default"  # a bot: no variant, the origin's bytes
+EDGEPROXY_RETURNING = "edgeproxy-returning"  # a returning visitor: the proxy's own cookies, valid
 EDGEPROXY_ASSET = "edgeproxy-asset"  # a subresource request (Sec-Fetch-Dest: image): proxied untouched
 
 #: figure name -> what it is (printed next to it).

@@ -24,6 +24,7 @@ COLOURS = {
     B.EDGEPROXY_DEFAULT: "#8c564b",
     B.HTTPTOOLS: "#bcbd22",
     B.EDGEPROXY_ASSET: "#e377c2",
+    B.EDGEPROXY_RETURNING: "#aec7e8",
 }
 
 #: (title, numerator system, denominator system, key) of the per-page peer ratios (closed loop).
@@ -40,6 +41,7 @@ PEER_RATIOS = (
     ("edgeproxy cached ÷ uvloop+httptools pass-through, CPU/req", B.EDGEPROXY_CACHED, B.HTTPTOOLS, "cpu_us_per_request"),
     ("edgeproxy, no variant ÷ uvloop+httptools pass-through, CPU/req", B.EDGEPROXY_DEFAULT, B.HTTPTOOLS, "cpu_us_per_request"),
     ("edgeproxy, asset ÷ uvloop+httptools pass-through, CPU/req", B.EDGEPROXY_ASSET, B.HTTPTOOLS, "cpu_us_per_request"),
+    ("edgeproxy, returning visitor ÷ edgeproxy, new visitor, CPU/req", B.EDGEPROXY_RETURNING, B.EDGEPROXY, "cpu_us_per_request"),
     ("bare aiohttp ÷ uvloop+httptools pass-through, CPU/req", B.BARE, B.HTTPTOOLS, "cpu_us_per_request"),
 )
 

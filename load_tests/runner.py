@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -72,8 +73,8 @@ SOAK_FRACTION = 0.7
 SOAK_SAMPLE_EVERY = 5.0
 SOAK_WARMUP = 10.0
 
-SYSTEM_ORDER = (B.DIRECT, B.AIOHTTP_STATIC, B.HTTPTOOLS, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT,
-                B.EDGEPROXY_ASSET)
+SYSTEM_ORDER = (B.DIRECT, B.AIOHTTP_STATIC, B.HTTPTOOLS, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_RETURNING, B.EDGEPROXY_CACHED,
+                B.EDGEPROXY_DEFAULT, B.EDGEPROXY_ASSET)
 LABELS = {
     B.DIRECT: "direct (origin)",
     B.AIOHTTP_STATIC: "aiohttp, from memory",
@@ -85,6 +86,7 @@ LABELS = {
     B.EDGEPROXY_CACHED: "edgeproxy, cached",
     B.EDGEPROXY_DEFAULT: "edgeproxy, no variant",
     B.EDGEPROXY_ASSET: "edgeproxy, asset",
+    B.EDGEPROXY_RETURNING: "edgeproxy, returning",
 }
 #: A crawler's User-Agent: bots always get the origin's default content, so
 #: this measures edgeproxy's path for a page with no eligible variant.
@@ -216,7 +218,7 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             s.expected_edits = "hero+banner"
             s.notes.append(f"nginx {nginx.nginx_version(binary)}; sub_filter cannot sort")
             waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
-    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT, B.EDGEPROXY_ASSET) if n in systems]
+    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_RETURNING, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT, B.EDGEPROXY_ASSET) if n in systems]
     if ep_names:
         why = _edgeproxy_available()
         if why:
@@ -259,12 +261,40 @@ def origin_port_of(origin: Child) -> int:
     return int(origin.argv[origin.argv.index("--port") + 1])
 
 
+def set_cookies(port: int, path: str, headers: list[tuple[str, str]], timeout: float = 10.0) -> list[str]:
+    """The ``name=value`` of every ``Set-Cookie`` one GET is answered with."""
+    from .loadgen import build_request
+
+    request = build_request(HOST, port, path, [*headers, ("Connection", "close")])
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            data = sock.recv(65536)
+            if not data:
+                break
+            raw += data
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1")
+    return [line.split(":", 1)[1].strip().split(";", 1)[0] for line in head.split("\r\n")[1:] if line.lower().startswith("set-cookie:")]
+
+
 def verify(systems: dict[str, System], page: str, headers: list[tuple[str, str]]) -> list[str]:
     """One request through each system; what it edited.  Returns problems."""
     problems = []
     for s in systems.values():
         if not s.runnable:
             continue
+        if s.name == B.EDGEPROXY_RETURNING:
+            # A returning visitor sends back the cookies its first visit got.
+            try:
+                cookies = set_cookies(s.port, s.path(page), headers)
+            except OSError as exc:
+                cookies = []
+                problems.append(f"{LABELS[s.name]}: no first visit: {exc}")
+            if cookies:
+                s.headers.append(("Cookie", "; ".join(cookies)))
+            else:
+                s.notes.append("the first visit set no cookie: measured as a new visitor")
         # A personaliser may fall back to the origin's bytes for a slot when
         # it overruns its time budget (a busy machine): a few tries, and the
         # cacheable page is asked for at least twice (the second is a hit).

@@ -336,3 +336,72 @@ async def test_a_body_never_asked_for_with_expect_100_continue_closes_the_connec
         raw = keep_alive("POST", "/_edge/convert?value=1", [("Expect", "100-continue"), ("Content-Length", "5")])
         [resp], closed = await exchange(proxy.port, raw)
     assert resp.status == 204 and closed
+
+
+# ---------------------------------------------------------------------------
+# Mangled requests: every connection ends, nothing leaks, the port keeps serving
+# ---------------------------------------------------------------------------
+def _mangled(seed: int) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    base = bytearray(
+        keep_alive("POST", "/m?x=1", [("Content-Type", "text/plain"), ("Cookie", "a=b")], b"hello world")
+        + keep_alive("GET", "/n", [("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n0\r\n\r\n"
+    )
+    for _ in range(rng.randint(1, 6)):
+        if not base:
+            break
+        op = rng.randrange(5)
+        at = rng.randrange(len(base))
+        if op == 0:
+            base[at] = rng.randrange(256)
+        elif op == 1:
+            base[at:at] = rng.choice([b"\r\n", b"\n", b" ", b":", b"\x00", b"Content-Length: 99\r\n", b"ffffffffffffffff\r\n"])
+        elif op == 2:
+            del base[at : at + rng.randint(1, 20)]
+        elif op == 3:
+            base = base[:at]
+        else:
+            base[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
+    return bytes(base)
+
+
+async def test_mangled_requests_end_their_connections_and_leak_nothing(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", header_timeout=0.5, body_timeout=0.5, keepalive_timeout=0.5) as proxy:
+
+        async def one(seed: int) -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                writer.write(_mangled(seed))
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                while await asyncio.wait_for(reader.read(65536), 10):
+                    pass  # the proxy ends every connection: EOF within the deadlines
+            finally:
+                writer.close()
+
+        await asyncio.gather(*(one(seed) for seed in range(120)))
+        good = await raw_request(proxy.port, request_bytes("GET", "/still-fine"))
+        assert json.loads(good.body)["path"] == "/still-fine"
+        for _ in range(100):
+            if not proxy._traffic.connections:
+                break
+            await asyncio.sleep(0.02)
+        assert not proxy._traffic.connections
+        assert proxy._traffic.in_flight == 0
+
+
+async def test_open_connections_are_counted_in_metrics(proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(keep_alive("GET", "/x"))
+        await asyncio.wait_for(read_response(reader), 5)
+        for _ in range(40):  # the gauge is set every second
+            await asyncio.sleep(0.1)
+            metrics = await raw_request(proxy.admin_port, b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            if b"edgeproxy_open_connections 1.0" in metrics.body:
+                break
+        assert b"edgeproxy_open_connections 1.0" in metrics.body
+    finally:
+        writer.close()

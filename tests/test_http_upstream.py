@@ -150,3 +150,82 @@ async def test_the_aiohttp_upstream_client_is_still_selectable(tmp_path):
     async with origin as url, run_proxy(url, tmp_path / "slots", upstream_client="aiohttp") as proxy:
         resp = await raw_request(proxy.port, request_bytes("GET", "/a.txt"))
     assert resp.status == 200 and resp.body == b"hello"
+
+
+def _mangled_answer(seed: int) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    base = bytearray(
+        rng.choice([
+            ok(b"hello world"),
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + ok(b"<p>hi</p>"),
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n",
+        ])
+    )
+    for _ in range(rng.randint(1, 5)):
+        if not base:
+            break
+        op = rng.randrange(4)
+        at = rng.randrange(len(base))
+        if op == 0:
+            base[at] = rng.randrange(256)
+        elif op == 1:
+            base[at:at] = rng.choice([b"\r\n", b"\n", b" ", b"\x00", b"Content-Length: 7\r\n", b"fffffff\r\n"])
+        elif op == 2:
+            del base[at : at + rng.randint(1, 15)]
+        else:
+            base = base[:at]
+    return bytes(base)
+
+
+async def test_mangled_origin_answers_end_every_client_response_and_the_pool_keeps_working(tmp_path):
+    seeds = iter(range(10_000))
+    origin = RawOrigin(lambda head: _mangled_answer(next(seeds)), close_after=True)
+    async with origin as url, run_proxy(url, tmp_path / "slots", first_byte_timeout=1, idle_timeout=1) as proxy:
+
+        async def one() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                writer.write(request_bytes("GET", "/a.txt"))
+                while await asyncio.wait_for(reader.read(65536), 10):
+                    pass  # a response (or a 502/504, or an aborted body), then EOF
+            finally:
+                writer.close()
+
+        await asyncio.gather(*(one() for _ in range(80)))
+        origin.answer = lambda head: ok()
+        resp = await raw_request(proxy.port, request_bytes("GET", "/a.txt"))
+        assert resp.status == 200 and resp.body == b"hello"
+        assert proxy.state.origin._busy == 0
+
+
+async def test_upstream_connections_bounds_connections_in_use_until_their_bodies_end(tmp_path):
+    connections = 0
+
+    async def serve(reader, writer):
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 10\r\n\r\nhello")
+                await writer.drain()
+                await asyncio.sleep(0.3)  # the body is still streaming
+                writer.write(b"world")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with run_proxy(url, tmp_path / "slots", upstream_connections=1) as proxy:
+            first, second = await asyncio.gather(*(raw_request(proxy.port, request_bytes("GET", "/b.bin")) for _ in range(2)))
+    finally:
+        server.close()
+    assert first.body == second.body == b"helloworld"
+    assert connections == 1  # the second request waited for the first body, then reused its connection

@@ -24,7 +24,7 @@ from aiohttp import web
 from ..headers import forward_request_headers, is_trusted
 from ..record import Record
 from ..settings import Settings
-from .protocol import Request
+from .request import Request
 
 log = logging.getLogger("edgeproxy.websocket")
 

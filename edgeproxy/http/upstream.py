@@ -185,6 +185,7 @@ class OriginConnection(asyncio.Protocol):
         self.write_paused = False
         self.idle_since = 0.0
         self.key: tuple = ()
+        self.slotted = False  # counts against the pool's limit (a request on it, head or body)
         self.reused = False  # taken from the pool (may have been closed by the origin meanwhile)
         self._drain: asyncio.Future | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -343,7 +344,8 @@ class _HeadTooBig(Exception):
 
 
 class OriginPool:
-    """Keep-alive connections to the origin, at most ``limit`` at once."""
+    """Keep-alive connections to the origin, at most ``limit`` in use at once
+    (a request sent, its response not yet ended); more requests wait."""
 
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
@@ -351,13 +353,20 @@ class OriginPool:
         self._busy = 0
         self._waiters: deque[asyncio.Future] = deque()
 
+    def release_slot(self, conn: OriginConnection) -> None:
+        if conn.slotted:
+            conn.slotted = False
+            self._unslot()
+
     def forget(self, conn: OriginConnection) -> None:
+        self.release_slot(conn)
         for idle in self._idle.values():
             if conn in idle:
                 idle.remove(conn)
                 return
 
     def put(self, conn: OriginConnection) -> None:
+        self.release_slot(conn)
         conn.idle_since = time.monotonic()
         self._idle.setdefault(conn.key, deque()).append(conn)
 
@@ -410,13 +419,19 @@ class OriginPool:
             lines.append("Transfer-Encoding: chunked")
         lines.append("\r\n")
         head = "\r\n".join(lines).encode("utf-8")
-        await self._slot()
         conn: OriginConnection | None = None
         try:
             async with asyncio.timeout(settings.first_byte_timeout):
                 for attempt in (0, 1):
-                    conn, reused = await self._acquire(key, settings)
+                    conn = None
+                    await self._slot()
+                    try:
+                        conn, reused = await self._acquire(key, settings)
+                    finally:
+                        if conn is None:
+                            self._unslot()
                     conn.reused = reused
+                    conn.slotted = True  # given back when the connection is pooled or closed
                     try:
                         status, reason, raw, response = await self._exchange(conn, settings, method, head, body, chunked)
                         break
@@ -433,8 +448,6 @@ class OriginPool:
             if conn is not None:
                 conn.abort()
             raise
-        finally:
-            self._unslot()
         try:
             text_reason, headers = checked_origin_head(status, reason.decode("latin-1"), _decode_raw(raw))
         except InvalidOriginHead as exc:
@@ -443,6 +456,11 @@ class OriginPool:
         return Upstream(status=status, reason=text_reason, headers=strip_hop_by_hop(headers), response=response)
 
     async def _exchange(self, conn: OriginConnection, settings, method: str, head: bytes, body: Any, chunked: bool):
+        if conn.closed:  # lost between being handed out and now
+            self.release_slot(conn)
+            if conn.reused:
+                raise _Stale()
+            raise UpstreamConnectError("the origin closed the connection")
         loop = asyncio.get_running_loop()
         conn.head = loop.create_future()
         conn.is_head = method == "HEAD"

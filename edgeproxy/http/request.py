@@ -1,0 +1,314 @@
+"""What the traffic port hands the pipeline: the request, its body, its response.
+
+``Request`` is built by ``protocol.HttpProtocol.on_headers_complete`` and
+lives until its response has ended; ``Body`` is fed by the parser's
+``on_body`` / ``on_message_complete`` and read by the handler;
+``Request.start_response`` writes the head and returns the ``Response`` the
+body goes through.  None of them owns the socket: each calls back into its
+connection (``conn``) to write, pause or resume reading, or refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote
+
+from multidict import CIMultiDict, MultiDict
+
+from . import wire
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .protocol import HttpProtocol
+
+# Request bodies: reading from the client pauses above HIGH buffered bytes,
+# resumes below LOW (the origin or a slow handler sets the pace).
+BODY_HIGH = 256 * 1024
+BODY_LOW = 64 * 1024
+
+
+class ClientGone(ConnectionResetError):
+    """The client closed the connection while its response was being written."""
+
+
+class Body:
+    """A request body as it arrives; ``async for chunk in body`` reads it.
+
+    Fed by the protocol's parser callbacks, read by the handler (usually as
+    the payload of the origin request).  Reading from the socket pauses while
+    more than ``BODY_HIGH`` bytes wait here."""
+
+    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_discard", "_received", "limit")
+
+    def __init__(self, conn: "HttpProtocol", limit: int = 0) -> None:
+        self._conn = conn
+        self._received = 0
+        self.limit = limit  # bytes (0: none); past it the request gets a 413
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+        self._discard = False
+
+    def feed(self, data: bytes) -> None:
+        self._received += len(data)
+        if self.limit and self._received > self.limit:
+            self._conn.refuse(413, f"the request body is over {self.limit} bytes", "body_too_large")
+            return
+        if self._discard:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        self._wake()
+        if self._size > BODY_HIGH:
+            self._conn.pause_reading("body")
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._eof:
+            self._exc = exc
+            self._wake()
+
+    def discard(self) -> None:
+        """The handler is done without reading it all: drop the rest as it comes."""
+        self._discard = True
+        self._chunks.clear()
+        self._size = 0
+        self._conn.resume_reading("body")
+
+    @property
+    def complete(self) -> bool:
+        return self._eof
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk; ``b""`` at the end of the body."""
+        while not self._chunks:
+            if self._exc is not None:
+                raise self._exc
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            timeout = self._conn.server.limits.body_timeout
+            try:
+                async with asyncio.timeout(timeout or None):
+                    await self._waiter
+            except TimeoutError:
+                self._conn.refuse(408, "the request body did not arrive in time", "body_timeout")
+                raise ClientGone(f"no request body bytes for {timeout:g}s") from None
+            finally:
+                self._waiter = None
+        data = self._chunks.popleft()
+        self._size -= len(data)
+        if self._size < BODY_LOW:
+            self._conn.resume_reading("body")
+        return data
+
+    def __aiter__(self):
+        return self._iterate()
+
+    def iter_any(self):
+        """The chunks as they arrive (``aiohttp.StreamReader.iter_any``)."""
+        return self._iterate()
+
+    async def _iterate(self):
+        while True:
+            data = await self.read()
+            if not data:
+                return
+            yield data
+
+
+def _text(value: bytes) -> str:
+    # As aiohttp reads header values: UTF-8 (what goes back out unchanged),
+    # latin-1 for bytes that are not.
+    if value.isascii():
+        return value.decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+class Request:
+    """One request, as the pipeline reads it.
+
+    The small subset of ``aiohttp.web.BaseRequest`` the pipeline uses
+    (``method``, ``path``, ``raw_path``, ``query``, ``headers``, ``remote``,
+    ``transport``, ``version``, ``body_exists``/``can_read_body``,
+    ``content``, ``secure``), plus :meth:`start_response`.  Built in
+    ``on_headers_complete``; lives until its response has ended."""
+
+    __slots__ = (
+        "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
+        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "_conn", "_path", "_query",
+    )
+
+    def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
+        self._conn = conn
+        self.method = method
+        self.raw_path = raw_path
+        self.version = version
+        self.headers = headers
+        self.remote = conn.peer
+        self.transport = conn.transport
+        self.keep_alive = keep_alive
+        self.content: Body | None = None
+        self.body_exists = False
+        self.response: Response | None = None
+        self.upgrade = False
+        self.upgrade_data = b""  # bytes read after an upgrade head, before the tunnel takes over
+        self.refused: bytes | None = None  # a response the protocol gives itself
+        self._path: str | None = None
+        self._query: MultiDict | None = None
+
+    @property
+    def content_length(self) -> int | None:
+        """The declared body length (the parser has checked the field)."""
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def can_read_body(self) -> bool:
+        return self.body_exists
+
+    @property
+    def secure(self) -> bool:
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+
+    @property
+    def path(self) -> str:
+        """The decoded path, without the query (an absolute-form target's path)."""
+        if self._path is None:
+            raw = self.raw_path
+            if not raw.startswith("/"):
+                from yarl import URL
+
+                self._path = URL(raw, encoded=True).path if "://" in raw else raw
+            else:
+                path = raw.partition("?")[0]
+                self._path = unquote(path) if "%" in path else path
+        return self._path
+
+    @property
+    def query(self) -> MultiDict:
+        if self._query is None:
+            raw = self.raw_path
+            if not raw.startswith("/") and "://" in raw:
+                from yarl import URL
+
+                self._query = MultiDict(URL(raw, encoded=True).query)
+            else:
+                self._query = MultiDict(parse_qsl(raw.partition("?")[2], keep_blank_values=True))
+        return self._query
+
+    def start_response(self, status: int, reason: str, headers: list[tuple[str, str]], length: int | None = None) -> "Response":
+        """Write the response head now; returns the body writer.
+
+        ``length`` (or a ``Content-Length`` among ``headers``) frames the body;
+        without either an HTTP/1.1 client gets chunked framing and an HTTP/1.0
+        client a body ended by closing.  A ``Date`` is added when absent; no
+        ``Server`` is added.  HEAD, 1xx, 204 and 304 carry no body (writes are
+        dropped)."""
+        assert self.response is None, "the response was already started"
+        out: list[tuple[str, str]] = []
+        declared = False
+        has_date = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "content-length":
+                if length is not None:
+                    continue
+                declared = True
+            elif lower == "date":
+                has_date = True
+            elif lower in ("transfer-encoding", "connection", "keep-alive"):
+                continue
+            out.append((name, value))
+        if length is not None:
+            out.append(("Content-Length", str(length)))
+            declared = True
+        if not has_date:
+            out.append(("Date", wire.http_date()))
+        via = self._conn.server.limits.via
+        if via:
+            out.append(("Via", f"1.1 {via}"))  # RFC 9110 §7.6.3, after the origin's own
+        bodyless = self.method == "HEAD" or status in wire.NO_BODY_STATUSES or 100 <= status < 200
+        chunked = False
+        if not bodyless and not declared:
+            if self.version >= (1, 1):
+                chunked = True
+                out.append(("Transfer-Encoding", "chunked"))
+            else:
+                self.keep_alive = False  # the end of the body is the end of the connection
+        conn = self._conn
+        if conn.closing:
+            self.keep_alive = False
+        if not self.keep_alive:
+            out.append(("Connection", "close"))
+        elif self.version < (1, 1):
+            out.append(("Connection", "keep-alive"))
+        head = wire.response_head(status, reason, out)
+        if self.version < (1, 1):
+            head = b"HTTP/1.0" + head[8:]
+        response = Response(conn, status, chunked, bodyless)
+        self.response = response
+        conn.cork(head)
+        return response
+
+
+class Response:
+    """The body of one response, written to the client's transport as it comes.
+
+    ``write`` waits while the client's send buffer is full (flow control);
+    ``write_eof`` ends the body (the last chunk when chunked)."""
+
+    __slots__ = ("_conn", "status", "chunked", "bodyless", "ended", "body_length")
+
+    def __init__(self, conn: "HttpProtocol", status: int, chunked: bool, bodyless: bool) -> None:
+        self._conn = conn
+        self.status = status
+        self.chunked = chunked
+        self.bodyless = bodyless
+        self.ended = False
+        self.body_length = 0
+
+    async def write(self, data: bytes) -> None:
+        if not data or self.bodyless:
+            return
+        conn = self._conn
+        if conn.transport is None or conn.transport.is_closing():
+            raise ClientGone("the client closed the connection")
+        self.body_length += len(data)
+        head = conn.corked
+        if self.chunked:
+            if head is not None:
+                conn.corked = None
+                conn.transport.writelines((head, *wire.chunk(data)))
+            else:
+                conn.transport.writelines(wire.chunk(data))
+        elif head is not None:
+            conn.corked = None
+            conn.transport.writelines((head, data))
+        else:
+            conn.transport.write(data)
+        if conn.write_paused:
+            await conn.drain()
+
+    async def write_eof(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.chunked:
+            self._conn.write(wire.LAST_CHUNK)
+        else:
+            self._conn.uncork()
