@@ -190,7 +190,7 @@ class Request:
 
     __slots__ = (
         "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
-        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "_conn", "_path", "_query",
+        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "slot", "_conn", "_path", "_query",
     )
 
     def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
@@ -208,6 +208,7 @@ class Request:
         self.upgrade = False
         self.upgrade_data = bytearray()
         self.refused: bytes | None = None  # a response the protocol gives itself
+        self.slot = False  # holds one of the server's in-flight slots
         self._path: str | None = None
         self._query: MultiDict | None = None
 
@@ -407,6 +408,7 @@ class HttpProtocol(asyncio.Protocol):
         for request in self.queue:
             if request.content is not None:
                 request.content.fail(gone)
+            self.server.release(request)  # the one being handled is cancelled below
         if self._parsing is not None and self._parsing.content is not None:
             self._parsing.content.fail(gone)
         waiter = self._drain_waiter
@@ -559,6 +561,12 @@ class HttpProtocol(asyncio.Protocol):
                 request.keep_alive = False
                 self._failed = True  # the body is never read: the connection closes after the 413
             request.content = Body(self, cap)
+        if request.refused is None:
+            # The slot is taken now, not when the handler starts (a loop turn
+            # later): heads read in the same turn each see the ones before.
+            # (Bug fixed: a burst of 40 with a cap of 5 reached the origin 40 times.)
+            request.slot = True
+            self.server.in_flight += 1
         self._parsing = request
         self.queue.append(request)
         if len(self.queue) > MAX_PIPELINED:
@@ -659,6 +667,7 @@ class HttpProtocol(asyncio.Protocol):
             request.refused = text
             if parsing is not None and parsing in self.queue:
                 self.queue.remove(parsing)
+                self.server.release(parsing)
             self.queue.append(request)
             return
         if self.task is not None:
@@ -721,7 +730,6 @@ class HttpProtocol(asyncio.Protocol):
                         self.transport.close()
                         return
                 else:
-                    self.server.in_flight += 1
                     try:
                         result = await self.handler(request)
                         await self._finish(request, result)
@@ -737,7 +745,7 @@ class HttpProtocol(asyncio.Protocol):
                             self.transport.abort()
                         return
                     finally:
-                        self.server.in_flight -= 1
+                        self.server.release(request)
                 self.queue.popleft()
                 if len(self.queue) <= MAX_PIPELINED:
                     self.resume_reading("pipeline")
@@ -833,6 +841,12 @@ class TrafficServer:
         self.counts: dict[str, int] = {}
         self._on_refuse = on_refuse
         self._server: asyncio.AbstractServer | None = None
+
+    def release(self, request: Request) -> None:
+        """Give back a request's in-flight slot (once, whichever path ends it)."""
+        if request.slot:
+            request.slot = False
+            self.in_flight -= 1
 
     def refused(self, reason: str) -> None:
         """Count a request or connection the port answered itself (400, 405,
