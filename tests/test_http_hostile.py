@@ -274,6 +274,27 @@ async def test_past_the_in_flight_cap_requests_get_a_fast_503_and_never_reach_th
         assert await metric(proxy, "in_flight") == 40
 
 
+async def test_a_burst_arriving_all_at_once_cannot_overrun_the_in_flight_cap(origin, tmp_path):
+    # Forty heads read in the same loop turn: the cap holds for a burst, not
+    # only for requests that arrive one after another.
+    async with run_proxy(origin["url"], tmp_path / "slots", max_in_flight=5) as proxy:
+        async with connections(proxy.port, 40) as pairs:
+            await asyncio.sleep(0.1)
+            for _, writer in pairs:
+                writer.write(request_bytes("GET", "/slow", BROWSER))
+            await asyncio.sleep(0.5)
+            assert origin["seen"] == 5
+            assert proxy._traffic.in_flight == 5
+            origin["release"].set()
+            answers = await asyncio.gather(*(asyncio.wait_for(read_response(r), GENEROUS) for r, _ in pairs))
+        assert sorted(a.status for a in answers) == [200] * 5 + [503] * 35
+        deadline = time.monotonic() + GENEROUS
+        while proxy._traffic.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert proxy._traffic.in_flight == 0  # every slot given back
+        assert await served(proxy)
+
+
 # ---------------------------------------------------------------------------
 # A broken origin: a body after a HEAD response's head
 # ---------------------------------------------------------------------------

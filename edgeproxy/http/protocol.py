@@ -33,7 +33,8 @@ Lifecycle of a connection, callback by callback (what holds when each fires):
     read, so nothing is smuggled into a following request.
 ``pause_writing`` / ``resume_writing``
     The client's send buffer is over / back under its high-water mark:
-    ``Response.write`` waits, so a slow client paces the origin's reads.
+    ``Response.write`` waits, so a slow client paces the origin's reads;
+    one that reads nothing for ``send_timeout`` is cut off.
 ``connection_lost``
     The client is gone: the handler task is cancelled (as aiohttp's
     ``handler_cancellation``), a body being read fails, a waiting write
@@ -117,6 +118,7 @@ class HttpProtocol(asyncio.Protocol):
         for request in self.queue:
             if request.content is not None:
                 request.content.fail(gone)
+            self.server.release(request)  # the one being handled is cancelled below
         if self._parsing is not None and self._parsing.content is not None:
             self._parsing.content.fail(gone)
         waiter = self._drain_waiter
@@ -142,8 +144,16 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             raise ClientGone("the client closed the connection")
         self._drain_waiter = asyncio.get_running_loop().create_future()
+        timeout = self.server.limits.send_timeout
         try:
-            await self._drain_waiter
+            async with asyncio.timeout(timeout or None):
+                await self._drain_waiter
+        except TimeoutError:
+            # The client reads nothing: it would hold this in-flight slot and
+            # an origin connection for as long as it likes (nginx's send_timeout).
+            self.server.refused("send_timeout")
+            self.transport.abort()
+            raise ClientGone(f"the client read nothing for {timeout:g}s") from None
         finally:
             self._drain_waiter = None
 
@@ -261,6 +271,12 @@ class HttpProtocol(asyncio.Protocol):
                 request.keep_alive = False
                 self._failed = True  # the body is never read: the connection closes after the 413
             request.content = Body(self, cap)
+        if request.refused is None:
+            # The slot is taken now, not when the handler starts (a loop turn
+            # later): heads read in the same turn each see the ones before.
+            # (Bug fixed: a burst of 40 with a cap of 5 reached the origin 40 times.)
+            request.slot = True
+            self.server.in_flight += 1
         self._parsing = request
         self.queue.append(request)
         if len(self.queue) > MAX_PIPELINED:
@@ -361,6 +377,7 @@ class HttpProtocol(asyncio.Protocol):
             request.refused = text
             if parsing is not None and parsing in self.queue:
                 self.queue.remove(parsing)
+                self.server.release(parsing)
             self.queue.append(request)
             return
         if self.task is not None:
@@ -421,7 +438,6 @@ class HttpProtocol(asyncio.Protocol):
                         self.transport.close()
                         return
                 else:
-                    self.server.in_flight += 1
                     try:
                         result = await self.handler(request)
                         await self._finish(request, result)
@@ -437,7 +453,7 @@ class HttpProtocol(asyncio.Protocol):
                             self.transport.abort()
                         return
                     finally:
-                        self.server.in_flight -= 1
+                        self.server.release(request)
                 self.queue.popleft()
                 if len(self.queue) <= MAX_PIPELINED:
                     self.resume_reading("pipeline")
@@ -479,7 +495,7 @@ class Limits:
     gives a request's body cap by route (the beacon's is small)."""
 
     __slots__ = (
-        "head_timeout", "keepalive_timeout", "body_timeout", "max_connections", "max_in_flight", "max_header_bytes",
+        "head_timeout", "keepalive_timeout", "body_timeout", "send_timeout", "max_connections", "max_in_flight", "max_header_bytes",
         "max_headers", "max_target_bytes", "max_body_bytes", "routes", "retry_after", "via",
     )
 
@@ -488,6 +504,7 @@ class Limits:
         head_timeout: float = 10.0,
         keepalive_timeout: float = 75.0,
         body_timeout: float = 30.0,
+        send_timeout: float = 60.0,
         max_connections: int = 0,
         max_in_flight: int = 0,
         max_header_bytes: int = 32 * 1024,
@@ -501,6 +518,7 @@ class Limits:
         self.head_timeout = head_timeout
         self.keepalive_timeout = keepalive_timeout
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self.max_connections = max_connections
         self.max_in_flight = max_in_flight
         self.max_header_bytes = max_header_bytes
@@ -536,6 +554,12 @@ class TrafficServer:
         self.counts: dict[str, int] = {}
         self._on_refuse = on_refuse
         self._server: asyncio.AbstractServer | None = None
+
+    def release(self, request: Request) -> None:
+        """Give back a request's in-flight slot (once, whichever path ends it)."""
+        if request.slot:
+            request.slot = False
+            self.in_flight -= 1
 
     def refused(self, reason: str) -> None:
         """Count a request or connection the port answered itself (400, 405,

@@ -150,7 +150,7 @@ class Request:
 
     __slots__ = (
         "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
-        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "_conn", "_path", "_query",
+        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "slot", "_conn", "_path", "_query",
     )
 
     def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
@@ -168,6 +168,7 @@ class Request:
         self.upgrade = False
         self.upgrade_data = b""  # bytes read after an upgrade head, before the tunnel takes over
         self.refused: bytes | None = None  # a response the protocol gives itself
+        self.slot = False  # holds one of the server's in-flight slots
         self._path: str | None = None
         self._query: MultiDict | None = None
 
