@@ -68,6 +68,8 @@ async def test_overview_shows_every_variant_file_with_its_state(tmp_path):
     assert "mobile visitors in GB or IE" in row and "Mobile hero for the UK and Ireland" in row and "10" in row
     assert "delivery-test, 50%" in by_testid(page, "variant-banner-free-delivery")
     assert "Experiment delivery-test: free-delivery 50%, control 50%" in " ".join(HTMLParser(page).body.text().split())
+    link = HTMLParser(page).css_first('main a[href^="/console/live"]')
+    assert (link.text(), link.attributes["href"]) == ("How it is doing", "/console/live#exp-delivery-test")
 
 
 async def test_a_badly_named_folder_is_listed_as_a_problem(tmp_path):

@@ -76,6 +76,11 @@ async def test_a_merchandiser_reads_the_states_previews_a_variant_and_shares_the
         # a visitor, by the form's link: a colleague opens it in their own browser
         await page.goto(console + "preview?country=GB&city=Manchester&device=mobile&visitor=returning&at=2026-11-27T20:00&tz=Europe/London")
         link = await page.locator("input.share").input_value()
+        # one tap copies it
+        await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        await page.get_by_role("button", name="Copy").click()
+        await page.get_by_role("button", name="Copied").wait_for()
+        assert await page.evaluate("navigator.clipboard.readText()") == link
         colleague = await browser.new_context()
         theirs = await colleague.new_page()
         await theirs.goto(link)

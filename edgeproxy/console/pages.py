@@ -65,7 +65,7 @@ table.renders{width:auto;min-width:min(100%,36em)}
 figure{margin:0}figcaption{font-weight:600;margin-bottom:.3em}
 iframe{width:100%;height:70vh;border:1px solid var(--line);background:#fff}
 dl.ctx{display:flex;flex-wrap:wrap;gap:.2em 1.2em;margin:.4em 0}dl.ctx div{display:flex;gap:.3em}dl.ctx dt{color:var(--muted)}dl.ctx dd{margin:0}
-input.share{width:100%}
+.share-row{display:flex;gap:.4em}input.share{flex:1;min-width:0}
 @media (min-width:701px){table.slots{table-layout:fixed}.c-file{width:20%}.c-who{width:22%}.c-prio{width:5.5em}.c-cap{width:8%}.c-exp{width:13%}.c-try{width:5.5em}}
 table.slots td{overflow-wrap:anywhere}
 progress{width:6em;height:.55em;vertical-align:middle}
@@ -99,6 +99,17 @@ SCRIPT = """
         var w = document.getElementById('window'); if (w) w.textContent = d.window;
       }
     } catch (e) {}
+  }
+  // The preview's link in one tap (a phone makes selecting a long URL hard);
+  // the button shows only where this script runs.
+  var copy = document.getElementById('copy');
+  if (copy) {
+    copy.hidden = false;
+    copy.addEventListener('click', async function(){
+      var link = document.getElementById('share'); link.select();
+      try { await navigator.clipboard.writeText(link.value); } catch (e) { document.execCommand('copy'); }
+      copy.textContent = 'Copied';
+    });
   }
   setInterval(tick, 2000);
 })();
@@ -289,7 +300,8 @@ def preview_page(
         '<form class="visitor" method="get" action="/console/preview" aria-label="The visitor">',
         *fields,
         '<div><button type="submit">Preview</button> <a href="/console/preview">Clear</a></div></form>',
-        f'<p><label>Link to this preview (send it to a colleague): <input class="share" readonly value="{_e(share_url)}"></label></p>',
+        '<p><label for="share">Link to this preview (send it to a colleague):</label> <span class="share-row">'
+        f'<input id="share" class="share" readonly value="{_e(share_url)}"><button type="button" id="copy" hidden>Copy</button></span></p>',
     ]
     at = _wall_clock(str(trace.get("at", "")), form.values.get("tz", ""))
     who = "a bot" if trace.get("bot") else ("a visitor in the holdout" if trace.get("holdout") else "this visitor")
