@@ -530,6 +530,16 @@ def test_plan_with_logs_gives_the_days_at_the_observed_traffic(tmp_path):
     assert plan["days"] == 27
 
 
+def test_plan_skips_an_experiment_whose_observed_rate_cannot_take_the_mde(tmp_path):
+    # Regression: a control converting 95 % and --mde 0.1 (a 104.5 % target) raised a traceback.
+    exp, conv = split_logs(tmp_path, {"control": (100, 95), "promo": (100, 96)})
+    out = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--plan", "--mde", "0.1", "--json"], out) == 0
+    assert orjson.loads(out.getvalue())["experiments"][0]["plan"] is None
+    text = io.StringIO()
+    assert main_with_out(["report", str(exp), str(conv), "--plan", "--mde", "0.1"], text) == 0
+
+
 def test_html_charts_the_enrolment_per_arm_by_day(tmp_path):
     exposures = [exposure(f"v{i}", ("control", "promo")[i % 2], T0 + i * 3 * 3600) for i in range(40)]  # five days
     exp = write_jsonl(tmp_path / "e.jsonl", exposures)

@@ -373,6 +373,14 @@ class PlanSpec:
             if control is None or not control.rate:
                 return None
             baseline, source = control.rate, "observed control rate"
-        plan = make_plan(baseline, self.mde, arms=self.arms or max(2, len(exp.arms)), power=self.power,
-                         alpha=self.alpha, baseline_source=source)
+        try:
+            plan = make_plan(baseline, self.mde, arms=self.arms or max(2, len(exp.arms)), power=self.power,
+                             alpha=self.alpha, baseline_source=source)
+        except ValueError:
+            if source == "--baseline":
+                raise
+            # The observed control rate cannot take this MDE (e.g. a control
+            # converting 95 % and +10 %): no plan for this experiment, not a
+            # crash of the whole report.  (Bug fixed: a traceback.)
+            return None
         return with_traffic(plan, exp.visitors, exp.start, exp.end)
