@@ -49,10 +49,9 @@ log = logging.getLogger("edgeproxy.pipeline")
 
 OBSERVE = Observe()
 # The conversion beacon (CONTRACT §7), answered by the proxy itself:
-# GET or POST /_edge/convert?value=12.50 -> 204, one conversion line.
+# GET or POST /_edge/convert?value=12.50 -> 204, one conversion line; a body
+# over ``beacon_max_body_bytes`` gets 413 unread (issue 10: it took 10 MB).
 BEACON_PATH = "/_edge/convert"
-# The beacon carries at most a value in its query; a larger body is refused
-# (413) rather than read (issue 10: it accepted 10 MB).
 PREVIEW_HEADER = "X-Edge-Preview-Token"
 PREVIEW_COOKIE = "edge_preview_token"
 PREVIEW_PARAM = "edge_preview"
