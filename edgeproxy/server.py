@@ -333,11 +333,10 @@ def run_one(settings: Settings, *, reuse_port: bool = False, admin: bool = True,
 
 
 def setup_logging(settings: Settings, worker: int | None = None) -> None:
-    """Logs to stderr at ``log_level``; one access line per request only
-    with ``access_log`` (``edgeproxy.access`` at INFO)."""
+    """Logs to stderr at ``log_level``.  (The access log is not a logger:
+    ``accesslog.AccessLog`` writes its lines from its own thread.)"""
     tag = f" w{worker}" if worker is not None else ""
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("edgeproxy.access").setLevel(logging.INFO if settings.access_log else logging.WARNING)
 
 
 def _worker(settings: Settings, index: int, parent: int) -> None:

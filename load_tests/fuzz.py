@@ -466,8 +466,9 @@ class ProxyProcess:
     def new_tracebacks(self) -> str | None:
         """Log text with a Traceback written since the last call, if any,
         other than the HTTP layer's report of a request it refused with a 400
-        (aiohttp logs those at ERROR with a traceback: noise, counted in
-        ``refused_tracebacks``, not a fault)."""
+        (with ``traffic_server = "aiohttp"``, aiohttp logs those at ERROR with
+        a traceback: noise, counted in ``refused_tracebacks``, not a fault;
+        the Protocol port logs none)."""
         try:
             raw = self.log.read_bytes()[self._log_seen :]
         except OSError:
