@@ -535,9 +535,12 @@ def test_plan_skips_an_experiment_whose_observed_rate_cannot_take_the_mde(tmp_pa
     exp, conv = split_logs(tmp_path, {"control": (100, 95), "promo": (100, 96)})
     out = io.StringIO()
     assert main_with_out(["report", str(exp), str(conv), "--plan", "--mde", "0.1", "--json"], out) == 0
-    assert orjson.loads(out.getvalue())["experiments"][0]["plan"] is None
+    (experiment,) = orjson.loads(out.getvalue())["experiments"]
+    assert experiment["plan"] is None
+    assert experiment["plan_problem"].startswith("the control converts 95.00% of its visitors")
     text = io.StringIO()
     assert main_with_out(["report", str(exp), str(conv), "--plan", "--mde", "0.1"], text) == 0
+    assert "plan: none, the control converts 95.00%" in text.getvalue()
 
 
 def test_html_charts_the_enrolment_per_arm_by_day(tmp_path):

@@ -158,21 +158,11 @@ def planned(read: LogReport | None, mde: float = DEFAULT_MDE) -> dict[str, Any] 
     if read.report is None:
         return {"experiments": [], **({"note": read.note} if read.note else {}), **({"error": read.error} if read.error else {})}
     spec = report.PlanSpec(mde=mde)
-    experiments, problems = [], {}
+    experiments = []
     for exp in read.report.experiments:
-        try:
-            plan = spec.for_experiment(exp)
-        except ValueError:  # the control's rate moved by mde leaves 0..1
-            rate = next((a.rate for a in exp.arms if a.arm == report.CONTROL), None) or 0.0
-            plan, problems[exp.name] = None, (
-                f"the control converts {100 * rate:.2f}% of its visitors, and a {100 * mde:g}% change of that "
-                "is not a conversion rate: choose a smaller change")
-        experiments.append(dataclasses.replace(exp, plan=plan))
-    data = dataclasses.replace(read.report, experiments=experiments).to_dict()
-    for exp in data["experiments"]:
-        if exp["name"] in problems:
-            exp["plan_problem"] = problems[exp["name"]]
-    return data
+        plan, problem = spec.plan_or_problem(exp)
+        experiments.append(dataclasses.replace(exp, plan=plan, plan_problem=problem))
+    return dataclasses.replace(read.report, experiments=experiments).to_dict()
 
 
 def experiment_report(settings: Settings, *, mde: float = DEFAULT_MDE) -> dict[str, Any] | None:

@@ -136,6 +136,7 @@ class ExperimentResult:
     warnings: list[str]
     daily: list[DayCounts] = dataclasses.field(default_factory=list)
     plan: Plan | None = None  # with --plan: the sample it needs and the days at its traffic
+    plan_problem: str | None = None  # with --plan: why there is no plan
 
 
 @dataclasses.dataclass(slots=True)
@@ -335,7 +336,7 @@ def analyse(
             intended, basis = None, "equal split"
         result = analyse_experiment(exp, with_conversions, intended, basis)
         if plan is not None:
-            result.plan = plan.for_experiment(result)
+            result.plan, result.plan_problem = plan.plan_or_problem(result)
         results.append(result)
     return Report(
         exposure_files=exposure_files,
@@ -373,14 +374,19 @@ class PlanSpec:
             if control is None or not control.rate:
                 return None
             baseline, source = control.rate, "observed control rate"
-        try:
-            plan = make_plan(baseline, self.mde, arms=self.arms or max(2, len(exp.arms)), power=self.power,
-                             alpha=self.alpha, baseline_source=source)
-        except ValueError:
-            if source == "--baseline":
-                raise
-            # The observed control rate cannot take this MDE (e.g. a control
-            # converting 95 % and +10 %): no plan for this experiment, not a
-            # crash of the whole report.  (Bug fixed: a traceback.)
-            return None
+        plan = make_plan(baseline, self.mde, arms=self.arms or max(2, len(exp.arms)), power=self.power,
+                         alpha=self.alpha, baseline_source=source)
         return with_traffic(plan, exp.visitors, exp.start, exp.end)
+
+    def plan_or_problem(self, exp: ExperimentResult) -> tuple[Plan | None, str | None]:
+        """``for_experiment``, or why there is no plan when the observed
+        control rate cannot move by ``mde`` (a control converting 95 % and
+        +10 %).  (Bug fixed: that was a traceback of the whole report.)"""
+        try:
+            return self.for_experiment(exp), None
+        except ValueError:
+            if self.baseline is not None:
+                raise
+            rate = next((a.rate for a in exp.arms if a.arm == CONTROL), None) or 0.0
+            return None, (f"the control converts {100 * rate:.2f}% of its visitors, and a {100 * self.mde:g}% change "
+                          "of that is not a conversion rate: choose a smaller change")

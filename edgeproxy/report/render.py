@@ -98,6 +98,8 @@ def format_text(report: Report) -> str:
         out.append("  " + srm_line(exp.srm))
         if exp.plan is not None:
             out.append("  " + plan_line(exp.plan))
+        elif exp.plan_problem:
+            out.append("  plan: none, " + exp.plan_problem)
         out.extend(f"  warning: {w}" for w in exp.warnings)
     for bad in report.malformed:
         out.append("")
@@ -273,6 +275,8 @@ def render_html(report: Report) -> str:
         body.append(f'<p class="{srm_class}">{e(srm_line(exp.srm))}</p>')
         if exp.plan is not None:
             body.append(f'<p class="meta">{e(plan_line(exp.plan))}</p>')
+        elif exp.plan_problem:
+            body.append(f'<p class="meta">plan: none, {e(exp.plan_problem)}</p>')
         body.extend(f'<p class="warn">warning: {e(w)}</p>' for w in exp.warnings)
         chart = _svg_chart(exp)
         if chart:
