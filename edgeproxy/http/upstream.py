@@ -166,6 +166,13 @@ class OriginResponse:
     def close(self) -> None:
         self.release()
 
+    def __del__(self) -> None:
+        # A response dropped unread and unreleased (a bug somewhere above)
+        # must not hold its connection, and its pool slot, forever.
+        conn = self._conn
+        if conn is not None and conn.response is self:
+            conn.abort()
+
 
 class OriginConnection(asyncio.Protocol):
     """One connection to the origin (see the module docstring)."""
