@@ -138,15 +138,17 @@ def _text(value: bytes) -> str:
 class Request:
     """One request, as the pipeline reads it.
 
-    The small subset of ``aiohttp.web.BaseRequest`` the pipeline uses
-    (``method``, ``path``, ``raw_path``, ``query``, ``headers``, ``remote``,
-    ``transport``, ``version``, ``body_exists``/``can_read_body``,
-    ``content``, ``secure``), plus :meth:`start_response`.  Built in
-    ``on_headers_complete``; lives until its response has ended."""
+    The subset of ``aiohttp.web.BaseRequest`` the pipeline and its hooks
+    use (``method``, ``path``, ``raw_path``, ``path_qs``, ``query``,
+    ``query_string``, ``headers``, ``host``, ``scheme``, ``secure``,
+    ``remote``, ``transport``, ``version``, ``body_exists`` /
+    ``can_read_body``, ``content``, and ``request[key]`` for per-request
+    values), plus :meth:`start_response`.  Built in ``on_headers_complete``;
+    lives until its response has ended."""
 
     __slots__ = (
         "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
-        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "_conn", "_path", "_query",
+        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "_conn", "_path", "_query", "_state",
     )
 
     def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
@@ -166,6 +168,47 @@ class Request:
         self.refused: bytes | None = None  # a response the protocol gives itself
         self._path: str | None = None
         self._query: MultiDict | None = None
+        self._state: dict | None = None
+
+    # request[key]: values stages and hooks attach to the request (as aiohttp's).
+    def __getitem__(self, key: str):
+        if self._state is None:
+            raise KeyError(key)
+        return self._state[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        if self._state is None:
+            self._state = {}
+        self._state[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return self._state is not None and key in self._state
+
+    def get(self, key: str, default=None):
+        return default if self._state is None else self._state.get(key, default)
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("Host", "")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.secure else "http"
+
+    @property
+    def path_qs(self) -> str:
+        """Path and query as received (an absolute-form target's, without
+        its scheme and authority)."""
+        raw = self.raw_path
+        if raw.startswith("/") or "://" not in raw:
+            return raw
+        from yarl import URL
+
+        return URL(raw, encoded=True).raw_path_qs
+
+    @property
+    def query_string(self) -> str:
+        return self.path_qs.partition("?")[2]
 
     @property
     def can_read_body(self) -> bool:
