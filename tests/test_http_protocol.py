@@ -438,3 +438,22 @@ def test_a_request_reads_like_aiohttps(target, path, path_qs, query):
     assert request.get("id") is None and "id" not in request
     request["id"] = "r-1"
     assert request["id"] == "r-1" and request.get("id") == "r-1" and "id" in request
+
+
+async def test_the_response_the_pipeline_returns_shows_its_status_head_and_length(origin, tmp_path):
+    seen = []
+
+    async with run_proxy(origin[0], tmp_path / "slots") as proxy:
+        handler = proxy._traffic.handler
+
+        async def spy(request):
+            response = await handler(request)
+            seen.append((response.status, response.headers.get("Content-Type"), response.body_length))
+            return response
+
+        proxy._traffic.handler = spy
+        for conn in list(proxy._traffic.connections):
+            conn.handler = spy
+        resp = await raw_request(proxy.port, request_bytes("GET", "/bare"))
+    assert resp.status == 200
+    assert seen == [(200, "text/plain; charset=utf-8", 2)]

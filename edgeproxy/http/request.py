@@ -293,7 +293,7 @@ class Request:
         head = wire.response_head(status, reason, out)
         if self.version < (1, 1):
             head = b"HTTP/1.0" + head[8:]
-        response = Response(conn, status, chunked, bodyless)
+        response = Response(conn, status, chunked, bodyless, out)
         self.response = response
         conn.cork(head)
         return response
@@ -305,15 +305,22 @@ class Response:
     ``write`` waits while the client's send buffer is full (flow control);
     ``write_eof`` ends the body (the last chunk when chunked)."""
 
-    __slots__ = ("_conn", "status", "chunked", "bodyless", "ended", "body_length")
+    __slots__ = ("_conn", "status", "chunked", "bodyless", "ended", "body_length", "_head")
 
-    def __init__(self, conn: "HttpProtocol", status: int, chunked: bool, bodyless: bool) -> None:
+    def __init__(self, conn: "HttpProtocol", status: int, chunked: bool, bodyless: bool, head: list[tuple[str, str]]) -> None:
         self._conn = conn
+        self._head = head
         self.status = status
         self.chunked = chunked
         self.bodyless = bodyless
         self.ended = False
         self.body_length = 0
+
+    @property
+    def headers(self) -> CIMultiDict:
+        """The head as sent (read-only use, as ``StreamResponse.headers``
+        after ``prepare``)."""
+        return CIMultiDict(self._head)
 
     async def write(self, data: bytes) -> None:
         if not data or self.bodyless:
