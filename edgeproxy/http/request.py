@@ -116,6 +116,10 @@ class Body:
     def __aiter__(self):
         return self._iterate()
 
+    def iter_any(self):
+        """The chunks as they arrive (``aiohttp.StreamReader.iter_any``)."""
+        return self._iterate()
+
     async def _iterate(self):
         while True:
             data = await self.read()
@@ -148,11 +152,13 @@ class Request:
 
     __slots__ = (
         "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
-        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "_conn", "_path", "_query", "_state",
+        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "slot", "_conn", "_path", "_query",
+        "_state",
     )
 
     def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
         self._conn = conn
+        self._state: dict | None = None  # request[key] values
         self.method = method
         self.raw_path = raw_path
         self.version = version
@@ -166,9 +172,23 @@ class Request:
         self.upgrade = False
         self.upgrade_data = b""  # bytes read after an upgrade head, before the tunnel takes over
         self.refused: bytes | None = None  # a response the protocol gives itself
+        self.slot = False  # holds one of the server's in-flight slots
         self._path: str | None = None
         self._query: MultiDict | None = None
-        self._state: dict | None = None
+
+    @property
+    def content_length(self) -> int | None:
+        """The declared body length (the parser has checked the field)."""
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def can_read_body(self) -> bool:
+        return self.body_exists
+
+    @property
+    def secure(self) -> bool:
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
 
     # request[key]: values stages and hooks attach to the request (as aiohttp's).
     def __getitem__(self, key: str):
@@ -209,14 +229,6 @@ class Request:
     @property
     def query_string(self) -> str:
         return self.path_qs.partition("?")[2]
-
-    @property
-    def can_read_body(self) -> bool:
-        return self.body_exists
-
-    @property
-    def secure(self) -> bool:
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
 
     @property
     def path(self) -> str:
