@@ -139,7 +139,30 @@ def _text(value: bytes) -> str:
         return value.decode("latin-1")
 
 
-class Request:
+class _Values:
+    """``request[key]``: values stages and hooks attach to a request, as
+    aiohttp's requests are mappings."""
+
+    __slots__ = ("_state",)
+
+    def __getitem__(self, key: str):
+        if self._state is None:
+            raise KeyError(key)
+        return self._state[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        if self._state is None:
+            self._state = {}
+        self._state[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return self._state is not None and key in self._state
+
+    def get(self, key: str, default=None):
+        return default if self._state is None else self._state.get(key, default)
+
+
+class Request(_Values):
     """One request, as the pipeline reads it.
 
     The subset of ``aiohttp.web.BaseRequest`` the pipeline and its hooks
@@ -153,7 +176,6 @@ class Request:
     __slots__ = (
         "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
         "keep_alive", "response", "upgrade", "upgrade_data", "refused", "slot", "_conn", "_path", "_query",
-        "_state",
     )
 
     def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
@@ -189,23 +211,6 @@ class Request:
     @property
     def secure(self) -> bool:
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
-
-    # request[key]: values stages and hooks attach to the request (as aiohttp's).
-    def __getitem__(self, key: str):
-        if self._state is None:
-            raise KeyError(key)
-        return self._state[key]
-
-    def __setitem__(self, key: str, value) -> None:
-        if self._state is None:
-            self._state = {}
-        self._state[key] = value
-
-    def __contains__(self, key: str) -> bool:
-        return self._state is not None and key in self._state
-
-    def get(self, key: str, default=None):
-        return default if self._state is None else self._state.get(key, default)
 
     @property
     def host(self) -> str:
