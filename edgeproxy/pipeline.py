@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fnmatch
+import functools
 import hashlib
 import hmac
 import logging
@@ -252,6 +253,7 @@ def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Vi
 # ---------------------------------------------------------------------------
 # 3. fetch
 # ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)  # browsers send a handful of distinct values
 def upstream_accept_encoding(client_value: str | None) -> str | None:
     """What to ask the origin for when the body may be rewritten: the codings
     the client accepts that the proxy can decode (CONTRACT §4), so a body the

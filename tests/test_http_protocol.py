@@ -405,3 +405,55 @@ async def test_open_connections_are_counted_in_metrics(proxy):
         assert b"edgeproxy_open_connections 1.0" in metrics.body
     finally:
         writer.close()
+
+
+# ---------------------------------------------------------------------------
+# The Request the pipeline reads: aiohttp's BaseRequest subset
+# ---------------------------------------------------------------------------
+class _Conn:
+    peer = "192.0.2.1"
+    transport = None
+
+
+@pytest.mark.parametrize(
+    "target, path, path_qs, query",
+    [
+        ("/a%20b/c?x=1&y=&x=2", "/a b/c", "/a%20b/c?x=1&y=&x=2", [("x", "1"), ("y", ""), ("x", "2")]),
+        ("/plain", "/plain", "/plain", []),
+        ("http://other.example/p%2Fq?z=3", "/p/q", "/p%2Fq?z=3", [("z", "3")]),
+        ("/s?q=a+b%26c", "/s", "/s?q=a+b%26c", [("q", "a b&c")]),
+    ],
+)
+def test_a_request_reads_like_aiohttps(target, path, path_qs, query):
+    from multidict import CIMultiDict
+
+    from edgeproxy.http.request import Request
+
+    request = Request(_Conn(), "GET", target, (1, 1), CIMultiDict([("Host", "shop.example")]), True)
+    assert request.path == path
+    assert request.path_qs == path_qs
+    assert list(request.query.items()) == query
+    assert request.query_string == path_qs.partition("?")[2]
+    assert (request.host, request.scheme, request.secure, request.remote) == ("shop.example", "http", False, "192.0.2.1")
+    assert request.get("id") is None and "id" not in request
+    request["id"] = "r-1"
+    assert request["id"] == "r-1" and request.get("id") == "r-1" and "id" in request
+
+
+async def test_the_response_the_pipeline_returns_shows_its_status_head_and_length(origin, tmp_path):
+    seen = []
+
+    async with run_proxy(origin[0], tmp_path / "slots") as proxy:
+        handler = proxy._traffic.handler
+
+        async def spy(request):
+            response = await handler(request)
+            seen.append((response.status, response.headers.get("Content-Type"), response.body_length))
+            return response
+
+        proxy._traffic.handler = spy
+        for conn in list(proxy._traffic.connections):
+            conn.handler = spy
+        resp = await raw_request(proxy.port, request_bytes("GET", "/bare"))
+    assert resp.status == 200
+    assert seen == [(200, "text/plain; charset=utf-8", 2)]

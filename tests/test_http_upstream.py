@@ -229,3 +229,25 @@ async def test_upstream_connections_bounds_connections_in_use_until_their_bodies
         server.close()
     assert first.body == second.body == b"helloworld"
     assert connections == 1  # the second request waited for the first body, then reused its connection
+
+
+async def test_an_origin_response_dropped_without_release_gives_back_its_connection_and_slot():
+    import gc
+
+    from yarl import URL
+
+    from edgeproxy.http.upstream import OriginPool
+    from edgeproxy.settings import build_settings
+
+    body = b"x" * 100_000
+    origin = RawOrigin(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) * 2, body))  # half a body
+    async with origin as url:
+        pool = OriginPool(limit=1)
+        settings = build_settings({"upstream": url}, env={})
+        upstream = await pool.fetch(settings, method="GET", url=URL(url + "/x"), headers=[("Host", "a")])
+        assert pool._busy == 1
+        del upstream
+        gc.collect()
+        await asyncio.sleep(0.05)
+        assert pool._busy == 0  # the next request is not stuck behind it
+        await pool.close()

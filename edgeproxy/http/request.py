@@ -139,14 +139,39 @@ def _text(value: bytes) -> str:
         return value.decode("latin-1")
 
 
-class Request:
+class _Values:
+    """``request[key]``: values stages and hooks attach to a request, as
+    aiohttp's requests are mappings."""
+
+    __slots__ = ("_state",)
+
+    def __getitem__(self, key: str):
+        if self._state is None:
+            raise KeyError(key)
+        return self._state[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        if self._state is None:
+            self._state = {}
+        self._state[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return self._state is not None and key in self._state
+
+    def get(self, key: str, default=None):
+        return default if self._state is None else self._state.get(key, default)
+
+
+class Request(_Values):
     """One request, as the pipeline reads it.
 
-    The small subset of ``aiohttp.web.BaseRequest`` the pipeline uses
-    (``method``, ``path``, ``raw_path``, ``query``, ``headers``, ``remote``,
-    ``transport``, ``version``, ``body_exists``/``can_read_body``,
-    ``content``, ``secure``), plus :meth:`start_response`.  Built in
-    ``on_headers_complete``; lives until its response has ended."""
+    The subset of ``aiohttp.web.BaseRequest`` the pipeline and its hooks
+    use (``method``, ``path``, ``raw_path``, ``path_qs``, ``query``,
+    ``query_string``, ``headers``, ``host``, ``scheme``, ``secure``,
+    ``remote``, ``transport``, ``version``, ``body_exists`` /
+    ``can_read_body``, ``content``, and ``request[key]`` for per-request
+    values), plus :meth:`start_response`.  Built in ``on_headers_complete``;
+    lives until its response has ended."""
 
     __slots__ = (
         "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
@@ -155,6 +180,7 @@ class Request:
 
     def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
         self._conn = conn
+        self._state: dict | None = None  # request[key] values
         self.method = method
         self.raw_path = raw_path
         self.version = version
@@ -185,6 +211,29 @@ class Request:
     @property
     def secure(self) -> bool:
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("Host", "")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.secure else "http"
+
+    @property
+    def path_qs(self) -> str:
+        """Path and query as received (an absolute-form target's, without
+        its scheme and authority)."""
+        raw = self.raw_path
+        if raw.startswith("/") or "://" not in raw:
+            return raw
+        from yarl import URL
+
+        return URL(raw, encoded=True).raw_path_qs
+
+    @property
+    def query_string(self) -> str:
+        return self.path_qs.partition("?")[2]
 
     @property
     def path(self) -> str:
@@ -261,7 +310,7 @@ class Request:
         head = wire.response_head(status, reason, out)
         if self.version < (1, 1):
             head = b"HTTP/1.0" + head[8:]
-        response = Response(conn, status, chunked, bodyless)
+        response = Response(conn, status, chunked, bodyless, out)
         self.response = response
         conn.cork(head)
         return response
@@ -273,15 +322,22 @@ class Response:
     ``write`` waits while the client's send buffer is full (flow control);
     ``write_eof`` ends the body (the last chunk when chunked)."""
 
-    __slots__ = ("_conn", "status", "chunked", "bodyless", "ended", "body_length")
+    __slots__ = ("_conn", "status", "chunked", "bodyless", "ended", "body_length", "_head")
 
-    def __init__(self, conn: "HttpProtocol", status: int, chunked: bool, bodyless: bool) -> None:
+    def __init__(self, conn: "HttpProtocol", status: int, chunked: bool, bodyless: bool, head: list[tuple[str, str]]) -> None:
         self._conn = conn
+        self._head = head
         self.status = status
         self.chunked = chunked
         self.bodyless = bodyless
         self.ended = False
         self.body_length = 0
+
+    @property
+    def headers(self) -> CIMultiDict:
+        """The head as sent (read-only use, as ``StreamResponse.headers``
+        after ``prepare``)."""
+        return CIMultiDict(self._head)
 
     async def write(self, data: bytes) -> None:
         if not data or self.bodyless:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -151,7 +152,7 @@ class OriginBody:
 class OriginResponse:
     """The response object ``fetch.Upstream.response`` holds."""
 
-    __slots__ = ("content", "_conn")
+    __slots__ = ("content", "_conn", "__weakref__")
 
     def __init__(self, conn: "OriginConnection", content: OriginBody) -> None:
         self._conn: OriginConnection | None = conn
@@ -175,7 +176,7 @@ class OriginConnection(asyncio.Protocol):
         self.pool = pool
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
-        self.response: OriginResponse | None = None
+        self._response: weakref.ref | None = None  # see the response property
         self.head: asyncio.Future | None = None
         self.is_head = False
         self.idle_timeout = 60.0
@@ -194,6 +195,23 @@ class OriginConnection(asyncio.Protocol):
         self._close_framed = False
         self._paused = False
         self._sender: asyncio.Task | None = None
+
+    @property
+    def response(self) -> "OriginResponse | None":
+        """The response whose body this connection is reading.  Held weakly:
+        a response dropped without ``release()`` (a bug above) is collected,
+        and then this connection, and its pool slot, are dropped too."""
+        ref = self._response
+        return ref() if ref is not None else None
+
+    @response.setter
+    def response(self, value: "OriginResponse | None") -> None:
+        self._response = weakref.ref(value, self._dropped) if value is not None else None
+
+    def _dropped(self, ref: weakref.ref) -> None:
+        if self._response is ref:
+            self._response = None
+            self.abort()
 
     # -- transport callbacks -------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -271,8 +289,9 @@ class OriginConnection(asyncio.Protocol):
         head = self.head
         if head is not None and not head.done():
             head.set_exception(UpstreamConnectError(why))
-        if self.response is not None:
-            self.response.content.fail(UpstreamBodyError(f"origin body broke off: {why}"))
+        response = self.response
+        if response is not None:
+            response.content.fail(UpstreamBodyError(f"origin body broke off: {why}"))
             self.response = None
         self.abort()
 
@@ -316,12 +335,14 @@ class OriginConnection(asyncio.Protocol):
                 break
         self._close_framed = not framed
         content = OriginBody(self, self.idle_timeout)
-        self.response = OriginResponse(self, content)
-        head.set_result((status, self._reason, headers, self.response))
+        response = OriginResponse(self, content)
+        self.response = response
+        head.set_result((status, self._reason, headers, response))
 
     def on_body(self, body: bytes) -> None:
-        if self.response is not None:
-            self.response.content.feed(body)
+        response = self.response
+        if response is not None:
+            response.content.feed(body)
 
     def on_message_complete(self) -> None:
         if self.parser.get_status_code() < 200:
