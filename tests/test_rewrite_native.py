@@ -253,11 +253,13 @@ def test_compiled_functions_take_any_bytes_and_offsets(buf, a, b, final):
 
 
 @compiled
-def test_deeply_nested_templates_fail_open_not_crash(restore_impl):
+def test_deeply_nested_templates_fail_open_not_crash(restore_impl, caplog):
     doc = b"<div data-edge-slot=hero>" + b"<template>" * 5000 + b"x" + b"</template>" * 5000 + b"</div><p>after</p>"
     native.use("compiled")
-    out, outcomes = rewrite_document(doc, {"hero": ReplaceInner("N")})
+    with caplog.at_level("ERROR", logger="edgeproxy.rewrite"):
+        out, outcomes = rewrite_document(doc, {"hero": ReplaceInner("N")})
     assert out == doc and outcomes == {"hero": "failed"}  # RecursionError -> the origin's bytes
+    assert "passes through as the origin sent it" in caplog.text and "RecursionError" in caplog.text
 
 
 # ---------------------------------------------------------------------------
