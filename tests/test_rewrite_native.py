@@ -50,6 +50,8 @@ PIECES = [
     "<template><div></template>", "<template>", "</template>", "<xmp><b></xmp>", "<noscript><div></noscript>",
     "<iframe>x</iframe>", "<noembed>", "<noframes></noframes>", "<plaintext>",
     "<svg><![CDATA[ <div> ]]></svg>", "<math><![CDATA[</div>]]></math>", "<é>", "</é>", "<diva>", "</diva>",
+    "<SCRIPT>", "</Script >", "<TEMPLATE>", "</TEMPLATE>", "<Title>", "</TITLE>", "<STYLE/>", "<textarea ", "\x00",
+    "<div data-edge-slot=grid>", "</div/>", "<li/>", "<ul data-edge-slot=grid data-edge-slot=hero>",
 ]
 
 
