@@ -24,7 +24,7 @@ What holds:
 * **Fail open.**  A slot that cannot be rewritten keeps the origin's bytes and
   gets an outcome saying why; an unexpected exception anywhere turns the rest
   of the stream into a pass-through of the origin's bytes, none lost, none
-  repeated.
+  repeated (logged on ``edgeproxy.rewrite``; a held slot counts as ``failed``).
 
 Outcomes (``outcomes[slot_name]``, one per edited slot name; a name seen
 several times is ``"applied"`` if any occurrence was, else the last reason):
@@ -50,6 +50,7 @@ nested inside it can still be edited; the slots inside an edited
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
@@ -60,6 +61,8 @@ from . import native
 from . import scanner as sc
 from .charset import encode_fragment, rewritable
 from .sort import NEED, OnePass, SortError, sort_children, split_until_end
+
+log = logging.getLogger("edgeproxy.rewrite")
 
 APPLIED = "applied"
 ABSENT = "absent"
@@ -180,6 +183,7 @@ class SlotRewriter:
             buf += chunk
             return self._process(final=False)
         except Exception:
+            log.exception("rewriter error: the rest of the page passes through as the origin sent it")
             return self._fail_open()
 
     def finish(self) -> bytes:
@@ -190,6 +194,7 @@ class SlotRewriter:
         try:
             out = self._drain() if self._pass else self._process(final=True)
         except Exception:
+            log.exception("rewriter error: the rest of the page passes through as the origin sent it")
             out = self._fail_open()
         for name in self._edits:
             self.outcomes.setdefault(name, ABSENT)
