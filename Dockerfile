@@ -12,10 +12,16 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# gcc compiles the rewriter's scanner (edgeproxy/rewrite/_scanner.pyx, Cython
+# from the build requirements); only this stage has it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
 COPY edgeproxy ./edgeproxy
 # A wheel of the project alone (no dev/test extras), then its dependencies.
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels . \
+ && python -c "import zipfile, glob, sys; w = glob.glob('/wheels/edgeproxy-*.whl')[0]; sys.exit(0 if any('_scanner' in n and n.endswith('.so') for n in zipfile.ZipFile(w).namelist()) else 'the compiled scanner is missing from ' + w)"
 
 FROM python:3.11-slim
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \

@@ -6,8 +6,10 @@
 ``/readyz``     200 when the slots are loaded and the proxy is not draining;
                 503 otherwise (readiness: take it out of the load balancer)
 ``/metrics``    Prometheus text format (``record.Metrics``)
-``/dashboard``  a latency dashboard (p50/p90/p99 over the last minute and
-                per-stage times), refreshed from ``/dashboard.json``
+``/dashboard``  the last 15 minutes as charts (latency against the budget,
+                stages, requests/s, fail-open, origin errors, cache, variants),
+                polling ``/dashboard.json`` every 2 s; no outside asset
+``/console/``   the merchandisers' console (``edgeproxy.console``)
 =============== =============================================================
 """
 
@@ -19,7 +21,11 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from . import console
+from .dashboard import DEFAULT_STEP_S, totals
+from .dashboard_page import DASHBOARD_HTML
 from .pipeline import State
+from .record import LATENCY_BUCKETS, STAGE_BUCKETS
 
 ADMIN_STATE = web.AppKey("edgeproxy_admin_state", State)
 
@@ -36,12 +42,16 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text=f"ready: {len(catalog.slots)} slots, {len(catalog)} variants, {len(catalog.errors)} rejected files\n")
 
 
-async def metrics(request: web.Request) -> web.Response:
-    state = request.app[ADMIN_STATE]
+def _refresh(state: State) -> None:
+    """Bring every series up to date: the gauges read from the process
+    state, and the counts ``observe`` gathered since the last flush."""
     catalog = state.catalog.current
-    state.metrics.catalog_variants.set(len(catalog))
-    state.metrics.catalog_errors.set(len(catalog.errors))
     m = state.metrics
+    m.catalog_variants.set(len(catalog))
+    m.catalog_errors.set(len(catalog.errors))
+    m.budget.set(state.settings.budget_s)
+    m.workers.set(state.settings.workers)
+    m.draining.set(1 if state.draining else 0)
     m.flush()
     if state.cache is not None:
         m.cache_bytes.set(state.cache.bytes)
@@ -51,68 +61,59 @@ async def metrics(request: web.Request) -> web.Response:
         m.events_written.labels("exposure").set(es.exposures_written)
         m.events_written.labels("conversion").set(es.conversions_written)
         m.events_dropped.set(es.dropped)
+    if m.access_log is not None:
+        m.access_written.set(m.access_log.stats.written)
+        m.access_dropped.set(m.access_log.stats.dropped)
     if state.render_cache is not None:
         stats = state.render_cache.stats
         m.render_bytes.set(stats["bytes"])
         m.render_entries.set(stats["entries"])
         m.render_overflows.set(stats["key_overflows"])
         m.render_keys_per_url.set(stats["max_keys_per_url"])
+
+
+def _registry(state: State) -> CollectorRegistry:
+    """What ``/metrics`` serves: this process's registry, or with
+    ``--workers N`` every worker's series summed by prometheus_client."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # --workers N: every worker's series, summed by prometheus_client.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        body = generate_latest(registry)
-    else:
-        body = generate_latest(state.metrics.registry)
+        return registry
+    return state.metrics.registry
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[ADMIN_STATE]
+    _refresh(state)
+    body = generate_latest(_registry(state))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
-    return sorted_values[index]
-
-
 async def dashboard_json(request: web.Request) -> web.Response:
+    """The dashboard's data (``dashboard.History`` and ``dashboard.totals``);
+    ``?step=N`` sets the chart resolution in seconds (default 10)."""
     state = request.app[ADMIN_STATE]
-    now = time.time()
-    window = [(t, total, p) for t, total, p in state.metrics.recent if now - t <= 60]
-    totals = sorted(total for _, total, _ in window)
+    _refresh(state)
+    try:
+        step = min(300, max(1, int(request.query.get("step", DEFAULT_STEP_S))))
+    except ValueError:
+        step = DEFAULT_STEP_S
+    workers = state.settings.workers
     data = {
-        "window_s": 60,
-        "requests": len(window),
-        "rps": round(len(window) / 60, 2),
-        "personalised_share": round(sum(1 for *_, p in window if p) / len(window), 3) if window else 0,
-        "latency_ms": {name: round(_percentile(totals, q) * 1000, 3) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))},
-        "in_flight": state.metrics.in_flight._value.get(),
+        "now": time.time(),
+        "budget_ms": state.settings.budget_ms,
+        "workers": workers,
+        "charts_scope": "this process" if workers <= 1 else f"worker 0 of {workers} (about 1/{workers} of the traffic)",
         "draining": state.draining,
+        "in_flight": state.metrics.in_flight._value.get(),
+        "series": state.metrics.history.series(step=step),
+        "totals": totals(_registry(state).collect(), LATENCY_BUCKETS, STAGE_BUCKETS),
     }
-    return web.json_response(data)
-
-
-_DASHBOARD = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edgeproxy</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}td,th{padding:.3em 1em;text-align:right}
-th{text-align:left}h1{font-size:1.3em}.big{font-size:2em}</style></head>
-<body><h1>edgeproxy: the last minute</h1>
-<table><tbody id="t"></tbody></table>
-<p>Prometheus metrics: <a href="/metrics">/metrics</a>. Readiness: <a href="/readyz">/readyz</a>.</p>
-<script>
-async function tick(){
-  const r = await fetch('/dashboard.json'); const d = await r.json();
-  const rows = [['requests', d.requests], ['requests/s', d.rps], ['personalised', (d.personalised_share*100).toFixed(1)+' %'],
-    ['p50 ms', d.latency_ms.p50], ['p90 ms', d.latency_ms.p90], ['p99 ms', d.latency_ms.p99], ['max ms', d.latency_ms.max],
-    ['in flight', d.in_flight], ['draining', d.draining]];
-  document.getElementById('t').innerHTML = rows.map(([k,v]) => `<tr><th>${k}</th><td class="big">${v}</td></tr>`).join('');
-}
-tick(); setInterval(tick, 2000);
-</script></body></html>
-"""
+    return web.json_response(data, headers={"Cache-Control": "no-store"})
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    return web.Response(text=_DASHBOARD, content_type="text/html")
+    return web.Response(text=DASHBOARD_HTML, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 async def _to_dashboard(request: web.Request) -> web.Response:
@@ -128,6 +129,7 @@ def build_admin_app(state: State) -> web.Application:
     app.router.add_get("/dashboard", dashboard)
     app.router.add_get("/dashboard.json", dashboard_json)
     app.router.add_get("/", _to_dashboard)
+    console.mount(app, state)
     return app
 
 

@@ -1,5 +1,9 @@
 """Stage 3 (part) — cache: the in-memory shared upstream cache (RFC 9111).
 
+Three modules, one idea each: ``cache_rules`` (what RFC 9111 allows, pure
+functions), ``cache_store`` (the byte-bounded LRU of stored responses) and
+this one (``UpstreamCache``: lookup, coalescing, revalidation, serving).
+
 ``UpstreamCache.fetch`` wraps the pipeline's origin fetch.  It stores the
 *origin's* responses (raw, still content-encoded) and serves them to every
 visitor; personalisation happens afterwards, per visitor, on the copy it
@@ -41,6 +45,18 @@ What is looked up and stored
   reduced to its sorted set of codings with q > 0 (``"br, gzip;q=1"`` and
   ``"gzip,br"`` share an entry).  Pass the cache the headers you send the
   origin, so the key sees what the origin saw.
+* **Keyed forwarding fields.**  The values of ``keyed_fields`` in the
+  request (by default ``headers.KEYED``: ``X-Forwarded-Host``,
+  ``X-Forwarded-Proto``, ``-Port``, ``-Prefix``, ``Forwarded`` without its
+  ``for=``/``by=``…) are part of every key, as if each response named them
+  in ``Vary``.  The origin sees them (frameworks build absolute URLs from
+  them), so a response may depend on them without saying so; keyed, a page
+  that reflects a forged ``Host`` is stored for that host alone and never
+  reaches a visitor who asked for the real one.  (Bug fixed: the key was the
+  upstream URL alone, so ``Host: evil.example`` could poison every visitor's
+  copy through ``X-Forwarded-Host``.)  The proxy strips every other
+  forwarding header of an untrusted client before the origin sees it
+  (``headers.forward_request_headers``); docs/HEADERS.md lists each header.
 * Age (§4.2.3): the origin's ``Age`` plus the time we waited for the
   response head, plus the time since it was stored.  The origin's ``Date`` is
   not used to age a response (as in Varnish: a skewed origin clock must not
@@ -130,8 +146,6 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -140,7 +154,23 @@ from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamError
 from .fetch import Upstream
-from .rewrite.codec import parse_accept
+from .headers import KEYED
+from .cache_rules import (  # noqa: F401 - re-exported: the cache's rules, importable from here as before
+    CONDITIONAL_FIELDS,
+    ERROR_STATUSES,
+    MAX_DELTA,
+    NOT_UPDATED_BY_304,
+    SAFE_METHODS,
+    STORABLE_STATUSES,
+    Policy,
+    _Request,
+    normalise_accept_encoding,
+    normalise_cookie,
+    normalise_forwarded,
+    parse_cache_control,
+    response_policy,
+)
+from .cache_store import ENTRY_OVERHEAD, _Entry, _entry_size, _Store, _VaryIndex  # noqa: F401
 
 log = logging.getLogger("edgeproxy.cache")
 
@@ -157,329 +187,8 @@ DEFAULT_COALESCE_TIMEOUT = 10.0
 DEFAULT_HIT_FOR_PASS = 120.0
 # How many such keys are remembered.
 DEFAULT_HIT_FOR_PASS_KEYS = 10_000
-# Bytes charged per stored entry on top of its body and headers.
-ENTRY_OVERHEAD = 256
-# RFC 9111 §1.2.2: delta-seconds too large to represent become 2^31.
-MAX_DELTA = 2**31
-
-# RFC 9110 §9.2.1: everything else is unsafe and invalidates (RFC 9111 §4.4).
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 CACHE_STATUSES = ("HIT", "MISS", "STALE", "REVALIDATED", "COALESCED", "BYPASS")
-
-# Final, complete statuses a shared cache may store with explicit freshness
-# (RFC 9110 §15.1's heuristically cacheable set plus 302/307; never 206/304).
-STORABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501})
-# Origin answers that make a stale-if-error copy preferable (RFC 5861 §4).
-ERROR_STATUSES = frozenset({500, 502, 503, 504})
-# Request fields that make the origin answer something other than the full
-# response; replaced by the cache's own validators when it revalidates.
-CONDITIONAL_FIELDS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range", "range"})
-# Fields a 304 must not change in the stored response (RFC 9111 §3.2).
-NOT_UPDATED_BY_304 = frozenset({"content-length", "age"})
-
-
-# ---------------------------------------------------------------------------
-# Parsing (pure)
-
-
-def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:
-    """Directives of ``Cache-Control`` field lines, names lower-cased, values
-    unquoted.  Commas inside quoted strings do not split.  The first
-    occurrence of a directive wins (RFC 9111 §4.2.1)."""
-    directives: dict[str, str | None] = {}
-    for value in values:
-        for part in _split_list(value):
-            name, sep, arg = part.partition("=")
-            name = name.strip().lower()
-            if not name or name in directives:
-                continue
-            arg = arg.strip()
-            if len(arg) >= 2 and arg[0] == arg[-1] == '"':
-                arg = arg[1:-1]
-            directives[name] = arg if sep else None
-    return directives
-
-
-def _split_list(value: str) -> list[str]:
-    if '"' not in value:
-        return [part for part in (p.strip() for p in value.split(",")) if part]
-    parts, current, quoted = [], [], False
-    for char in value:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            parts.append("".join(current).strip())
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current).strip())
-    return [part for part in parts if part]
-
-
-def _delta_seconds(value: str | None) -> int:
-    """A delta-seconds argument; an invalid one counts as 0 (stale), never
-    as absent (RFC 9111 §1.2.2, §4.2.1)."""
-    if value is None:
-        return 0
-    value = value.strip()
-    if not value.isdigit():
-        return 0
-    return min(int(value), MAX_DELTA)
-
-
-def _http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value.strip()).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-@lru_cache(maxsize=1024)  # browsers send a handful of distinct values
-def normalise_accept_encoding(value: str) -> str:
-    """The sorted set of codings with q > 0: ``"br, gzip;q=0.8"`` → ``"br,gzip"``
-    (parsed as the proxy negotiates, ``rewrite.codec.parse_accept``)."""
-    return ",".join(sorted(coding for coding, q in parse_accept(value).items() if q > 0))
-
-
-def normalise_cookie(value: str, ignored: frozenset[str] = frozenset()) -> str:
-    """``Cookie`` for a ``Vary: Cookie`` key: pairs sorted, the ``ignored``
-    names (the proxy's own cookies, which the origin never reads) left out."""
-    pairs = sorted(
-        pair for pair in (p.strip() for p in value.split(";")) if pair and pair.partition("=")[0].strip() not in ignored
-    )
-    return "; ".join(pairs)
-
-
-def _normalise_field(name: str, value: str | None, ignored_cookies: frozenset[str]) -> str | None:
-    if value is None:
-        return None
-    if name == "accept-encoding":
-        return normalise_accept_encoding(value)
-    if name == "cookie":
-        return normalise_cookie(value, ignored_cookies)
-    return " ".join(value.split())
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Request:
-    """What the cache needs from one request's headers (parsed once)."""
-
-    headers: Headers
-    fields: dict[str, str]  # lower-cased name -> value, repeated lines joined with ", "
-    no_store: bool
-    no_cache: bool
-    authorization: bool
-    conditional: bool
-    ignored_cookies: frozenset[str]
-
-    @classmethod
-    def parse(
-        cls, headers: Sequence[tuple[str, str]], honour_no_cache: bool, ignored_cookies: frozenset[str] = frozenset()
-    ) -> _Request:
-        fields: dict[str, str] = {}
-        for name, value in headers:
-            lower = name.lower()
-            if lower in fields:  # repeated field lines: one list (RFC 9110 §5.3); Cookie lines join with "; "
-                fields[lower] = f"{fields[lower]}{'; ' if lower == 'cookie' else ', '}{value}"
-            else:
-                fields[lower] = value
-        cc = parse_cache_control([fields["cache-control"]]) if "cache-control" in fields else {}
-        no_cache = False
-        if honour_no_cache:
-            if "cache-control" in fields:
-                no_cache = "no-cache" in cc or ("max-age" in cc and _delta_seconds(cc["max-age"]) == 0)
-            else:  # RFC 9111 §5.4: Pragma only without Cache-Control
-                no_cache = "no-cache" in fields.get("pragma", "").lower()
-        return cls(
-            headers=list(headers),
-            fields=fields,
-            no_store="no-store" in cc,
-            no_cache=no_cache,
-            authorization="authorization" in fields,
-            conditional=not CONDITIONAL_FIELDS.isdisjoint(fields),
-            ignored_cookies=ignored_cookies,
-        )
-
-    def vary_values(self, names: tuple[str, ...]) -> tuple[str | None, ...]:
-        return tuple(_normalise_field(name, self.fields.get(name), self.ignored_cookies) for name in names)
-
-    def without_conditionals(self) -> Headers:
-        return [(n, v) for n, v in self.headers if n.lower() not in CONDITIONAL_FIELDS]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Policy:
-    """RFC 9111 facts about one response for a shared cache.
-
-    ``storable`` is None when the response may be stored, else the reason it
-    may not (a short word for logs and tests)."""
-
-    storable: str | None
-    lifetime: float
-    swr: float
-    sie: float
-    age: float
-    vary: tuple[str, ...]
-    etag: str | None
-    last_modified: str | None
-
-
-def response_policy(
-    status: int,
-    headers: Sequence[tuple[str, str]],
-    *,
-    authorization: bool = False,
-    now_wall: float | None = None,
-) -> Policy:
-    """Decide whether a shared cache may store a ``GET`` response, and for
-    how long it is fresh (RFC 9111 §3, §4.2.1)."""
-    cc_values: list[str] = []
-    vary_values: list[str] = []
-    set_cookie = False
-    date = expires = age = etag = last_modified = None
-    expires_seen = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "cache-control":
-            cc_values.append(value)
-        elif lower == "vary":
-            vary_values.append(value)
-        elif lower == "set-cookie":
-            set_cookie = True
-        elif lower == "date" and date is None:
-            date = _http_date(value)
-        elif lower == "expires" and not expires_seen:
-            expires_seen = True
-            expires = _http_date(value)
-        elif lower == "age" and age is None:
-            age = value.strip()
-        elif lower == "etag" and etag is None:
-            etag = value.strip()
-        elif lower == "last-modified" and last_modified is None:
-            last_modified = value.strip()
-    cc = parse_cache_control(cc_values)
-    vary = tuple(sorted({v.lower() for value in vary_values for v in _split_list(value)}))
-
-    # Freshness lifetime, shared-cache order (§4.2.1).
-    explicit = True
-    if "s-maxage" in cc:
-        lifetime = float(_delta_seconds(cc["s-maxage"]))
-    elif "max-age" in cc:
-        lifetime = float(_delta_seconds(cc["max-age"]))
-    elif expires_seen:
-        # An invalid Expires means "already expired" (RFC 9111 §5.3).
-        base = date if date is not None else (time.time() if now_wall is None else now_wall)
-        lifetime = max(0.0, expires - base) if expires is not None else 0.0
-    else:
-        lifetime, explicit = 0.0, False
-    revalidate = "must-revalidate" in cc or "proxy-revalidate" in cc
-    swr = 0.0 if revalidate or "stale-while-revalidate" not in cc else float(_delta_seconds(cc["stale-while-revalidate"]))
-    sie = 0.0 if revalidate or "stale-if-error" not in cc else float(_delta_seconds(cc["stale-if-error"]))
-    age_value = float(min(int(age), MAX_DELTA)) if age is not None and age.isdigit() else 0.0
-
-    reason = None
-    if status not in STORABLE_STATUSES:
-        reason = "status"
-    elif "no-store" in cc:
-        reason = "no-store"
-    elif "private" in cc:
-        reason = "private"
-    elif "no-cache" in cc:
-        reason = "no-cache"
-    elif set_cookie:
-        reason = "set-cookie"
-    elif "*" in vary:
-        reason = "vary-star"
-    elif authorization and not ("public" in cc or "s-maxage" in cc or "must-revalidate" in cc):
-        reason = "authorization"  # §3.5
-    elif not explicit:
-        reason = "no-freshness"
-    elif lifetime <= 0 and swr <= 0 and sie <= 0:
-        reason = "no-freshness"
-    return Policy(reason, lifetime, swr, sie, age_value, vary, etag, last_modified)
-
-
-# ---------------------------------------------------------------------------
-# Stored records
-
-
-@dataclasses.dataclass(slots=True, eq=False)
-class _Entry:
-    """One stored response.  ``headers`` exclude ``Age`` (computed on serve)."""
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    stored_at: float  # clock() when the response head arrived
-    initial_age: float  # its Age + the time we waited for it
-    lifetime: float
-    swr: float
-    sie: float
-    etag: str | None
-    last_modified: str | None
-    vary: tuple[str, ...]
-    vary_values: tuple[str | None, ...]
-    size: int = 0
-
-    def age(self, now: float) -> float:
-        return self.initial_age + max(0.0, now - self.stored_at)
-
-    def fresh(self, age: float) -> bool:
-        return age < self.lifetime
-
-    def within_swr(self, age: float) -> bool:
-        return age < self.lifetime + self.swr
-
-    def within_sie(self, age: float) -> bool:
-        return age < self.lifetime + self.sie
-
-    @property
-    def has_validators(self) -> bool:
-        return self.etag is not None or self.last_modified is not None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _VaryIndex:
-    """Stored at the URL when its responses vary: which fields key them."""
-
-    names: tuple[str, ...]
-    size: int
-
-
-def _sizeof(record: _Entry | _VaryIndex) -> int:
-    return record.size
-
-
-class _Store(LRUCache):
-    """The byte-bounded LRU map: URL → entry or vary index, (URL, names,
-    values) → entry.  Counts responses and evictions for metrics."""
-
-    def __init__(self, maxsize: int) -> None:
-        super().__init__(maxsize, getsizeof=_sizeof)
-        self.responses = 0
-        self.evictions = 0
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if Cache.__contains__(self, key):
-            del self[key]
-        super().__setitem__(key, value)
-        if isinstance(value, _Entry):
-            self.responses += 1
-
-    def __delitem__(self, key: Any) -> None:
-        value = Cache.__getitem__(self, key)
-        super().__delitem__(key)
-        if isinstance(value, _Entry):
-            self.responses -= 1
-
-    def popitem(self) -> tuple[Any, Any]:
-        item = super().popitem()
-        self.evictions += 1
-        return item
 
 
 class _PrefixedContent:
@@ -598,6 +307,7 @@ class UpstreamCache:
         hit_for_pass: float = DEFAULT_HIT_FOR_PASS,
         honour_request_no_cache: bool = False,
         vary_ignored_cookies: Iterable[str] = (),
+        keyed_fields: Iterable[str] = KEYED,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -609,6 +319,7 @@ class UpstreamCache:
         self.hit_for_pass = hit_for_pass
         self.honour_request_no_cache = honour_request_no_cache
         self.vary_ignored_cookies = frozenset(vary_ignored_cookies)
+        self.keyed_fields = frozenset(name.lower() for name in keyed_fields)
         self._clock = clock
         self._wall = wall
         self._store: _Store | None = _Store(max_bytes) if max_bytes > 0 else None
@@ -892,7 +603,8 @@ class UpstreamCache:
 
         try:
             policy = response_policy(
-                upstream.status, upstream.headers, authorization=req.authorization, now_wall=self._wall()
+                upstream.status, upstream.headers, authorization=req.authorization, now_wall=self._wall(),
+                keyed=self.keyed_fields,
             )
         except Exception:
             log.exception("cannot read the cache policy of %s; not storing it", url)
@@ -969,7 +681,9 @@ class UpstreamCache:
         replaced = {n.lower() for n, _ in not_modified} - NOT_UPDATED_BY_304
         headers = [(n, v) for n, v in entry.headers if n.lower() not in replaced]
         headers += [(n, v) for n, v in not_modified if n.lower() in replaced]
-        policy = response_policy(entry.status, headers, authorization=req.authorization, now_wall=self._wall())
+        policy = response_policy(
+            entry.status, headers, authorization=req.authorization, now_wall=self._wall(), keyed=self.keyed_fields
+        )
         age = next((v.strip() for n, v in not_modified if n.lower() == "age"), "")
         refreshed = dataclasses.replace(
             entry,
@@ -1020,9 +734,9 @@ class UpstreamCache:
             while True:
                 try:
                     chunk = await content.readany()
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-                    error = UpstreamBodyError(f"origin body broke off: {exc!r}")
-                    error.__cause__ = exc
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError, UpstreamBodyError) as exc:
+                    error = exc if isinstance(exc, UpstreamBodyError) else UpstreamBodyError(f"origin body broke off: {exc!r}")
+                    error.__cause__ = exc if error is not exc else None
                     return None, _prefixed(upstream, chunks, error), True
                 if not chunk:
                     break
@@ -1119,13 +833,3 @@ def _prefixed(upstream: Upstream, chunks: list[bytes], error: BaseException | No
     assert upstream.response is not None
     content = _PrefixedContent(upstream.response.content, chunks, error)
     return dataclasses.replace(upstream, response=_PrefixedResponse(upstream.response, content))
-
-
-def _entry_size(url: str, entry: _Entry) -> int:
-    return (
-        len(entry.body)
-        + sum(len(n) + len(v) for n, v in entry.headers)
-        + len(url)
-        + sum(len(v or "") for v in entry.vary_values)
-        + ENTRY_OVERHEAD
-    )

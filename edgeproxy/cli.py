@@ -34,12 +34,23 @@ def _add_serve_flags(p: argparse.ArgumentParser, *, upstream_required: bool) -> 
     g.add_argument("--holdout", type=float, metavar="PERCENT", help="global holdout share, 0-100")
     g.add_argument("--workers", type=int, metavar="N", help="N processes on one port (SO_REUSEPORT)")
     g.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"))
-    g.add_argument("--access-log", dest="access_log", action="store_const", const=True, help="log every request")
+    g.add_argument("--access-log", dest="access_log", nargs="?", const="stdout", metavar="stdout|stderr|off|PATH",
+                   help="one JSON line per request (default: stdout; a bare --access-log means stdout)")
+    g.add_argument("--access-log-format", dest="access_log_format", choices=("auto", "json", "text"),
+                   help="auto (default): text on a terminal, JSON otherwise")
+    g.add_argument("--access-log-level", dest="access_log_level", choices=("info", "warning", "error"),
+                   help="info (default): every request; warning: 4xx and fail-open; error: 5xx and aborted")
+    g.add_argument("--access-log-sample", dest="access_log_sample", type=float, metavar="SHARE",
+                   help="share of info lines kept, 0-1 (default 1; warnings and errors always kept)")
+    g.add_argument("--access-log-client", dest="access_log_client", choices=("truncate", "hash", "off"),
+                   help="client address as its /24 or /48 (default), a keyed hash, or not at all")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeproxy", description="Edge personalisation reverse proxy.")
-    parser.add_argument("--version", action="version", version=f"edgeproxy {__version__}")
+    from .rewrite import native
+
+    parser.add_argument("--version", action="version", version=f"edgeproxy {__version__} (scanner: {native.ACTIVE})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -18,15 +18,16 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
-from .catalog import load_catalog
+from .catalog import Catalog, Slot, Variant, load_catalog
 from .choose import explain_trace, parse_preview
 from .choose import choose as choose_variants
 from .errors import SettingsError
-from .model import Decision, RequestFacts, Visitor, frozen_map
+from .model import Decision, RequestFacts, SlotDecision, Visitor, frozen_map
 from .settings import build_settings
 
 
@@ -60,15 +61,32 @@ def run_explain(args: argparse.Namespace, *, out: TextIO | None = None, err: Tex
         if callable(close):
             close()
     forced = parse_preview(dict(facts.query).get("edge_preview", ""))
-    decision = choose_variants(visitor, catalog, now, forced=forced or None, holdout=settings.holdout)
+    extra: dict[str, Any] = {"url": args.url, "at": now.isoformat()}
+    if forced:
+        extra["preview"] = forced
+    decision, trace = explain_decision(visitor, catalog, now, forced=forced, holdout=settings.holdout, extra=extra)
     if args.json:
-        extra: dict[str, Any] = {"url": args.url, "at": now.isoformat()}
-        if forced:
-            extra["preview"] = forced
-        out.write(json.dumps(explain_trace(visitor, decision, extra), indent=2, ensure_ascii=False) + "\n")
+        out.write(json.dumps(trace, indent=2, ensure_ascii=False) + "\n")
     else:
-        out.write(format_explain(facts, visitor, decision, now, forced=forced))
+        out.write(format_explain(facts, visitor, decision, now, forced=forced, catalog=catalog))
     return 0
+
+
+def explain_decision(
+    visitor: Visitor,
+    catalog: Catalog,
+    now: dt.datetime,
+    *,
+    forced: Mapping[str, str | None] | None = None,
+    holdout: float = 0.0,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[Decision, dict[str, Any]]:
+    """Stage 2 for one described visitor, and its trace: each slot's variant
+    and why.  ``edgeproxy explain`` prints it; the console's preview shows
+    it (``console.preview``), so both give the same answer for the same
+    visitor, by construction."""
+    decision = choose_variants(visitor, catalog, now, forced=forced or None, holdout=holdout)
+    return decision, explain_trace(visitor, decision, extra)
 
 
 def parse_at(text: str | None) -> dt.datetime:
@@ -120,10 +138,55 @@ def build_facts(args: argparse.Namespace) -> RequestFacts:
     )
 
 
+def why_not(v: Variant, context: Mapping[str, Any], now: dt.datetime) -> str | None:
+    """Why ``v`` is not eligible for a visitor with ``context`` at ``now``
+    (its window, else the first condition of its ``when`` that fails), or
+    ``None`` when it is eligible."""
+    ts = now.timestamp()
+    if ts < v.start_ts:
+        return f"not live yet: starts {_utc(v.start)}"
+    if ts >= v.end_ts:
+        return f"ended {_utc(v.end)}"
+    for cond in v.when:
+        value = context.get(cond.key)
+        if value is None:
+            return f"needs {cond.text}; the visitor's {cond.key} is unknown"
+        if not cond.test(value):
+            return f"needs {cond.text}; the visitor's {cond.key} is {_value(value)}"
+    return None
+
+
+def passed_over(slot: Slot, chosen: SlotDecision, visitor: Visitor, now: dt.datetime) -> list[tuple[str, str]]:
+    """The slot's other variants, in the order ``choose`` tries them, each
+    with why it did not show.  Empty when no variant was considered (a bot,
+    the holdout, a forced preview): ``chosen.reason`` says why."""
+    if visitor.bot or chosen.reason in ("bot", "holdout") or chosen.reason.startswith("preview"):
+        return []
+    order = [v.id for v in slot.variants]
+    first = order.index(chosen.variant) if chosen.variant in order else len(order)
+    out = []
+    for i, v in enumerate(slot.variants):
+        if v.id == chosen.variant:
+            continue
+        why = why_not(v, visitor.context, now)
+        if why is None:
+            # Eligible: it comes after the winner, or the decision's own
+            # reason names the cap or experiment that passed it over.
+            why = f"eligible, but {chosen.variant} comes first" if i > first else "eligible, passed over (see the decision)"
+        out.append((v.id, why))
+    return out
+
+
+def _utc(t: dt.datetime | None) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t is not None else ""
+
+
 def format_explain(
-    facts: RequestFacts, visitor: Visitor, decision: Decision, now: dt.datetime, *, forced: dict | None = None
+    facts: RequestFacts, visitor: Visitor, decision: Decision, now: dt.datetime, *, forced: dict | None = None,
+    catalog: Catalog | None = None,
 ) -> str:
-    """The human report: request, visitor, context, then one row per slot."""
+    """The human report: request, visitor, context, then one row per slot
+    (and, given the ``catalog``, each other variant with why it did not show)."""
     query = "&".join(f"{k}={v}" for k, v in facts.query)
     lines = [
         f"GET {facts.path}{'?' + query if query else ''}" + (f"  (host {facts.host})" if facts.host else ""),
@@ -157,6 +220,9 @@ def format_explain(
     var_w = max((len(v) for v in shown.values()), default=0)
     for name, d in decision.slots.items():
         lines.append(f"  {name:<{name_w}}  {shown[name]:<{var_w}}  {d.reason}")
+        slot = catalog.slots.get(name) if catalog is not None else None
+        for variant, why in passed_over(slot, d, visitor, now) if slot is not None else ():
+            lines.append(f"  {'':<{name_w}}    not {variant}: {why}")
     return "\n".join(lines) + "\n"
 
 

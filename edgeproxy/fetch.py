@@ -25,7 +25,7 @@ from aiohttp import web
 from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from .headers import strip_hop_by_hop
+from .headers import InvalidOriginHead, checked_origin_head, strip_hop_by_hop
 from .settings import Settings
 
 # Read the origin's body in chunks of up to this size (fewer, larger copies).
@@ -118,6 +118,8 @@ class Upstream:
                 yield chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise UpstreamBodyError(f"origin body broke off: {exc!r}") from exc
+        except UpstreamBodyError:
+            raise
         if not content.is_eof():  # pragma: no cover - defensive
             raise UpstreamBodyError("origin body ended early")
 
@@ -146,7 +148,7 @@ def upstream_url(settings: Settings, raw_path: str) -> URL:
 
 
 async def fetch(
-    session: aiohttp.ClientSession,
+    session: Any,
     settings: Settings,
     *,
     method: str,
@@ -157,8 +159,11 @@ async def fetch(
     """Send one request to the origin and return its head.
 
     Raises the ``UpstreamError`` subclass for the failure; the caller maps it
-    to the client's 502/504.
+    to the client's 502/504.  ``session`` is the traffic path's
+    ``http.upstream.OriginPool`` or an aiohttp ``ClientSession``.
     """
+    if not isinstance(session, aiohttp.ClientSession):
+        return await session.fetch(settings, method=method, url=url, headers=headers, body=body)
     try:
         async with asyncio.timeout(settings.first_byte_timeout):
             response = await session.request(
@@ -180,12 +185,12 @@ async def fetch(
         raise UpstreamConnectError(f"invalid response from the origin: {exc.message}") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"upstream request failed: {exc!r}") from exc
-    return Upstream(
-        status=response.status,
-        reason=response.reason or "",
-        headers=strip_hop_by_hop(_decode_raw(response.raw_headers)),
-        response=response,
-    )
+    try:
+        reason, headers = checked_origin_head(response.status, response.reason or "", _decode_raw(response.raw_headers))
+    except InvalidOriginHead as exc:
+        response.close()
+        raise UpstreamConnectError(f"invalid response from the origin: {exc}") from exc
+    return Upstream(status=response.status, reason=reason, headers=strip_hop_by_hop(headers), response=response)
 
 
 def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:

@@ -1,12 +1,35 @@
-"""Header hygiene in one place: hop-by-hop stripping, forwarding, client IP.
+"""Header hygiene in one place: hop-by-hop stripping, forwarding, client IP,
+the request id, and which request headers a client may not set for the origin.
 
 Pure functions over plain header lists, so the request and the response path
 share one implementation and tests need no server.
+
+What happens to each request header (docs/HEADERS.md has the full table):
+
+* **hop-by-hop** (``HOP_BY_HOP`` and those named in ``Connection``): stripped.
+* **override** (``OVERRIDE``: ``X-Original-URL``, ``X-Rewrite-URL``,
+  ``X-HTTP-Method-Override``…): stripped from everyone.  They make some
+  frameworks serve another URL or method than the one the cache keyed.
+* **forwarding** (``FORWARDING``: ``X-Forwarded-*``, ``Forwarded``,
+  ``X-Real-IP``, ``X-Host``… and the CDN headers of ``CDN_PREFIXES``):
+  believed and forwarded only from a ``--trust-proxy`` peer, stripped from
+  anyone else; the proxy then sets ``X-Forwarded-For/-Proto/-Host`` itself.
+* **keyed** (``KEYED``): the forwarding headers that name where the request
+  was addressed (host, scheme, port, prefix).  The upstream cache keys every
+  response on the values sent to the origin, as if the origin had named them
+  in ``Vary`` (``cache.UpstreamCache(keyed_fields=KEYED)``), so a page that
+  reflects ``X-Forwarded-Host`` is stored per host, never shared across hosts.
+* **everything else** is forwarded and is *not* keyed (User-Agent, Cookie,
+  Accept-Language, the client address headers…): an origin whose page
+  depends on one must say so with ``Vary`` (the cache keys on it) or
+  ``Cache-Control: private`` (never stored), as RFC 9111 §4.1 asks.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
@@ -32,11 +55,97 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# Forwarding headers that say where the request was addressed (host, scheme,
+# port, path prefix): frameworks build absolute URLs from them, so they are
+# keyed by the upstream cache.
+KEYED = frozenset(
+    {
+        "forwarded",  # keyed without its per-client for=/by= parameters
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-scheme",
+        "x-forwarded-protocol",
+        "x-forwarded-ssl",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-url-scheme",
+        "front-end-https",
+        "x-host",
+        "x-original-host",
+    }
+)
+# Forwarding headers that name the client's address: per visitor, so never
+# keyed (an origin that puts the address in a page must mark it private).
+CLIENT_ADDRESS = frozenset(
+    {
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-client-ip",
+        "client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "x-original-forwarded-for",
+        "forwarded-for",
+        "x-forwarded",
+        "x-forwarded-by",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-originating-ip",
+    }
+)
 # Forwarding headers a client could forge; only a trusted peer's survive.
-FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"})
+FORWARDING = KEYED | CLIENT_ADDRESS
+# Headers a CDN sets (geo, client address, TLS facts): believed and forwarded
+# only from a trusted peer, like FORWARDING.
+CDN_PREFIXES = ("cf-", "cloudfront-", "fastly-", "akamai-", "x-appengine-", "x-azure-", "x-vercel-", "x-amz-cf-")
+# Request rewriting and method overriding headers: stripped whoever sends
+# them (a trusted CDN passes its clients' headers on too).
+OVERRIDE = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-override-url",
+        "x-http-destinationurl",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+    }
+)
+
+# X-Request-ID: kept when it looks like an id (a UUID, a hex or base64
+# token, a trace id), else replaced by one made here.
+REQUEST_ID_HEADER = "X-Request-ID"
+MAX_REQUEST_ID = 128
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=@-]{1,%d}\Z" % MAX_REQUEST_ID)
 
 # Headers the proxy itself owns on the way in: never forwarded to the origin.
 PROXY_ONLY_REQUEST = frozenset({"x-edge-preview-token"})
+
+
+def forgeable(lower: str) -> bool:
+    """A header only a trusted peer may set: forwarding and CDN headers."""
+    return lower in FORWARDING or lower.startswith(CDN_PREFIXES)
+
+
+def new_request_id() -> str:
+    """32 random hex digits, like nginx's ``$request_id`` (not a counter,
+    which would tell anyone the shop's traffic)."""
+    return f"{random.getrandbits(128):032x}"
+
+
+def request_id(value: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a well-formed id (at most
+    ``MAX_REQUEST_ID`` characters of ``[A-Za-z0-9._:+/=@-]``), else a new one:
+    what reaches the origin and the log can be trusted not to forge lines."""
+    if value is not None:
+        value = value.strip()
+        if _REQUEST_ID_OK.match(value):
+            return value
+    return new_request_id()
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> HeaderPairs:
@@ -100,20 +209,27 @@ def forward_request_headers(
     scheme: str,
     host: str,
     upstream_host: str,
+    request_id: str | None = None,
 ) -> HeaderPairs:
     """The headers to send the origin for one client request.
 
-    Strips hop-by-hop fields; keeps incoming forwarding headers only from a
-    trusted peer; appends the peer to ``X-Forwarded-For``; sets
-    ``X-Forwarded-Proto``/``-Host``; sends the origin its own ``Host``
-    (as nginx's ``proxy_pass`` does), the visitor's in ``X-Forwarded-Host``.
+    Strips hop-by-hop fields and ``OVERRIDE`` headers; keeps incoming
+    forwarding and CDN headers only from a trusted peer; appends the peer to
+    ``X-Forwarded-For``; sets ``X-Forwarded-Proto``/``-Host``; sends the
+    origin its own ``Host`` (as nginx's ``proxy_pass`` does), the visitor's
+    in ``X-Forwarded-Host``.  With ``request_id``, that is the
+    ``X-Request-ID`` the origin gets (the client's own, if any, replaced).
     """
     out: HeaderPairs = []
     prior_xff: list[str] = []
     prior_proto = prior_host = None
     for name, value in strip_hop_by_hop(headers):
         lower = name.lower()
-        if lower in FORWARDING:
+        if lower in OVERRIDE:
+            continue
+        if request_id is not None and lower == "x-request-id":
+            continue
+        if forgeable(lower):
             if peer_trusted:
                 if lower == "x-forwarded-for":
                     prior_xff.append(value)
@@ -135,8 +251,40 @@ def forward_request_headers(
     out.append(("X-Forwarded-Proto", prior_proto or scheme))
     if prior_host or host:
         out.append(("X-Forwarded-Host", prior_host or host))
+    if request_id is not None:
+        out.append((REQUEST_ID_HEADER, request_id))
     out.append(("Host", upstream_host))
     return out
+
+
+# RFC 9110 §5.5: a field value is VCHAR, SP, HTAB and obs-text; a reason
+# phrase (RFC 9112 §4) the same.  Any other control character (NUL, bare CR
+# or LF, DEL…) in what the origin sent must not reach the client.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+class InvalidOriginHead(ValueError):
+    """The origin's response head cannot be passed on (the fetch stage maps
+    it to ``UpstreamConnectError``: a 502, as nginx's "upstream sent invalid
+    header")."""
+
+
+def checked_origin_head(status: int, reason: str, headers: HeaderPairs) -> tuple[str, HeaderPairs]:
+    """The reason phrase and headers to pass on for an origin response head,
+    or ``InvalidOriginHead``: a status outside 200–599 (a 1xx is never a
+    final response here), a header name that is not a token, a control
+    character in a value.  A reason phrase with control characters is
+    dropped, not fatal (the status says it all).  Found by load_tests.fuzz:
+    such heads made the HTTP layer raise, and the client got a 500."""
+    if not 200 <= status <= 599:
+        raise InvalidOriginHead(f"status {status} is not a final HTTP status")
+    for name, value in headers:
+        if not _TOKEN.match(name):
+            raise InvalidOriginHead(f"header name {name[:40]!r} is not a token")
+        if _BAD_VALUE.search(value):
+            raise InvalidOriginHead(f"control character in the {name[:40]} header")
+    return ("" if _BAD_VALUE.search(reason) else reason), headers
 
 
 def parse_cookies(header_values: Iterable[str]) -> dict[str, str]:
@@ -171,7 +319,11 @@ def request_facts(
 
     ``scheme`` and ``host`` are those of the direct connection; a trusted
     peer's ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` (first hop) replace
-    them, as its ``X-Forwarded-For`` gives ``client_ip``."""
+    them, as its ``X-Forwarded-For`` gives ``client_ip``.  An untrusted
+    peer's forwarding and CDN headers, and everyone's ``OVERRIDE`` headers,
+    are left out of ``headers``: no stage can read a forged one.
+    ``request_id`` is the client's ``X-Request-ID`` if well-formed, else new."""
+    trusted = is_trusted(peer, networks)
     lowered: dict[str, str] = {}
     cookie_values: list[str] = []
     xff: list[str] = []
@@ -179,10 +331,11 @@ def request_facts(
         lower = name.lower()
         if lower == "cookie":
             cookie_values.append(value)
+        elif lower in OVERRIDE or (not trusted and forgeable(lower)):
+            continue
         elif lower == "x-forwarded-for":
             xff.append(value)
         lowered.setdefault(lower, value)
-    trusted = is_trusted(peer, networks)
     if trusted:
         scheme = lowered.get("x-forwarded-proto", "").split(",")[0].strip().lower() or scheme
         host = lowered.get("x-forwarded-host", "").split(",")[0].strip() or host
@@ -196,4 +349,5 @@ def request_facts(
         peer_trusted=trusted,
         scheme=scheme,
         host=host,
+        request_id=request_id(lowered.get("x-request-id")),
     )

@@ -111,6 +111,7 @@ class RequestFacts:
     peer_trusted: bool = False
     scheme: str = "http"
     host: str = ""
+    request_id: str = ""  # the client's X-Request-ID if well-formed, else one made (headers.request_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from . import choose as choosing
+from . import conditional
 from . import classify as classifying
 from .classify import cookies as cookie_rules
 from . import fetch as fetching
@@ -50,6 +51,8 @@ OBSERVE = Observe()
 # The conversion beacon (CONTRACT §7), answered by the proxy itself:
 # GET or POST /_edge/convert?value=12.50 -> 204, one conversion line.
 BEACON_PATH = "/_edge/convert"
+# The beacon carries at most a value in its query; a larger body is refused
+# (413) rather than read (issue 10: it accepted 10 MB).
 PREVIEW_HEADER = "X-Edge-Preview-Token"
 PREVIEW_COOKIE = "edge_preview_token"
 PREVIEW_PARAM = "edge_preview"
@@ -70,7 +73,7 @@ class State:
     """The long-lived objects of one proxy process (opened in ``server``)."""
 
     settings: Settings
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # WebSockets on the aiohttp traffic server; requests with upstream_client = "aiohttp"
     catalog: CatalogStore
     classifiers: Any
     metrics: Metrics
@@ -79,6 +82,12 @@ class State:
     events: Any = None  # events.EventLog when an exposure/conversion log is configured
     preview_digest: str | None = None
     draining: bool = False
+    origin: Any = None  # http.upstream.OriginPool: the origin requests (upstream_client = "protocols")
+
+    @property
+    def client(self) -> Any:
+        """What ``fetch.fetch`` sends origin requests with."""
+        return self.origin if self.origin is not None else self.session
 
 
 async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
@@ -88,14 +97,17 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await tunnel_websocket(request, state.session, state.settings, rec)
         facts = _facts(request, state.settings)
+        rec.identify(facts)  # request id and client, for the access log
         if facts.path == BEACON_PATH and state.events is not None:
-            return _beacon(state, facts, rec)
+            return await _beacon(state, request, facts, rec)
         now = dt.datetime.now(dt.timezone.utc)
         visitor = _classify(state, facts, now, rec)  # 1
         plan = _choose(state, request, facts, visitor, now, rec)  # 2
         upstream = await _fetch(state, request, facts, plan, rec)  # 3
         if isinstance(upstream, web.StreamResponse):  # the origin failed
             return upstream
+        if upstream.body_bytes is not None and not plan.edits and not plan.cookies:
+            upstream = _from_store(request, upstream)  # a stored copy answers If-None-Match / Range
         s = state.settings
         response = await send(
             request, upstream, plan, rec, max_rewrite_bytes=s.max_rewrite_bytes, max_slot_bytes=s.max_slot_bytes,
@@ -261,6 +273,7 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
         scheme=facts.scheme,
         host=facts.host,
         upstream_host=fetching.upstream_host(settings),
+        request_id=facts.request_id,
     )
     # Only codings the proxy can decode (and the client accepts) are asked
     # for (CONTRACT §4), so any body can still be rewritten or read.
@@ -273,6 +286,8 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
     wanted = upstream_accept_encoding(request.headers.get("Accept-Encoding"))
     if wanted:
         headers.append(("Accept-Encoding", wanted))
+    if settings.via:  # RFC 9110 §7.6.3: after any Via the client sent
+        headers.append(("Via", f"{request.version[0]}.{request.version[1]} {settings.via}"))
     return fetching.without_preview_cookie(headers, PREVIEW_COOKIE)
 
 
@@ -284,7 +299,7 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
     try:
         if state.cache is not None and request.method in ("GET", "HEAD"):
             def with_headers(sent):
-                return fetching.fetch(state.session, settings, method=request.method, url=url, headers=sent, body=None)
+                return fetching.fetch(state.client, settings, method=request.method, url=url, headers=sent, body=None)
 
             upstream = await state.cache.fetch(
                 lambda: with_headers(headers),
@@ -295,7 +310,7 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
             )
         else:
             upstream = await fetching.fetch(
-                state.session, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
+                state.client, settings, method=request.method, url=url, headers=headers, body=fetching.request_body(request)
             )
             if state.cache is not None and upstream.status < 400 and request.method not in ("OPTIONS", "TRACE"):
                 # RFC 9111 §4.4: a successful unsafe request invalidates the URL.
@@ -312,11 +327,25 @@ async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: 
         return web.Response(
             status=exc.status,
             text=f"{exc.status} {title}: the shop {what}\n",
-            headers={"Cache-Control": "no-store", "Server-Timing": rec.server_timing()},
+            headers={"Cache-Control": "no-store", "Server-Timing": rec.server_timing(), "X-Request-ID": facts.request_id},
         )
     rec.add("origin", time.perf_counter() - started)
     rec.cache = upstream.cache_status
     return upstream
+
+
+def _from_store(request, upstream: fetching.Upstream) -> fetching.Upstream:
+    """A response held in memory (the cache's), answered as the origin would
+    answer this request: 304 for matching validators, 206 for a byte range
+    (RFC 9111 §4.3.2, RFC 9110 §14).  Only for responses not personalised:
+    a personalised page has no validators and is never partial."""
+    answer = conditional.answer(request.method, list(request.headers.items()), upstream.status, upstream.headers, upstream.body_bytes)
+    if answer is None:
+        return upstream
+    status, headers, body = answer
+    return dataclasses.replace(
+        upstream, status=status, reason="", headers=headers, body_bytes=body if status != 304 else None, _index=None, _indexed=None
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -373,7 +402,32 @@ def _visitor_id(state: State, facts: RequestFacts) -> str | None:
     return known.id if known is not None else None
 
 
-def _beacon(state: State, facts: RequestFacts, rec: Record) -> web.Response:
+async def _beacon_too_large(request: web.BaseRequest, cap: int) -> bool:
+    """Whether the beacon's body is over ``cap`` bytes: by its
+    ``Content-Length``, or by reading a chunked one only that far.  (The
+    traffic port's protocol refuses such a body before the pipeline runs;
+    this holds the same rule on the aiohttp server.)"""
+    if not cap:
+        return False
+    if request.content_length is not None:
+        return request.content_length > cap
+    seen = 0
+    if request.body_exists:
+        async for chunk in request.content.iter_any():
+            seen += len(chunk)
+            if seen > cap:
+                return True
+    return False
+
+
+async def _beacon(state: State, request: web.BaseRequest, facts: RequestFacts, rec: Record) -> web.Response:
+    cap = state.settings.beacon_max_body_bytes
+    if await _beacon_too_large(request, cap):
+        rec.status = 413
+        resp = web.Response(status=413, text=f"413 Content Too Large: the request body is over {cap} bytes\n",
+                            headers={"Cache-Control": "no-store"})
+        resp.force_close()  # the rest of the body is never read
+        return resp
     rec.status = 204
     vid = _visitor_id(state, facts)
     if vid is not None:

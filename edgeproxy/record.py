@@ -2,20 +2,25 @@
 
 Stages write facts (timings, variants, slot outcomes, cache status, the
 fallback reason) onto the request's ``Record``; ``Metrics.observe`` turns it
-into Prometheus series when the response is done.  Nothing on the request
-path talks to Prometheus directly.
+into Prometheus series and hands it to the access log (``accesslog.py``)
+when the response is done: the one place a finished request is read.
+Nothing on the request path talks to Prometheus or the log directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-log = logging.getLogger("edgeproxy.access")
+from .dashboard import History
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .accesslog import AccessLog
+    from .model import RequestFacts
 
 # Latency buckets in seconds: fine-grained below 10 ms, where the proxy lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -44,6 +49,13 @@ class Record:
     outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
     bytes_out: int = 0
     aborted: bool = False
+    request_id: str = ""  # X-Request-ID: the client's (validated) or one made here
+    client: str | None = None  # the client address, for the access log (which never writes it raw)
+
+    def identify(self, facts: RequestFacts) -> None:
+        """Take the request id and client address from the request's facts."""
+        self.request_id = facts.request_id
+        self.client = facts.client_ip
 
     def add(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -66,7 +78,8 @@ class Record:
 class Metrics:
     """The Prometheus series of one process (see docs/OPERATIONS.md)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, access_log: AccessLog | None = None) -> None:
+        self.access_log = access_log
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -76,6 +89,12 @@ class Metrics:
             "edgeproxy_request_duration_seconds",
             "Time to the last byte of the response",
             ["personalised"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.added = Histogram(
+            "edgeproxy_added_latency_seconds",
+            "The proxy's own time on a page load (classify + choose + rewrite), the part budget_ms bounds",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -91,6 +110,9 @@ class Metrics:
         self.fallbacks = Counter("edgeproxy_fallbacks", "Responses served unpersonalised, by reason", ["reason"], registry=r)
         self.cache = Counter("edgeproxy_cache_lookups", "Upstream cache lookups by status", ["status"], registry=r)
         self.upstream_errors = Counter("edgeproxy_upstream_errors", "Origin failures", ["kind"], registry=r)
+        self.refused = Counter(
+            "edgeproxy_refused", "Requests and connections the traffic port answered itself (limits, deadlines, overload, methods)", ["reason"], registry=r
+        )
         # multiprocess_mode applies with --workers N (prometheus_client's
         # multiprocess mode); a single process ignores it.
         self.in_flight = Gauge("edgeproxy_in_flight_requests", "Requests being handled", registry=r, multiprocess_mode="livesum")
@@ -115,17 +137,43 @@ class Metrics:
         self.events_dropped = Gauge(
             "edgeproxy_events_dropped", "Experiment events dropped (buffer full or disk failing)", registry=r, multiprocess_mode="livesum"
         )
+        # Read at scrape time from the settings and the process state.
+        self.budget = Gauge(
+            "edgeproxy_latency_budget_seconds", "The personalisation budget (budget_ms); 0 = none", registry=r, multiprocess_mode="max"
+        )
+        self.workers = Gauge("edgeproxy_workers", "Worker processes (--workers)", registry=r, multiprocess_mode="max")
+        self.draining = Gauge("edgeproxy_draining", "1 while draining after SIGTERM", registry=r, multiprocess_mode="max")
+        self.access_written = Gauge(
+            "edgeproxy_access_log_written", "Access log lines written", registry=r, multiprocess_mode="livesum"
+        )
+        self.access_dropped = Gauge(
+            "edgeproxy_access_log_dropped", "Access log lines dropped (queue full or sink failing)", registry=r,
+            multiprocess_mode="livesum",
+        )
+        # Which build runs: the version and the rewriter's byte loop
+        # ("compiled" or "pure", see edgeproxy.rewrite.native).
+        from . import __version__
+        from .rewrite import native
+
+        self.build_info = Gauge(
+            "edgeproxy_build_info", "Always 1; the labels say which build runs", ["version", "scanner"],
+            registry=r, multiprocess_mode="max",
+        )
+        self.build_info.labels(version=__version__, scanner=native.ACTIVE).set(1)
         self._children: dict[tuple, object] = {}
         self._counts: dict[tuple, int] = {}
         self._observed: list[tuple] = []
         self._bytes_out = 0
-        # A short in-memory window of recent latencies for the dashboard.
+        # A short in-memory window of recent latencies (kept for callers of the old dashboard data).
         self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)
+        # The last 15 minutes per second, for /dashboard (fed by flush()).
+        self.history = History(LATENCY_BUCKETS, STAGE_BUCKETS)
 
     def flush(self) -> None:
         """Move the counts gathered by ``observe`` into the Prometheus series."""
         counts, self._counts = self._counts, {}
         observed, self._observed = self._observed, []
+        self.history.add(time.time(), counts, observed)
         child = self._child
         for (metric, values), n in counts.items():
             child(metric, *values).inc(n)
@@ -141,7 +189,7 @@ class Metrics:
         key = (metric._name, values)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*values)
+            child = self._children[key] = metric.labels(*values) if values else metric
         return child
 
     def observe(self, rec: Record) -> None:
@@ -158,8 +206,12 @@ class Metrics:
         counts[key] = counts.get(key, 0) + 1
         observed = self._observed
         observed.append((self.latency, (personalised,), total))
-        for stage, secs in rec.timings.items():
+        timings = rec.timings
+        for stage, secs in timings.items():
             observed.append((self.stage, (stage,), secs))
+        if "classify" in timings:  # a page load: the proxy's own share of its latency
+            added = timings["classify"] + timings.get("choose", 0.0) + timings.get("rewrite", 0.0)
+            observed.append((self.added, (), added))
         for slot, variant in rec.variants.items():
             key = (self.slots, (slot, variant or "default"))
             counts[key] = counts.get(key, 0) + 1
@@ -176,9 +228,10 @@ class Metrics:
         if len(observed) >= FLUSH_EVERY:
             self.flush()
         self.recent.append((time.time(), total, rec.personalised))
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s %d %.2fms personalised=%s cache=%s fallback=%s variants=%s",
-                rec.method, rec.path, rec.status, total * 1000, personalised, rec.cache, rec.fallback or "-",
-                ",".join(f"{k}={v or 'default'}" for k, v in rec.variants.items()) or "-",
-            )
+        if self.access_log is not None:
+            self.access_log.add(rec, total)
+
+    def close(self) -> None:
+        """Write out the access log (at shutdown, after the last request)."""
+        if self.access_log is not None:
+            self.access_log.close()

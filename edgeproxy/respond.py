@@ -244,13 +244,23 @@ class _Client:
         self.url = url
 
     async def start(self, status: int, reason: str, headers: list[tuple[str, str]], *, length: int | None = None) -> None:
+        self.rec.status = status
+        if self.rec.request_id:  # ours replaces any the origin echoed
+            headers = [h for h in headers if h[0].lower() != "x-request-id"]
+            headers.append(("X-Request-ID", self.rec.request_id))
+        if not isinstance(self.request, web.BaseRequest):
+            # The traffic port's own request (edgeproxy.http): the head goes
+            # out as prebuilt bytes; our Server-Timing replaces the origin's.
+            headers = [h for h in headers if h[0].lower() != "server-timing"]
+            headers.append(("Server-Timing", server_timing(self.rec)))
+            self.response = self.request.start_response(status, reason, headers, length)
+            return
         resp = web.StreamResponse(status=status, reason=reason or None)
         for name, value in headers:
             resp.headers.add(name, value)
         if length is not None:
             resp.content_length = length
         resp.headers["Server-Timing"] = server_timing(self.rec)
-        self.rec.status = status
         self.response = resp
         await resp.prepare(self.request)
 

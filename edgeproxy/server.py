@@ -35,10 +35,11 @@ from pathlib import Path
 from aiohttp import web
 
 from . import classify as classifying
+from .accesslog import open_access_log
 from .admin import build_admin_app
 from .catalog.watch import CatalogStore, watch
 from .fetch import open_session
-from .pipeline import State, handle, preview_digest
+from .pipeline import BEACON_PATH, State, handle, preview_digest
 from .record import Metrics
 from .render_cache import RenderCache
 from .errors import SettingsError
@@ -76,12 +77,15 @@ class ProxyServer:
         self.with_admin = admin
         self.state: State | None = None
         self._runner: web.ServerRunner | None = None
+        self._traffic = None  # http.protocol.TrafficServer with traffic_server = "protocols"
         self._admin_runner: web.AppRunner | None = None
         self._watcher: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
 
     @property
     def port(self) -> int:
+        if self._traffic is not None:
+            return self._traffic.port
         assert self._runner is not None, "Cannot read port before start()"
         return self._runner.addresses[0][1]
 
@@ -102,30 +106,23 @@ class ProxyServer:
             session=open_session(s),
             catalog=catalog,
             classifiers=classifiers,
-            metrics=Metrics(),
+            metrics=Metrics(access_log=open_access_log(s)),
             cache=_open_cache(s),
             render_cache=RenderCache(s.render_cache_bytes, keys_per_url=s.render_cache_keys_per_url) if s.render_cache_bytes > 0 else None,
             preview_digest=preview_digest(s),
         )
+        if s.upstream_client == "protocols":
+            from .http.upstream import open_pool
+
+            state.origin = open_pool(s)
         if s.exposure_log or s.conversion_log:
             from .events import EventLog
 
             state.events = EventLog(s.exposure_log, s.conversion_log)
             await state.events.start()
         self.state = state
-        server = web.Server(
-            _bind(state),
-            handler_cancellation=True,
-            access_log=None,
-            max_line_size=16 * 1024,
-            max_field_size=16 * 1024,
-        )
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=s.drain_timeout)
-        await runner.setup()
-        self._runner = runner
         try:
-            site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=1024)
-            await site.start()
+            await self._listen(state)
             if self.with_admin:
                 admin = web.AppRunner(build_admin_app(state), handle_signals=False, access_log=None)
                 await admin.setup()
@@ -142,6 +139,44 @@ class ProxyServer:
             len(catalog.current.slots), len(catalog.current),
         )
 
+    async def _listen(self, state: State) -> None:
+        s = self.settings
+        if s.traffic_server == "protocols":
+            from .http.protocol import Limits, TrafficServer
+
+            limits = Limits(
+                head_timeout=s.header_timeout,
+                keepalive_timeout=s.keepalive_timeout,
+                body_timeout=s.body_timeout,
+                send_timeout=s.send_timeout,
+                max_connections=s.max_connections,
+                max_in_flight=s.max_in_flight,
+                max_header_bytes=s.max_header_bytes,
+                max_headers=s.max_headers,
+                max_target_bytes=s.max_target_bytes,
+                max_body_bytes=s.max_body_bytes,
+                routes=((BEACON_PATH, s.beacon_max_body_bytes),),
+                retry_after=s.retry_after,
+                via=s.via,
+            )
+            refused = state.metrics.refused
+            traffic = TrafficServer(_bind(state), limits, on_refuse=lambda reason: refused.labels(reason).inc())
+            self._traffic = traffic
+            await traffic.start(s.host, s.port, reuse_port=self.reuse_port)
+            return
+        server = web.Server(
+            _bind(state),
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+        )
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=s.drain_timeout)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=1024)
+        await site.start()
+
     async def stop(self) -> None:
         """Drain in-flight requests (up to ``drain_timeout``), then close."""
         if self.state is not None:
@@ -149,6 +184,9 @@ class ProxyServer:
         await self._close()
 
     async def _close(self) -> None:
+        if self._traffic is not None:
+            await self._traffic.close(self.settings.drain_timeout)  # stops listening, drains
+            self._traffic = None
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, waits for handlers
             self._runner = None
@@ -168,6 +206,9 @@ class ProxyServer:
         if self.state is not None:
             state, self.state = self.state, None
             await state.session.close()
+            await asyncio.to_thread(state.metrics.close)  # the access log's last lines
+            if state.origin is not None:
+                await state.origin.close()
             if state.events is not None:
                 await state.events.close()  # flushes: nothing lost on a clean stop
             close = getattr(state.cache, "close", None)
@@ -219,8 +260,16 @@ async def _flush_metrics(state: State, interval: float = 1.0) -> None:
         state.metrics.flush()
 
 
+def _close_unanswered(request: web.BaseRequest) -> web.StreamResponse:
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=400)
+
+
 def _bind(state: State):
     async def request_handler(request: web.BaseRequest) -> web.StreamResponse:
+        if request.version < (1, 0):  # HTTP/0.9: no status line to answer with; close (found by load_tests.fuzz)
+            return _close_unanswered(request)
         return await handle(request, state)
 
     return request_handler

@@ -56,6 +56,39 @@ DEFAULT_MAX_FRAGMENT_BYTES = 64 * 1024
 DEFAULT_RELOAD_INTERVAL = 1.0
 # Graceful shutdown: how long SIGTERM waits for in-flight requests, seconds.
 DEFAULT_DRAIN_TIMEOUT = 25.0
+# The traffic port's HTTP/1.1 server: "protocols" (asyncio Protocols on
+# llhttp, edgeproxy/http/) or "aiohttp" (aiohttp's low-level web.Server).
+DEFAULT_TRAFFIC_SERVER = "protocols"
+# Requests to the origin: "protocols" (a keep-alive pool of asyncio Protocols
+# on llhttp, edgeproxy/http/upstream.py) or "aiohttp" (one ClientSession).
+DEFAULT_UPSTREAM_CLIENT = "protocols"
+# Client deadlines, seconds (0: none): a request head must arrive whole
+# within header_timeout of the connection or of its first byte (HAProxy's
+# `timeout http-request`; 408 and close); an idle keep-alive connection is
+# closed after keepalive_timeout (nginx's keepalive_timeout).
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+# A request body that sends nothing for this long gets a 408 (seconds, 0: none).
+DEFAULT_BODY_TIMEOUT = 30.0
+# A client that reads none of its response for this long (the send buffer
+# stays full) is cut off (seconds, 0: none; nginx's send_timeout): else it
+# holds an in-flight slot and an origin connection for as long as it likes.
+DEFAULT_SEND_TIMEOUT = 60.0
+# Overload (per worker, 0: no cap): past max_connections open connections a
+# new one gets a 503 and is closed; past max_in_flight requests being handled
+# a new request gets a 503, both with Retry-After: retry_after seconds.
+DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_MAX_IN_FLIGHT = 1_000
+DEFAULT_RETRY_AFTER = 1
+# Request limits: header block (431), request target (414), body (413;
+# 0: none); the conversion beacon's body has its own small cap.
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_MAX_TARGET_BYTES = 8 * 1024
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_BEACON_MAX_BODY_BYTES = 4 * 1024
+# The pseudonym in the Via header added both ways (RFC 9110 §7.6.3); "" adds none.
+DEFAULT_VIA = "edgeproxy"
 
 DEFAULT_COOKIE_VISITOR = "edge_vid"
 DEFAULT_COOKIE_SESSION = "edge_ses"
@@ -68,6 +101,17 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_RENDER_CACHE_KEYS_PER_URL = 64
 # Rendered (rewritten + re-encoded) pages of cached origin bodies: bytes, 0 disables.
 DEFAULT_RENDER_CACHE_BYTES = 32 * 1024 * 1024
+
+# The access log (CONTRACT §6, edgeproxy/accesslog.py): where ("stdout",
+# "stderr", "off" or a file path), how ("auto" = text on a terminal, JSON
+# otherwise), which lines (info = every request, warning = 4xx and fail-open,
+# error = 5xx and aborted), the share of info lines kept, and how the client
+# address appears (truncate = its /24 or /48, hash = keyed HMAC, off).
+DEFAULT_ACCESS_LOG = "stdout"
+DEFAULT_ACCESS_LOG_FORMAT = "auto"
+DEFAULT_ACCESS_LOG_LEVEL = "info"
+DEFAULT_ACCESS_LOG_SAMPLE = 1.0
+DEFAULT_ACCESS_LOG_CLIENT = "truncate"
 
 ENV_PREFIX = "EDGEPROXY_"
 
@@ -151,6 +195,24 @@ def _parse_optional_cookie(key: str, value: Any) -> str | None:
     return None if value in (None, "") else _parse_cookie_name(key, value)
 
 
+def _parse_log_target(key: str, value: Any) -> str:
+    """``stdout``, ``stderr``, ``off`` or a file path; booleans (and the old
+    ``access_log = true``) mean stdout / off."""
+    if isinstance(value, bool):
+        return DEFAULT_ACCESS_LOG if value else "off"
+    text = str(value).strip()
+    lower = text.lower()
+    if lower in {"stdout", "-", "1", "true", "yes", "on"}:
+        return "stdout"
+    if lower == "stderr":
+        return "stderr"
+    if lower in {"off", "0", "false", "no", "none", ""}:
+        return "off"
+    if text.endswith("/") or Path(text).expanduser().is_dir():
+        raise SettingsError(key, value, "expected stdout, stderr, off or a file path (this is a folder)")
+    return text
+
+
 def _parse_path(key: str, value: Any) -> Path | None:
     if value in (None, ""):
         return None
@@ -187,6 +249,21 @@ class Settings:
     max_fragment_bytes: int = DEFAULT_MAX_FRAGMENT_BYTES
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    traffic_server: str = DEFAULT_TRAFFIC_SERVER
+    upstream_client: str = DEFAULT_UPSTREAM_CLIENT
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    retry_after: int = DEFAULT_RETRY_AFTER
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    beacon_max_body_bytes: int = DEFAULT_BEACON_MAX_BODY_BYTES
+    via: str = DEFAULT_VIA
 
     cookie_visitor: str = DEFAULT_COOKIE_VISITOR
     cookie_session: str = DEFAULT_COOKIE_SESSION
@@ -205,12 +282,24 @@ class Settings:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     render_cache_keys_per_url: int = DEFAULT_RENDER_CACHE_KEYS_PER_URL
     render_cache_bytes: int = DEFAULT_RENDER_CACHE_BYTES
-    access_log: bool = False
+    access_log: str = DEFAULT_ACCESS_LOG
+    access_log_format: str = DEFAULT_ACCESS_LOG_FORMAT
+    access_log_level: str = DEFAULT_ACCESS_LOG_LEVEL
+    access_log_sample: float = DEFAULT_ACCESS_LOG_SAMPLE
+    access_log_client: str = DEFAULT_ACCESS_LOG_CLIENT
     log_level: str = "info"
 
     @property
     def budget_s(self) -> float:
         return self.budget_ms / 1000.0
+
+
+def _parse_via(key: str, value: Any) -> str:
+    text = str(value).strip()
+    # A Via pseudonym is a token (RFC 9110 §7.6.3): nothing that could end the header.
+    if text and not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in text):
+        raise SettingsError(key, value, "expected a token such as edgeproxy (letters, digits, - . _), or empty for none")
+    return text
 
 
 # key → parser(key, raw) -> value.  Keys are the TOML names; the env name is
@@ -241,6 +330,21 @@ _PARSERS: dict[str, Any] = {
     "max_fragment_bytes": lambda k, v: _parse_int(k, v, 1, 1 << 30),
     "reload_interval": lambda k, v: _parse_float(k, v, 0.05, 3600),
     "drain_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "traffic_server": lambda k, v: _check_choice(k, str(v).lower(), ("protocols", "aiohttp")),
+    "upstream_client": lambda k, v: _check_choice(k, str(v).lower(), ("protocols", "aiohttp")),
+    "header_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "keepalive_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "body_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "send_timeout": lambda k, v: _parse_float(k, v, 0.0, 3600),
+    "max_connections": lambda k, v: _parse_int(k, v, 0, 10_000_000),
+    "max_in_flight": lambda k, v: _parse_int(k, v, 0, 10_000_000),
+    "retry_after": lambda k, v: _parse_int(k, v, 0, 3600),
+    "max_header_bytes": lambda k, v: _parse_int(k, v, 1024, 1 << 24),
+    "max_headers": lambda k, v: _parse_int(k, v, 8, 100_000),
+    "max_target_bytes": lambda k, v: _parse_int(k, v, 256, 1 << 24),
+    "max_body_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
+    "beacon_max_body_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 30),
+    "via": _parse_via,
     "cookie_visitor": _parse_cookie_name,
     "cookie_session": _parse_cookie_name,
     "cookie_affinity": _parse_cookie_name,
@@ -255,7 +359,11 @@ _PARSERS: dict[str, Any] = {
     "cache_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
     "render_cache_keys_per_url": lambda k, v: _parse_int(k, v, 0, 1 << 20),
     "render_cache_bytes": lambda k, v: _parse_int(k, v, 0, 1 << 40),
-    "access_log": _parse_bool,
+    "access_log": _parse_log_target,
+    "access_log_format": lambda k, v: _check_choice(k, str(v).lower(), ("auto", "json", "text")),
+    "access_log_level": lambda k, v: _check_choice(k, str(v).lower(), ("info", "warning", "error")),
+    "access_log_sample": lambda k, v: _parse_float(k, v, 0.0, 1.0),
+    "access_log_client": lambda k, v: _check_choice(k, str(v).lower(), ("truncate", "hash", "off")),
     "log_level": lambda k, v: _check_choice(k, str(v).lower(), ("debug", "info", "warning", "error")),
 }
 

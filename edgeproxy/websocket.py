@@ -32,6 +32,10 @@ _HANDSHAKE = frozenset(
 async def tunnel_websocket(request: web.Request, session: aiohttp.ClientSession, settings: Settings, rec: Record) -> web.StreamResponse:
     from .fetch import upstream_host, upstream_url
 
+    if not isinstance(request, web.BaseRequest):  # the traffic port's own layer: a byte tunnel
+        from .http.upgrade import relay_websocket
+
+        return await relay_websocket(request, settings, rec)
     rec.cache = "BYPASS"
     peer = request.remote
     trusted = is_trusted(peer, settings.trust_proxy)

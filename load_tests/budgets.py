@@ -29,9 +29,11 @@ BARE = "bare-aiohttp"
 NGINX = "nginx+sub_filter"
 REPARSE = "reparse-selectolax"
 AIOHTTP_STATIC = "aiohttp-static"  # aiohttp serving the page from memory: the floor
+HTTPTOOLS = "httptools-passthrough"  # uvloop + httptools Protocols: the Python floor
 EDGEPROXY = "edgeproxy"
 EDGEPROXY_CACHED = "edgeproxy-cached"
 EDGEPROXY_DEFAULT = "edgeproxy-default"  # a bot: no variant, the origin's bytes
+EDGEPROXY_ASSET = "edgeproxy-asset"  # a subresource request (Sec-Fetch-Dest: image): proxied untouched
 
 #: figure name -> what it is (printed next to it).
 FIGURES: dict[str, str] = {
@@ -40,6 +42,9 @@ FIGURES: dict[str, str] = {
     "cached_cpu_per_request_vs_nginx": "edgeproxy CPU/req, origin cacheable ÷ nginx+sub_filter",
     "cached_requests_per_second_vs_nginx": "edgeproxy req/s, origin cacheable ÷ nginx+sub_filter",
     "reparse_cpu_per_request_vs_edgeproxy": "re-parse+serialise CPU/req ÷ edgeproxy",
+    "cached_cpu_per_request_vs_httptools": "edgeproxy CPU/req, origin cacheable ÷ uvloop+httptools pass-through",
+    "default_cpu_per_request_vs_httptools": "edgeproxy CPU/req, a bot (no variant) ÷ uvloop+httptools pass-through",
+    "asset_cpu_per_request_vs_httptools": "edgeproxy CPU/req, an asset request ÷ uvloop+httptools pass-through",
     "added_latency_p99_ms": f"edgeproxy p99 − direct p99, closed loop at concurrency {LATENCY_CONCURRENCY} (ms)",
     "added_ttfb_ms": "edgeproxy TTFB − direct TTFB, origin streams (median, ms)",
     "soak_rss_growth_pct": "edgeproxy RSS growth over the --soak run at 70 % of max (%)",
@@ -143,6 +148,9 @@ def compute_figures(
         "cached_cpu_per_request_vs_nginx": _ratio(cpu(EDGEPROXY_CACHED), cpu(NGINX)),
         "cached_requests_per_second_vs_nginx": _ratio(rps(EDGEPROXY_CACHED), rps(NGINX)),
         "reparse_cpu_per_request_vs_edgeproxy": _ratio(cpu(REPARSE), cpu(EDGEPROXY)),
+        "cached_cpu_per_request_vs_httptools": _ratio(cpu(EDGEPROXY_CACHED), cpu(HTTPTOOLS)),
+        "default_cpu_per_request_vs_httptools": _ratio(cpu(EDGEPROXY_DEFAULT), cpu(HTTPTOOLS)),
+        "asset_cpu_per_request_vs_httptools": _ratio(cpu(EDGEPROXY_ASSET), cpu(HTTPTOOLS)),
         "added_latency_p99_ms": minus(p99(EDGEPROXY), p99(DIRECT)),
         "added_ttfb_ms": minus(first_byte(EDGEPROXY), first_byte(DIRECT)),
         "soak_rss_growth_pct": (soak or {}).get("rss_growth_pct") if (soak or {}).get("page") == page else None,

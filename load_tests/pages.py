@@ -133,3 +133,63 @@ def describe(flags: dict[str, bool]) -> str:
     """``hero+banner+sort``, ``hero+banner``, … or ``none``."""
     done = [name for name in ("hero", "banner", "sort") if flags.get(name)]
     return "+".join(done) if done else "none"
+
+
+LISTING_CARDS = 48
+
+
+def _card(rnd: random.Random, i: int) -> str:
+    """One ~2 KB product card as shops write them: nested divs, a ``srcset``
+    image, price/stock/category attributes, an inline SVG, a JSON-LD script."""
+    cat = rnd.choice(CATEGORIES)
+    price = rnd.randint(10, 300) + rnd.choice((0, 0.5, 0.99))
+    stock = rnd.randint(0, 40)
+    sku = f"RL-{i:04d}"
+    rating = rnd.randint(30, 50) / 10
+    imgs = ", ".join(f"/img/{sku}-{w}.webp {w}w" for w in (240, 360, 480, 720, 960))
+    return (
+        f'<div class="product-card product-card--{cat}" data-sku="{sku}" data-category="{cat}" '
+        f'data-price="{price:.2f}" data-stock="{stock}" data-rating="{rating}">\n'
+        f'  <div class="product-card__media"><a href="/p/{sku}" class="product-card__link" tabindex="-1">'
+        f'<picture><source type="image/avif" srcset="{imgs.replace(".webp", ".avif")}" sizes="(min-width: 1024px) 25vw, 50vw">'
+        f'<img src="/img/{sku}-480.webp" srcset="{imgs}" sizes="(min-width: 1024px) 25vw, 50vw" '
+        f'alt="Ridgeline {cat.replace("-", " ")} shoe {i} &ndash; side view" width="480" height="480" loading="lazy" decoding="async">'
+        f"</picture></a>\n"
+        f'    <button type="button" class="wishlist" aria-label="Add to wishlist" data-action="wishlist#toggle">'
+        f'<svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true"><path d="M12 21s-6.7-4.3-9.3-8.1C.9 10.3 1.6 6.6 4.6 5.2'
+        f'c2-.9 4.3-.3 5.6 1.4L12 8.4l1.8-1.8c1.3-1.7 3.6-2.3 5.6-1.4 3 1.4 3.7 5.1 1.9 7.7C18.7 16.7 12 21 12 21z"/></svg>'
+        f"</button></div>\n"
+        f'  <div class="product-card__body"><h3 class="product-card__title"><a href="/p/{sku}">Ridgeline Trail {i} '
+        f'{"GTX" if i % 3 else "Lite"}</a></h3>\n'
+        f'    <div class="rating" title="{rating} out of 5"><span class="stars" style="--rating: {rating}"></span>'
+        f'<span class="count">({rnd.randint(3, 900)})</span></div>\n'
+        f'    <div class="price"><span class="price__now" data-currency="GBP">&pound;{price:.2f}</span>'
+        + (f'<s class="price__was">&pound;{price * 1.2:.2f}</s>' if i % 4 == 0 else "")
+        + f'</div>\n    <p class="stock stock--{"low" if stock < 5 else "ok"}">{"Only " + str(stock) + " left" if stock < 5 else "In stock"}</p>\n'
+        f'    <form action="/cart/add" method="post" class="add"><input type="hidden" name="sku" value="{sku}">'
+        f'<input type="hidden" name="csrf" value="{rnd.getrandbits(64):016x}"><button class="btn btn--primary">Add to bag</button></form>\n'
+        f"  </div>\n"
+        f'  <script type="application/ld+json">{{"@context":"https://schema.org","@type":"Product","sku":"{sku}",'
+        f'"name":"Ridgeline Trail {i}","image":"/img/{sku}-480.webp","offers":{{"@type":"Offer","price":"{price:.2f}",'
+        f'"priceCurrency":"GBP","availability":"https://schema.org/{"InStock" if stock else "OutOfStock"}"}},'
+        f'"aggregateRating":{{"@type":"AggregateRating","ratingValue":"{rating}"}}}}</script>\n'
+        f"</div>\n"
+    )
+
+
+def make_listing_page(cards: int = LISTING_CARDS, seed: int = 1) -> bytes:
+    """A listing page as real shops send it: most of its bytes are a product
+    grid slot (``<div data-edge-slot="product-grid">``) of ``cards`` ~2 KB
+    cards (see ``_card``), with the hero and banner slots above it; about
+    120 KB with the default 48 cards."""
+    rnd = random.Random(seed)
+    page = make_page(20_000, seed)
+    grid = (
+        '<div data-edge-slot="product-grid" class="product-grid" data-view="grid">\n'
+        + "".join(_card(rnd, i) for i in range(cards))
+        + "</div>\n"
+    )
+    # Replace the small generated grid by the realistic one.
+    start = page.index(b'<ul data-edge-slot="product-grid"')
+    end = page.index(b"</ul>\n", start) + len(b"</ul>\n")
+    return page[:start] + grid.encode() + page[end:]

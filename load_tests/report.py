@@ -22,6 +22,8 @@ COLOURS = {
     B.EDGEPROXY: "#9467bd",
     B.EDGEPROXY_CACHED: "#ff7f0e",
     B.EDGEPROXY_DEFAULT: "#8c564b",
+    B.HTTPTOOLS: "#bcbd22",
+    B.EDGEPROXY_ASSET: "#e377c2",
 }
 
 #: (title, numerator system, denominator system, key) of the per-page peer ratios (closed loop).
@@ -34,6 +36,11 @@ PEER_RATIOS = (
     ("aiohttp from memory ÷ nginx+sub_filter, CPU/req", B.AIOHTTP_STATIC, B.NGINX, "cpu_us_per_request"),
     ("re-parse ÷ edgeproxy, CPU/req", B.REPARSE, B.EDGEPROXY, "cpu_us_per_request"),
     ("edgeproxy, no variant ÷ bare aiohttp, CPU/req", B.EDGEPROXY_DEFAULT, B.BARE, "cpu_us_per_request"),
+    ("edgeproxy ÷ uvloop+httptools pass-through, CPU/req", B.EDGEPROXY, B.HTTPTOOLS, "cpu_us_per_request"),
+    ("edgeproxy cached ÷ uvloop+httptools pass-through, CPU/req", B.EDGEPROXY_CACHED, B.HTTPTOOLS, "cpu_us_per_request"),
+    ("edgeproxy, no variant ÷ uvloop+httptools pass-through, CPU/req", B.EDGEPROXY_DEFAULT, B.HTTPTOOLS, "cpu_us_per_request"),
+    ("edgeproxy, asset ÷ uvloop+httptools pass-through, CPU/req", B.EDGEPROXY_ASSET, B.HTTPTOOLS, "cpu_us_per_request"),
+    ("bare aiohttp ÷ uvloop+httptools pass-through, CPU/req", B.BARE, B.HTTPTOOLS, "cpu_us_per_request"),
 )
 
 

@@ -72,20 +72,25 @@ SOAK_FRACTION = 0.7
 SOAK_SAMPLE_EVERY = 5.0
 SOAK_WARMUP = 10.0
 
-SYSTEM_ORDER = (B.DIRECT, B.AIOHTTP_STATIC, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT)
+SYSTEM_ORDER = (B.DIRECT, B.AIOHTTP_STATIC, B.HTTPTOOLS, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT,
+                B.EDGEPROXY_ASSET)
 LABELS = {
     B.DIRECT: "direct (origin)",
     B.AIOHTTP_STATIC: "aiohttp, from memory",
+    B.HTTPTOOLS: "httptools pass-through",
     B.BARE: "bare aiohttp proxy",
     B.NGINX: "nginx + sub_filter",
     B.REPARSE: "re-parse (selectolax)",
     B.EDGEPROXY: "edgeproxy",
     B.EDGEPROXY_CACHED: "edgeproxy, cached",
     B.EDGEPROXY_DEFAULT: "edgeproxy, no variant",
+    B.EDGEPROXY_ASSET: "edgeproxy, asset",
 }
 #: A crawler's User-Agent: bots always get the origin's default content, so
 #: this measures edgeproxy's path for a page with no eligible variant.
 BOT_USER_AGENT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+#: A browser's image request: not a page load, so proxied untouched and unclassified.
+ASSET_HEADERS = [("Accept", "image/avif,image/webp,image/apng,*/*;q=0.8"), ("Sec-Fetch-Dest", "image")]
 
 EXIT_BUDGET = 1
 EXIT_BROKEN = 2
@@ -193,6 +198,11 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             s.expected_edits = "hero+banner+sort" if kind == "reparse" else "none"
             s.child = children.spawn(name, [sys.executable, "-m", "load_tests.proxies", kind, "--upstream", upstream, "--host", HOST, "--port", str(s.port)], cwd=pkg_root)
             waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
+    if B.HTTPTOOLS in systems:
+        s = systems[B.HTTPTOOLS]
+        s.port, s.expected_edits = free_port(), "none"
+        s.child = children.spawn(B.HTTPTOOLS, [sys.executable, "-m", "load_tests.passthrough", "--upstream", upstream, "--host", HOST, "--port", str(s.port)], cwd=pkg_root)
+        waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
     if B.NGINX in systems:
         s = systems[B.NGINX]
         binary = nginx.nginx_binary()
@@ -206,7 +216,7 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             s.expected_edits = "hero+banner"
             s.notes.append(f"nginx {nginx.nginx_version(binary)}; sub_filter cannot sort")
             waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
-    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT) if n in systems]
+    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT, B.EDGEPROXY_ASSET) if n in systems]
     if ep_names:
         why = _edgeproxy_available()
         if why:
@@ -227,6 +237,9 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             if B.EDGEPROXY_DEFAULT in systems:
                 systems[B.EDGEPROXY_DEFAULT].expected_edits = "none"
                 systems[B.EDGEPROXY_DEFAULT].headers = [("User-Agent", BOT_USER_AGENT)]
+            if B.EDGEPROXY_ASSET in systems:
+                systems[B.EDGEPROXY_ASSET].expected_edits = "none"
+                systems[B.EDGEPROXY_ASSET].headers = list(ASSET_HEADERS)
             first = systems[ep_names[0]]
             waits.append((first, lambda: (wait_port(child, HOST, port), wait_http(child, HOST, admin, "/readyz"))))
 

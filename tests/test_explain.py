@@ -150,6 +150,15 @@ def test_explain_prints_context_and_each_slots_decision(slots, fake_classify, ca
     assert fake_classify["settings"].slots == slots
 
 
+def test_explain_says_why_each_other_variant_did_not_show(slots, fake_classify, capsys):
+    write(slots, "hero/later.html", "<!--edge\npriority = 50\nstart = 2099-01-01T00:00:00Z\n-->\n<h1>Later</h1>\n")
+    assert main(["explain", "/", "--slots", str(slots), "--header", "CF-IPCountry: GB", "--at", "2026-11-28T12:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "  hero    uk  priority 10, matched country=GB|IE\n" in out
+    assert "            not later: not live yet: starts 2099-01-01 00:00 UTC\n" in out
+    assert "            not mobile: needs device=mobile; the visitor's device is desktop\n" in out
+
+
 def test_explain_json_is_the_decision_trace(slots, fake_classify, capsys):
     assert main(["explain", "/", "--slots", str(slots), "--json", "--at", "2026-11-28T12:00:00Z"]) == 0
     trace = json.loads(capsys.readouterr().out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 
 import pytest
 from aiohttp import web
@@ -424,3 +425,36 @@ async def test_an_h2c_upgrade_offer_with_a_body_still_delivers_the_body(proxy):
         ),
     )
     assert seen_by_origin(resp)["body"] == "hello"
+
+
+# ---------------------------------------------------------------------------
+# The origin's response head (found by load_tests.fuzz; tests/data/fuzz/crashes)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "status, reason, headers, error",
+    [
+        (200, "OK", [("Content-Type", "text/html")], None),
+        (599, "", [], None),
+        (4, "No Content", [], "status 4 is not a final HTTP status"),
+        (101, "Switching Protocols", [], "status 101 is not a final HTTP status"),
+        (600, "", [], "status 600"),
+        (200, "OK", [("Content-Type", "application/json\x7f")], "control character in the Content-Type header"),
+        (200, "OK", [("ETag", '\x00"v1"')], "control character in the ETag header"),
+        (200, "OK", [("Bad Name", "x")], "is not a token"),
+        (200, "OK", [("X-Tab", "a\tb"), ("X-Latin", "caf\xe9")], None),
+    ],
+)
+def test_checked_origin_head(status, reason, headers, error):
+    from edgeproxy.headers import InvalidOriginHead, checked_origin_head
+
+    if error is None:
+        assert checked_origin_head(status, reason, headers) == (reason, headers)
+    else:
+        with pytest.raises(InvalidOriginHead, match=re.escape(error)):
+            checked_origin_head(status, reason, headers)
+
+
+def test_a_reason_phrase_with_control_characters_is_dropped_not_fatal():
+    from edgeproxy.headers import checked_origin_head
+
+    assert checked_origin_head(204, "No Conten\x00", []) == ("", [])

@@ -268,6 +268,9 @@ RUNS = _runs(**{
     B.REPARSE: (1900.0, 450.0, 12.0),
     B.EDGEPROXY: (400.0, 2000.0, 4.0),
     B.EDGEPROXY_CACHED: (100.0, 5000.0, 1.2),
+    B.HTTPTOOLS: (50.0, 7000.0, 1.2),
+    B.EDGEPROXY_DEFAULT: (75.0, 5000.0, 1.2),
+    B.EDGEPROXY_ASSET: (60.0, 5000.0, 1.2),
 })
 TTFB = {B.DIRECT: {"ttfb_ms": {"p50": 0.2}}, B.EDGEPROXY: {"ttfb_ms": {"p50": 0.9}}}
 
@@ -281,6 +284,9 @@ def test_figures_are_ratios_against_peers_of_the_same_page():
     assert f["reparse_cpu_per_request_vs_edgeproxy"] == pytest.approx(4.75)
     assert f["added_latency_p99_ms"] == pytest.approx(3.0)
     assert f["added_ttfb_ms"] == pytest.approx(0.7)
+    assert f["cached_cpu_per_request_vs_httptools"] == pytest.approx(2.0)
+    assert f["default_cpu_per_request_vs_httptools"] == pytest.approx(1.5)
+    assert f["asset_cpu_per_request_vs_httptools"] == pytest.approx(1.2)
 
 
 def test_the_memory_figure_is_edgeproxys_rss_growth_whatever_the_page():

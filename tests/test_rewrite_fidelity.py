@@ -10,6 +10,10 @@ import pytest
 from edgeproxy.model import ReplaceInner, SortChildren, SortKey
 from edgeproxy.rewrite import SlotRewriter, rewrite_document
 
+from rewrite_impls import each_scanner  # noqa: F401  (the fixture, by name)
+
+pytestmark = pytest.mark.usefixtures("each_scanner")
+
 PAGES = Path(__file__).parent / "data" / "html"
 
 

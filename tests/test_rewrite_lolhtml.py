@@ -14,6 +14,10 @@ from hypothesis import strategies as st
 from edgeproxy.model import ReplaceInner
 from edgeproxy.rewrite import SlotRewriter, rewrite_document
 
+from rewrite_impls import each_scanner  # noqa: F401  (the fixture, by name)
+
+pytestmark = pytest.mark.usefixtures("each_scanner")
+
 lolhtml = pytest.importorskip("lolhtml", reason="python-lolhtml is not installed (pip install python-lolhtml==0.1.0)")
 
 PAGES = Path(__file__).parent / "data" / "html"

@@ -7,11 +7,16 @@ from __future__ import annotations
 import gzip
 
 import brotli
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeproxy.model import ReplaceInner
 from edgeproxy.rewrite import SlotRewriter, decoder_for, encoder_for, rewrite_document
+
+from rewrite_impls import each_scanner  # noqa: F401  (the fixture, by name)
+
+pytestmark = pytest.mark.usefixtures("each_scanner")
 
 EDITS = {"a": ReplaceInner("<b>A</b>"), "b": ReplaceInner("B\u00e9")}
 NEW = {name: edit.html.encode() for name, edit in EDITS.items()}

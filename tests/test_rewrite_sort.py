@@ -8,6 +8,10 @@ from edgeproxy.model import SortChildren, SortKey
 from edgeproxy.rewrite import SortError, sort_children
 from edgeproxy.rewrite.sort import split_children
 
+from rewrite_impls import each_scanner  # noqa: F401  (the fixture, by name)
+
+pytestmark = pytest.mark.usefixtures("each_scanner")
+
 PRICE = SortKey("attr", attr="data-price")
 PRICE_DESC = SortKey("attr", attr="data-price", descending=True)
 STOCK_DESC = SortKey("attr", attr="data-stock", descending=True)
@@ -235,4 +239,43 @@ def test_one_pass_gives_way_when_a_child_holds_the_slot_tag_name():
     assert split_until_end(doc, body, "ul", len(doc))[:2] == (73, 78)
     assert rewrite_document(doc, EDITS_G)[0] == (
         b'<ul data-edge-slot=g><li data-p=1>a</li><li data-p=2 title="</ul>">b</li></ul>'
+    )
+
+
+# A <div> grid of <div> cards: children named like the slot, read in one pass.
+DIV_PIECES = [
+    b"<div data-p=2><div>b</div></div>", b"<DIV data-p=1>a</DIV >", b"<div data-p=3><div><div>x</div></div></div>",
+    b"<div>", b"</div>", b"</DIV >", b"</div", b"<div/>", b"<div\n>", b"<diva>", b"</diva>", b"<!-- </div> -->",
+    b"<!-- <div> -->", b"<!--", b"-->", b"<script>'</div>'</script>", b"<img data-p=0 alt='<div>'>",
+    b'<div data-p=4 title="</div>">t</div>', b"<div title='<DIV>'>", b"<p data-p=5>a</p>", b"text ", b"\n", b"<",
+    b"<textarea></div></textarea>", b"<template><div></template>", b"<div data-p=6><!--</div>--></div>",
+    b"<span><div>s</div></span>", b"<div data-p=1", b"<plaintext>", b"<br>", b"<div data-p=7 title=\"",
+]
+div_bodies = st.lists(st.sampled_from(DIV_PIECES), max_size=10).map(b"".join)
+
+
+@settings(max_examples=800, deadline=None)
+@given(div_bodies, st.sampled_from([b"<div data-edge-slot=g>", b"<DIV data-edge-slot=g class=x>"]), div_bodies)
+def test_split_until_end_agrees_on_children_named_like_the_slot(body, start, after):
+    buf = b"<p>" + start + body + after
+    b = 3 + len(start)
+    found = split_until_end(buf, b, "div", len(buf))
+    if found is None:
+        return
+    q, e, els, spans = found
+    assert sc.element_end(buf, b, "div", False) == (q, e)
+    assert sc.element_end(buf, b, "div", True) == (q, e)
+    _, ref_els, ref_spans = _split(buf[b:q])
+    assert (els, spans) == (ref_els, ref_spans)
+
+
+def test_a_div_grid_of_div_cards_is_split_in_one_pass():
+    doc = b"<div data-edge-slot=g><div data-p=2><div>b</div></div>\n<div data-p=1><div>a</div></div></div><p>after</p>"
+    body = doc.index(b">") + 1
+    q, e, els, _ = split_until_end(doc, body, "div", len(doc))
+    assert doc[q:e] == b"</div>" and [doc[body + a : body + z] for a, z in els] == [
+        b"<div data-p=2><div>b</div></div>", b"<div data-p=1><div>a</div></div>"
+    ]
+    assert rewrite_document(doc, EDITS_G)[0] == (
+        b"<div data-edge-slot=g><div data-p=1><div>a</div></div>\n<div data-p=2><div>b</div></div></div><p>after</p>"
     )

@@ -8,7 +8,12 @@ import pytest
 
 from edgeproxy.model import Observe, ReplaceInner, SortChildren, SortKey
 from edgeproxy.rewrite import SlotRewriter, rewrite_document
+from edgeproxy.rewrite import native
 from edgeproxy.rewrite import stream as stream_mod
+
+from rewrite_impls import each_scanner  # noqa: F401  (the fixture, by name)
+
+pytestmark = pytest.mark.usefixtures("each_scanner")
 
 NEW = "<b>NEW</b>"
 HERO = {"hero": ReplaceInner(NEW)}
@@ -310,10 +315,19 @@ def test_unexpected_scanner_error_passes_the_rest_through_without_losing_bytes(m
     rw = SlotRewriter(HERO)
     head = rw.feed(doc[:20])
 
-    def broken(*a, **k):
-        raise RuntimeError("scanner bug")
+    class Broken:
+        """An end finder with a bug (either implementation's, or a crash)."""
 
-    monkeypatch.setattr(stream_mod.sc.EndFinder, "run", broken)
+        def __init__(self, name, start):
+            self.name = name
+
+        def run(self, *a):
+            raise RuntimeError("scanner bug")
+
+        def shift(self, n):
+            pass
+
+    monkeypatch.setattr(native, "EndFinder", Broken)
     rest = rw.feed(doc[20:]) + rw.feed(b"<p>c</p>") + rw.finish()
     assert head + rest == doc + b"<p>c</p>"
     assert rw.outcomes["hero"] == "failed"

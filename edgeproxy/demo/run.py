@@ -162,6 +162,7 @@ edgeproxy demo: Ridgeline Outdoor, a demo shop, personalised at the edge.
   Shop through the proxy   {proxy}/   <- open this in a browser
   The shop, untouched      {origin}/
   Admin                    {admin}/dashboard   (also /metrics /healthz /readyz)
+  Merchandisers' console   {admin}/console/    (what is live, preview as a visitor, how it is doing)
   Variants                 {slots}
                            (edit or add a file there: it is live within a second)
   Preview token            {token}

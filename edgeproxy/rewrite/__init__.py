@@ -19,6 +19,7 @@ from .codec import (
     encoder_for,
     negotiate,
 )
+from . import native
 from .sort import SortError, sort_children
 from .stream import OUTCOMES, SlotRewriter, rewrite_document
 
@@ -33,6 +34,7 @@ __all__ = [
     "decoder_for",
     "encode_fragment",
     "encoder_for",
+    "native",
     "negotiate",
     "page_charset",
     "rewrite_document",

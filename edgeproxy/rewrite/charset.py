@@ -88,7 +88,7 @@ def python_codec(label: str | None) -> str | None:
     name = _WHATWG.get(label, label)
     try:
         name = codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the label (found by load_tests.fuzz)
         return None
     return name if _ascii_compatible(name) else None
 

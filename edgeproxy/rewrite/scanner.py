@@ -336,7 +336,7 @@ class EndFinder:
     grow, and may be shifted with ``shift``.
     """
 
-    __slots__ = ("name", "rx", "start", "pos", "tok", "depth")
+    __slots__ = ("name", "rx", "start", "pos", "tok", "depth", "stuck", "stuck_end", "stuck_n")
 
     def __init__(self, name: str, start: int) -> None:
         self.name = name
@@ -345,11 +345,39 @@ class EndFinder:
         self.pos = start  # where the next search starts
         self.tok = start  # a point between tokens at or before pos
         self.depth = 1
+        # Where tokenising last stopped short of a hit: a tag at ``stuck``
+        # that had not ended before the hit, and where it ends in the whole
+        # buffer (``stuck_end``, -1 if not within ``stuck_n`` bytes).  A later
+        # hit before that end is inside the same tag without tokenising
+        # again, so one unterminated quote does not make the search
+        # quadratic.  (A tag that ends before some endpos ends at the same
+        # place in the whole buffer, so the answer is the same.)
+        self.stuck = -1
+        self.stuck_end = -1
+        self.stuck_n = -1
 
     def shift(self, n: int) -> None:
         self.start -= n
         self.pos -= n
         self.tok -= n
+        self.stuck = -1
+
+    def _markup_end(self, buf: bytes | bytearray, q: int) -> int:
+        """``MARKUP.match(buf, self.tok, q).end()``, remembering a tag it stops at."""
+        tok = self.tok
+        if tok == self.stuck >= 0:
+            if (q < self.stuck_end) if self.stuck_end >= 0 else (len(buf) == self.stuck_n):
+                return tok
+        t = MARKUP.match(buf, tok, q).end()
+        if t != q:
+            self.stuck = -1
+            nxt = buf[t + 1 : t + 3]
+            if nxt[:1].isalpha() or (nxt[:1] == b"/" and nxt[1:].isalpha()):
+                self.stuck = t
+                e = tag_end(buf, t, END_TAG if nxt[:1] == b"/" else START_TAG)
+                self.stuck_end = -1 if e is None else e
+                self.stuck_n = len(buf)
+        return t
 
     def run(self, buf: bytes | bytearray, final: bool, cap: int) -> tuple:
         limit = self.start + cap
@@ -366,7 +394,7 @@ class EndFinder:
                 return ("over",)
             # A hit inside another tag (``<img alt="</div>">``) is not a tag:
             # tokenise from the last point between tokens to make sure.
-            t = MARKUP.match(buf, self.tok, q).end()
+            t = self._markup_end(buf, q)
             if t != q:
                 self.tok = t
                 self.pos = q + 1

@@ -27,11 +27,13 @@ whose end tag is omitted, such as ``<li>`` without ``</li>``) raises
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
 from ..errors import RewriteError
 from ..model import SortChildren, SortKey
+from . import native
 from . import scanner as sc
 
 # Children that are not moved: they keep their place among the separators.
@@ -79,9 +81,15 @@ def split_until_end(
     ``split_children`` over the same bytes.  Returns ``(end_tag_start,
     end_tag_end, elements, spans)`` (extents relative to ``body``), or
     ``None`` whenever the answer might differ from that exact path: the end
-    tag not in ``buf`` yet or starting past ``limit``, a child named ``name``,
-    a child that holds ``<name`` or ``</name`` in any case (even inside an
-    attribute or a comment), anything ``split_children`` would refuse."""
+    tag not in ``buf`` yet or starting past ``limit``, a child of another
+    name that holds ``<name`` or ``</name`` in any case (even inside an
+    attribute or a comment), a child named ``name`` when that is a raw-text
+    element, anything ``split_children`` would refuse.
+
+    A child named ``name`` (a ``<div>`` grid of ``<div>`` cards) is read by
+    an end finder for ``name`` that starts at its content: exactly what the
+    slot's end finder does from there at depth 2, so the two agree on where
+    it ends."""
     try:
         els, spans, end = _walk(buf, body, name)
     except (_Unknown, SortError):
@@ -93,6 +101,26 @@ def split_until_end(
 
 
 def _walk(buf, base: int, stop: str | None):
+    """``_walk_pure``, by the compiled loop when it is active (``native``)."""
+    walk = native.walk_children
+    if walk is None:
+        return _walk_pure(buf, base, stop)
+    r = walk(buf, base, stop)
+    what = r[0]
+    if what == "ok":
+        return r[1], r[2], r[3]
+    if what == "unknown":
+        raise _Unknown
+    if what == "stray":
+        raise SortError(f"stray end tag at offset {r[1]} of the slot body")
+    if what == "unterminated":
+        raise SortError(f"unterminated start tag at offset {r[1]} of the slot body")
+    if what == "no-end":
+        raise SortError(f"<{r[1]}> at offset {r[2]} of the slot body has no end tag")
+    return _walk_pure(buf, base, stop)  # "pure": a tag name the compiled loop leaves to the reference
+
+
+def _walk_pure(buf, base: int, stop: str | None):
     """Element children of the content starting at ``buf[base]``: their
     extents, the attribute spans of their start tags, and (with ``stop``, the
     parent's name) the parent's end tag, which ends the walk.  Without
@@ -153,7 +181,7 @@ def _walk(buf, base: int, stop: str | None):
             raise SortError(f"unterminated start tag at offset {lt - base} of the slot body")
         name = m.group(1).decode("latin-1").lower()
         end = gt + 1
-        if name == stop:
+        if name == stop and name in sc.RAW_TEXT:
             raise _Unknown
         if name in sc.RAW_TEXT:
             if not final and name == "plaintext":
@@ -173,7 +201,7 @@ def _walk(buf, base: int, stop: str | None):
                     raise _Unknown
                 raise SortError(f"<{name}> at offset {lt - base} of the slot body has no end tag")
             el_end = found[1]
-        if stop is not None:
+        if stop is not None and name != stop:
             # The exact path would have read this child with the parent's
             # end finder, which reacts to <stop> and </stop> only.
             child = bytes(buf[end:el_end]).lower()
@@ -195,6 +223,34 @@ def _attrs(inner: bytes, span: tuple[int, int], wanted: dict[bytes, str], encodi
         if key is not None and key not in out:
             out[key] = sc.attr_value(raw, encoding)
     return out
+
+
+def _all_attrs(inner: bytes, spans, wanted: dict[bytes, str], encoding: str) -> list[dict[str, str]]:
+    """``_attrs`` of every span, the byte work by the compiled loop when it
+    is active (``native``): it hands back the text of plain ASCII values and
+    the raw bytes of the others, decoded here as ``_attrs`` does."""
+    values = native.attr_values
+    if values is None:
+        return [_attrs(inner, span, wanted, encoding) for span in spans]
+    rows, all_text = values(inner, spans, tuple(wanted), tuple(wanted.values()), _ascii_same(encoding))
+    if not all_text:
+        text = sc.attr_value
+        for row in rows:
+            for key, raw in row.items():
+                if type(raw) is bytes:
+                    row[key] = text(raw, encoding)
+    return rows
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_same(encoding: str) -> bool:
+    """Whether ``encoding`` decodes each ASCII byte but ESC to the same
+    character (not UTF-7, HZ, ...), so a value of such bytes is its own
+    text."""
+    try:
+        return all(bytes([c]).decode(encoding) == chr(c) for c in range(128) if c != 0x1B)
+    except (LookupError, UnicodeDecodeError):
+        return False
 
 
 def _number(text: str) -> float | None:
@@ -274,7 +330,7 @@ def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, 
     if len(els) < 2 or not edit.keys:
         return inner
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
-    attrs = [_attrs(inner, span, wanted, encoding) for span in spans]
+    attrs = _all_attrs(inner, spans, wanted, encoding)
     columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
     keys = list(zip(*columns, range(len(els))))  # (key 1, key 2, ..., origin index)
     order = sorted(range(len(els)), key=keys.__getitem__)

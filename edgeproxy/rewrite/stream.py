@@ -56,6 +56,7 @@ from collections.abc import Mapping
 from ..errors import RewriteError
 from ..model import Edit, Observe, ReplaceInner, SortChildren
 from ..settings import DEFAULT_MAX_SLOT_BYTES
+from . import native
 from . import scanner as sc
 from .charset import encode_fragment, rewritable
 from .sort import SortError, sort_children, split_until_end
@@ -291,6 +292,10 @@ class SlotRewriter:
         ``limit``), ``"need"`` (one is not closed yet; ``_pos`` is its opener),
         or ``"dead"`` (``<plaintext>``: the rest of the page is text).
         """
+        compiled = native.contexts_until
+        if compiled is not None:
+            state, self._pos, self._opos = compiled(buf, self._pos, self._opos, limit, final)
+            return state
         search, inside_tag, skip_context = sc.OPENER.search, sc.inside_tag, sc.skip_context
         pos = self._pos
         while True:
@@ -332,7 +337,7 @@ class SlotRewriter:
         if self._deadline is not None and time.perf_counter() > self._deadline:
             self._note(name, DEADLINE)
             return False
-        self._slot = _Held(name, edit, t, e, sc.EndFinder(tag, e))
+        self._slot = _Held(name, edit, t, e, native.EndFinder(tag, e))
         return True
 
     def _close(self, buf: bytearray, slot: _Held, q: int, e: int) -> None:

@@ -1,0 +1,11 @@
+"""The traffic port's I/O layer: the only place that speaks HTTP/1.1 on sockets.
+
+``protocol``  the client side: an ``asyncio.Protocol`` per connection on
+              llhttp (``httptools``), the ``Request`` the pipeline reads and
+              the ``Response`` it writes, the listening ``TrafficServer``
+``upgrade``   WebSocket upgrades relayed to the origin as a byte tunnel
+``wire``      status lines, heads and chunk framing as bytes
+
+Above this layer ``pipeline.py`` still reads as its six stages; the admin
+port stays on aiohttp.
+"""

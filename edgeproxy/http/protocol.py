@@ -1,0 +1,870 @@
+"""The traffic port: one ``asyncio.Protocol`` per client connection.
+
+llhttp (``httptools.HttpRequestParser``) parses the bytes; the protocol turns
+each request head into a :class:`Request` and hands it to the handler (the
+pipeline) in arrival order, one at a time per connection; the handler's
+response goes out through :class:`Response`, which writes a prebuilt head
+and the body straight to the transport.
+
+Lifecycle of a connection, callback by callback (what holds when each fires):
+
+``connection_made``
+    The socket is accepted; nothing has been read.  The request-head
+    deadline starts (a client that never finishes a head is closed).
+``on_message_begin`` / ``on_url`` / ``on_header``
+    Bytes of one request head; nothing has been handed to the handler.
+``on_headers_complete``
+    The head is whole and valid.  A :class:`Request` is queued; if the
+    connection is idle its handler task starts (at the next loop turn, so the
+    body, if any, may still be arriving: it streams through :class:`Body`).
+``on_body`` / ``on_message_complete``
+    Body bytes of the request being *parsed* (not necessarily the one being
+    handled, with pipelining); ``on_message_complete`` ends that body.
+``HttpParserUpgrade`` (from ``feed_data``)
+    The head asked for a protocol switch and is complete.  WebSocket: the
+    bytes after the head belong to the tunnel (``Request.upgrade_data``);
+    ``CONNECT`` is refused with 405; any other offer (h2c) is ignored and
+    parsing continues in HTTP/1.1.
+``HttpParserError``
+    Framing the proxy will not guess at (Content-Length with
+    Transfer-Encoding, duplicate Content-Length, obs-fold, a bad chunk
+    size…): 400, and the connection is closed; nothing after the error is
+    read, so nothing is smuggled into a following request.
+``pause_writing`` / ``resume_writing``
+    The client's send buffer is over / back under its high-water mark:
+    ``Response.write`` waits, so a slow client paces the origin's reads;
+    one that reads nothing for ``send_timeout`` is cut off.
+``connection_lost``
+    The client is gone: the handler task is cancelled (as aiohttp's
+    ``handler_cancellation``), a body being read fails, a waiting write
+    fails, and the connection leaves the server's set.
+
+A connection is reused only after a response that ended cleanly and whose
+request allowed it (``should_keep_alive``); after an error it is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, unquote
+
+import httptools
+from multidict import CIMultiDict, MultiDict
+
+from . import wire
+
+log = logging.getLogger("edgeproxy.http")
+
+# Request bodies: reading from the client pauses above HIGH buffered bytes,
+# resumes below LOW (the origin or a slow handler sets the pace).
+BODY_HIGH = 256 * 1024
+BODY_LOW = 64 * 1024
+# Pipelined requests queued behind the one being handled before reading pauses.
+MAX_PIPELINED = 16
+# Methods answered by the proxy itself and never forwarded (CONTRACT §6).
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+
+
+class ClientGone(ConnectionResetError):
+    """The client closed the connection while its response was being written."""
+
+
+class Body:
+    """A request body as it arrives; ``async for chunk in body`` reads it.
+
+    Fed by the protocol's parser callbacks, read by the handler (usually as
+    the payload of the origin request).  Reading from the socket pauses while
+    more than ``BODY_HIGH`` bytes wait here."""
+
+    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_discard", "_received", "limit")
+
+    def __init__(self, conn: "HttpProtocol", limit: int = 0) -> None:
+        self._conn = conn
+        self._received = 0
+        self.limit = limit  # bytes (0: none); past it the request gets a 413
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+        self._discard = False
+
+    def feed(self, data: bytes) -> None:
+        self._received += len(data)
+        if self.limit and self._received > self.limit:
+            self._conn.refuse(413, f"the request body is over {self.limit} bytes", "body_too_large")
+            return
+        if self._discard:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        self._wake()
+        if self._size > BODY_HIGH:
+            self._conn.pause_reading("body")
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._eof:
+            self._exc = exc
+            self._wake()
+
+    def discard(self) -> None:
+        """The handler is done without reading it all: drop the rest as it comes."""
+        self._discard = True
+        self._chunks.clear()
+        self._size = 0
+        self._conn.resume_reading("body")
+
+    @property
+    def complete(self) -> bool:
+        return self._eof
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk; ``b""`` at the end of the body."""
+        while not self._chunks:
+            if self._exc is not None:
+                raise self._exc
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            timeout = self._conn.server.limits.body_timeout
+            try:
+                async with asyncio.timeout(timeout or None):
+                    await self._waiter
+            except TimeoutError:
+                self._conn.refuse(408, "the request body did not arrive in time", "body_timeout")
+                raise ClientGone(f"no request body bytes for {timeout:g}s") from None
+            finally:
+                self._waiter = None
+        data = self._chunks.popleft()
+        self._size -= len(data)
+        if self._size < BODY_LOW:
+            self._conn.resume_reading("body")
+        return data
+
+    def __aiter__(self):
+        return self._iterate()
+
+    def iter_any(self):
+        """The chunks as they arrive (``aiohttp.StreamReader.iter_any``)."""
+        return self._iterate()
+
+    async def _iterate(self):
+        while True:
+            data = await self.read()
+            if not data:
+                return
+            yield data
+
+
+def _text(value: bytes) -> str:
+    # As aiohttp reads header values: UTF-8 (what goes back out unchanged),
+    # latin-1 for bytes that are not.
+    if value.isascii():
+        return value.decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+class Request:
+    """One request, as the pipeline reads it.
+
+    The small subset of ``aiohttp.web.BaseRequest`` the pipeline uses
+    (``method``, ``path``, ``raw_path``, ``query``, ``headers``, ``remote``,
+    ``transport``, ``version``, ``body_exists``/``can_read_body``,
+    ``content``, ``secure``), plus :meth:`start_response`.  Built in
+    ``on_headers_complete``; lives until its response has ended."""
+
+    __slots__ = (
+        "method", "raw_path", "version", "headers", "remote", "transport", "content", "body_exists",
+        "keep_alive", "response", "upgrade", "upgrade_data", "refused", "_conn", "_path", "_query",
+    )
+
+    def __init__(self, conn: "HttpProtocol", method: str, raw_path: str, version: tuple[int, int], headers: CIMultiDict, keep_alive: bool) -> None:
+        self._conn = conn
+        self.method = method
+        self.raw_path = raw_path
+        self.version = version
+        self.headers = headers
+        self.remote = conn.peer
+        self.transport = conn.transport
+        self.keep_alive = keep_alive
+        self.content: Body | None = None
+        self.body_exists = False
+        self.response: Response | None = None
+        self.upgrade = False
+        self.upgrade_data = bytearray()
+        self.refused: bytes | None = None  # a response the protocol gives itself
+        self._path: str | None = None
+        self._query: MultiDict | None = None
+
+    @property
+    def content_length(self) -> int | None:
+        """The declared body length (the parser has checked the field)."""
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def can_read_body(self) -> bool:
+        return self.body_exists
+
+    @property
+    def secure(self) -> bool:
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+
+    @property
+    def path(self) -> str:
+        """The decoded path, without the query (an absolute-form target's path)."""
+        if self._path is None:
+            raw = self.raw_path
+            if not raw.startswith("/"):
+                from yarl import URL
+
+                self._path = URL(raw, encoded=True).path if "://" in raw else raw
+            else:
+                path = raw.partition("?")[0]
+                self._path = unquote(path) if "%" in path else path
+        return self._path
+
+    @property
+    def query(self) -> MultiDict:
+        if self._query is None:
+            raw = self.raw_path
+            if not raw.startswith("/") and "://" in raw:
+                from yarl import URL
+
+                self._query = MultiDict(URL(raw, encoded=True).query)
+            else:
+                self._query = MultiDict(parse_qsl(raw.partition("?")[2], keep_blank_values=True))
+        return self._query
+
+    def start_response(self, status: int, reason: str, headers: list[tuple[str, str]], length: int | None = None) -> "Response":
+        """Write the response head now; returns the body writer.
+
+        ``length`` (or a ``Content-Length`` among ``headers``) frames the body;
+        without either an HTTP/1.1 client gets chunked framing and an HTTP/1.0
+        client a body ended by closing.  A ``Date`` is added when absent; no
+        ``Server`` is added.  HEAD, 1xx, 204 and 304 carry no body (writes are
+        dropped)."""
+        assert self.response is None, "the response was already started"
+        out: list[tuple[str, str]] = []
+        declared = False
+        has_date = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "content-length":
+                if length is not None:
+                    continue
+                declared = True
+            elif lower == "date":
+                has_date = True
+            elif lower in ("transfer-encoding", "connection", "keep-alive"):
+                continue
+            out.append((name, value))
+        if length is not None:
+            out.append(("Content-Length", str(length)))
+            declared = True
+        if not has_date:
+            out.append(("Date", wire.http_date()))
+        via = self._conn.server.limits.via
+        if via:
+            out.append(("Via", f"1.1 {via}"))  # RFC 9110 §7.6.3, after the origin's own
+        bodyless = self.method == "HEAD" or status in wire.NO_BODY_STATUSES or 100 <= status < 200
+        chunked = False
+        if not bodyless and not declared:
+            if self.version >= (1, 1):
+                chunked = True
+                out.append(("Transfer-Encoding", "chunked"))
+            else:
+                self.keep_alive = False  # the end of the body is the end of the connection
+        conn = self._conn
+        if conn.closing:
+            self.keep_alive = False
+        if not self.keep_alive:
+            out.append(("Connection", "close"))
+        elif self.version < (1, 1):
+            out.append(("Connection", "keep-alive"))
+        head = wire.response_head(status, reason, out)
+        if self.version < (1, 1):
+            head = b"HTTP/1.0" + head[8:]
+        response = Response(conn, status, chunked, bodyless)
+        self.response = response
+        conn.cork(head)
+        return response
+
+
+class Response:
+    """The body of one response, written to the client's transport as it comes.
+
+    ``write`` waits while the client's send buffer is full (flow control);
+    ``write_eof`` ends the body (the last chunk when chunked)."""
+
+    __slots__ = ("_conn", "status", "chunked", "bodyless", "ended", "body_length")
+
+    def __init__(self, conn: "HttpProtocol", status: int, chunked: bool, bodyless: bool) -> None:
+        self._conn = conn
+        self.status = status
+        self.chunked = chunked
+        self.bodyless = bodyless
+        self.ended = False
+        self.body_length = 0
+
+    async def write(self, data: bytes) -> None:
+        if not data or self.bodyless:
+            return
+        conn = self._conn
+        if conn.transport is None or conn.transport.is_closing():
+            raise ClientGone("the client closed the connection")
+        self.body_length += len(data)
+        head = conn.corked
+        if self.chunked:
+            if head is not None:
+                conn.corked = None
+                conn.transport.writelines((head, *wire.chunk(data)))
+            else:
+                conn.transport.writelines(wire.chunk(data))
+        elif head is not None:
+            conn.corked = None
+            conn.transport.writelines((head, data))
+        else:
+            conn.transport.write(data)
+        if conn.write_paused:
+            await conn.drain()
+
+    async def write_eof(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.chunked:
+            self._conn.write(wire.LAST_CHUNK)
+        else:
+            self._conn.uncork()
+
+
+Handler = Callable[[Request], Awaitable[object]]
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection (see the module docstring for its lifecycle)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.handler: Handler = server.handler
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.queue: deque[Request] = deque()
+        self.task: asyncio.Task | None = None
+        self.closing = False  # no new request will be started: close when idle
+        self.write_paused = False
+        self.corked: bytes | None = None  # a response head not yet written (cork())
+        self._drain_waiter: asyncio.Future | None = None
+        self._read_pauses: set[str] = set()
+        self._parsing: Request | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._failed = False
+        self._limit_hit: tuple[int, str, str] | None = None
+        self._head_bytes = 0
+        self._tunnel: Callable[[bytes], None] | None = None
+        self._upgraded: Request | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- transport callbacks -------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        server = self.server
+        limits = server.limits
+        if limits.max_connections and len(server.connections) >= limits.max_connections:
+            # Over the cap: a fast 503 rather than a slow queue.
+            server.refused("connections")
+            self._failed = True
+            transport.write(wire.simple_response(503, "503 Service Unavailable: too many connections\n", extra=(("Retry-After", str(limits.retry_after)),)))
+            transport.close()
+            return
+        server.connections.add(self)
+        self._arm(self.server.limits.head_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        self._disarm()
+        gone = ClientGone("the client closed the connection")
+        for request in self.queue:
+            if request.content is not None:
+                request.content.fail(gone)
+        if self._parsing is not None and self._parsing.content is not None:
+            self._parsing.content.fail(gone)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(gone)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self._tunnel is not None:
+            self._tunnel(b"")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if not self.write_paused:
+            return
+        if self.transport is None or self.transport.is_closing():
+            raise ClientGone("the client closed the connection")
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+        timeout = self.server.limits.send_timeout
+        try:
+            async with asyncio.timeout(timeout or None):
+                await self._drain_waiter
+        except TimeoutError:
+            # The client reads nothing: it would hold this in-flight slot and
+            # an origin connection for as long as it likes (nginx's send_timeout).
+            self.server.refused("send_timeout")
+            self.transport.abort()
+            raise ClientGone(f"the client read nothing for {timeout:g}s") from None
+        finally:
+            self._drain_waiter = None
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            head = self.corked
+            if head is not None:
+                self.corked = None
+                self.transport.writelines((head, data))
+            else:
+                self.transport.write(data)
+
+    def cork(self, head: bytes) -> None:
+        """Hold a response head until the first body bytes (one send for
+        both) or the end of this loop turn, whichever comes first: a body
+        already in hand leaves in the same segment, a streamed one does not
+        delay the head."""
+        self.corked = head
+        asyncio.get_running_loop().call_soon(self.uncork)
+
+    def uncork(self) -> None:
+        head = self.corked
+        if head is not None:
+            self.corked = None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(head)
+
+    def pause_reading(self, why: str) -> None:
+        if not self._read_pauses and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._read_pauses.add(why)
+
+    def resume_reading(self, why: str) -> None:
+        if why in self._read_pauses:
+            self._read_pauses.discard(why)
+            if not self._read_pauses and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgraded is not None:
+            if self._tunnel is not None:
+                self._tunnel(data)
+            else:
+                self._upgraded.upgrade_data += data
+            return
+        if self._failed:
+            return
+        if self._raw_left:
+            self._take_raw(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data[exc.args[0]:] if exc.args else b"")
+        except httptools.HttpParserError as exc:
+            if self._limit_hit is None:
+                self._bad_request(str(exc))
+        if self._limit_hit is not None and not self._failed:
+            status, why, reason = self._limit_hit
+            self.refuse(status, why, reason)
+
+    # -- parser callbacks ----------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        if self._timer is None or not self._timer_for_head:
+            self._arm(self.server.limits.head_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        limit = self.server.limits.max_target_bytes
+        if limit and len(self._url) > limit:
+            self._url = b""
+            self._limit_hit = (414, f"the request target is over {limit} bytes", "target_too_long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.server.limits
+        self._head_bytes += len(name) + len(value) + 4
+        if len(self._headers) >= limits.max_headers or self._head_bytes > limits.max_header_bytes:
+            self._limit_hit = (431, f"request headers over {limits.max_headers} fields or {limits.max_header_bytes} bytes", "headers_too_large")
+            return
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        if self._limit_hit is not None or self._failed:
+            return  # refused in data_received, once llhttp returns
+        parser = self.parser
+        method = parser.get_method().decode("ascii", "replace")
+        version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
+        headers = CIMultiDict((name.decode("latin-1"), _text(value)) for name, value in self._headers)
+        request = Request(self, method, self._url.decode("latin-1"), version, headers, parser.should_keep_alive())
+        self._url = b""
+        self._headers = []
+        if method in REFUSED_METHODS:
+            self.server.refused("method")
+            request.refused = wire.simple_response(405, f"405 Method Not Allowed: {method} is not served here\n", extra=(("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),))
+        elif method == "OPTIONS" and request.raw_path == "*":
+            request.refused = wire.response_head(200, "OK", [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"), ("Content-Length", "0"), ("Date", wire.http_date())])
+        limits = self.server.limits
+        if request.refused is None and limits.max_in_flight and self.server.in_flight >= limits.max_in_flight:
+            # Load shedding: admitted requests keep their latency; this one
+            # is told to come back, at once and without touching the origin.
+            self.server.refused("in_flight")
+            request.refused = wire.simple_response(503, "503 Service Unavailable: the proxy is at capacity\n", extra=(("Retry-After", str(limits.retry_after)),))
+        if "content-length" in headers or "transfer-encoding" in headers:
+            length = headers.get("content-length")
+            request.body_exists = length is None or length.strip() != "0"
+        if request.body_exists:
+            cap = limits.body_limit(request.raw_path)
+            if cap and length is not None and length.isdigit() and int(length) > cap:
+                self.server.refused("body_too_large")
+                request.refused = wire.simple_response(413, f"413 Content Too Large: the request body is over {cap} bytes\n")
+                request.keep_alive = False
+                self._failed = True  # the body is never read: the connection closes after the 413
+            request.content = Body(self, cap)
+        self._parsing = request
+        self.queue.append(request)
+        if len(self.queue) > MAX_PIPELINED:
+            self.pause_reading("pipeline")
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    def on_body(self, body: bytes) -> None:
+        request = self._parsing
+        if request is not None and request.content is not None:
+            request.content.feed(body)
+
+    def on_message_complete(self) -> None:
+        request = self._parsing
+        if self.parser.should_upgrade() and request is not None and request.method != "CONNECT":
+            return  # llhttp stops before an upgrade's body: _on_upgrade decides
+        if request is not None and request.content is not None:
+            request.content.feed_eof()
+        self._parsing = None
+
+    # -- protocol switches and errors ------------------------------------------
+    def _on_upgrade(self, rest: bytes) -> None:
+        request = self.queue[-1] if self.queue else None
+        if request is None:  # pragma: no cover - llhttp raises upgrade only after a head
+            return
+        if request.method == "CONNECT":
+            # The bytes after a CONNECT head are a tunnel's: never parsed as HTTP.
+            self._failed = True
+            request.keep_alive = False
+            return
+        if request.headers.get("Upgrade", "").strip().lower() == "websocket":
+            request.upgrade = True
+            request.upgrade_data += rest
+            self._upgraded = request
+            return
+        # Another protocol offered (h2c): ignored; the connection stays
+        # HTTP/1.1.  llhttp hands back everything after the head, so a body
+        # the offer came with is framed here, by its Content-Length.
+        self.parser = httptools.HttpRequestParser(self)
+        if request.content is None:
+            self._parsing = None
+            if rest:
+                self.data_received(rest)
+            return
+        length = request.headers.get("Content-Length", "")
+        if not length.isdigit() or "transfer-encoding" in request.headers:
+            self._bad_request("an upgrade offer with a body must give its Content-Length")
+            return
+        self._raw_left = int(length)
+        self._take_raw(rest)
+
+    _raw_left = 0
+
+    def _take_raw(self, data: bytes) -> None:
+        """Body bytes of an ignored upgrade offer, then HTTP again."""
+        request = self._parsing
+        take = data[: self._raw_left]
+        self._raw_left -= len(take)
+        if take and request is not None and request.content is not None:
+            request.content.feed(take)
+        if self._raw_left == 0:
+            if request is not None and request.content is not None:
+                request.content.feed_eof()
+            self._parsing = None
+            rest = data[len(take):]
+            if rest:
+                self.data_received(rest)
+
+    def attach_tunnel(self, sink: Callable[[bytes], None]) -> bytes:
+        """The WebSocket relay takes over reading: ``sink`` gets every later
+        chunk (``b""`` when the client is gone); returns the bytes already read."""
+        self._tunnel = sink
+        request = self._upgraded
+        early = bytes(request.upgrade_data) if request is not None else b""
+        if request is not None:
+            request.upgrade_data.clear()
+        return early
+
+    def _bad_request(self, why: str) -> None:
+        """Unparseable framing: 400 and close, never read further."""
+        self.refuse(400, why, "bad_request")
+
+    def refuse(self, status: int, why: str, reason: str) -> None:
+        """Stop reading this connection and answer ``status``: at once when
+        nothing is in hand, after the responses already owed when pipelined
+        requests are ahead, by aborting when a response is half sent."""
+        if self._failed:
+            return
+        self._failed = True
+        self.server.refused(reason)
+        text = wire.simple_response(status, f"{status} {wire.reason_for(status)}: {why}\n")
+        parsing = self._parsing
+        if parsing is not None and parsing.content is not None:
+            parsing.content.fail(ClientGone(why))
+        if self.task is not None and self.queue and self.queue[0] is not parsing:
+            # Earlier requests are still being answered: they finish first.
+            request = Request(self, "GET", "/", (1, 1), CIMultiDict(), False)
+            request.refused = text
+            if parsing is not None and parsing in self.queue:
+                self.queue.remove(parsing)
+            self.queue.append(request)
+            return
+        if self.task is not None:
+            self.task.cancel()
+            current = self.queue[0] if self.queue else None
+            if current is not None and current.response is not None:
+                self.transport.abort()
+                return
+        self.write(text)
+        self.transport.close()
+
+    # -- timers --------------------------------------------------------------
+    _timer_for_head = False
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        if seconds > 0:
+            self._timer_for_head = True
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._head_timeout)
+
+    def _arm_idle(self, seconds: float) -> None:
+        self._disarm()
+        if seconds > 0:
+            self._timer_for_head = False
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._idle_timeout)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timeout(self) -> None:
+        self._timer = None
+        if self.task is None and not self.queue and self.transport is not None:
+            self.server.refused("head_timeout")
+            self._failed = True
+            self.write(wire.simple_response(408, "408 Request Timeout: the request head did not arrive in time\n"))
+            self.transport.close()
+
+    def _idle_timeout(self) -> None:
+        self._timer = None
+        if self.task is None and not self.queue and self.transport is not None:
+            self.transport.close()
+
+    # -- serving -------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Draining: finish the request in hand, start no other; close when idle."""
+        self.closing = True
+        if self.task is None and not self.queue and self.transport is not None:
+            self.transport.close()
+
+    async def _serve(self) -> None:
+        """Answer queued requests in order; runs while there are any."""
+        try:
+            while self.queue:
+                request = self.queue[0]
+                if request.refused is not None:
+                    self.write(request.refused)
+                    if not request.keep_alive or b"Connection: close" in request.refused:
+                        self.transport.close()
+                        return
+                else:
+                    self.server.in_flight += 1
+                    try:
+                        result = await self.handler(request)
+                        await self._finish(request, result)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        if not isinstance(exc, ClientGone):
+                            log.exception("%s %s: the handler failed", request.method, request.raw_path)
+                        if request.response is None and self.transport is not None and not self.transport.is_closing():
+                            self.write(wire.simple_response(500, "500 Internal Server Error\n"))
+                            self.transport.close()
+                        elif self.transport is not None:
+                            self.transport.abort()
+                        return
+                    finally:
+                        self.server.in_flight -= 1
+                self.queue.popleft()
+                if len(self.queue) <= MAX_PIPELINED:
+                    self.resume_reading("pipeline")
+                body = request.content
+                if body is not None and not body.complete:
+                    body.discard()
+                response = request.response
+                if request.upgrade or not request.keep_alive or self.closing or (response is not None and not response.ended):
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+        finally:
+            self.task = None
+        if self.transport is not None and not self.transport.is_closing():
+            self._arm_idle(self.server.limits.keepalive_timeout)
+
+    async def _finish(self, request: Request, result: object) -> None:
+        """After the handler: send what it returned if it did not stream it."""
+        if request.response is not None or getattr(result, "status", None) == 101:
+            return  # streamed by the pipeline, or the connection was a tunnel
+        status = getattr(result, "status", 500)
+        body = getattr(result, "body", None)
+        body = bytes(body) if isinstance(body, (bytes, bytearray)) else b""
+        headers = [(k, v) for k, v in getattr(result, "headers", {}).items() if k.lower() != "content-length"]
+        response = request.start_response(status, getattr(result, "reason", "") or "", headers, len(body))
+        await response.write(body)
+        await response.write_eof()
+
+
+class Limits:
+    """What the traffic port enforces before the pipeline sees a request.
+
+    Deadlines in seconds, sizes in bytes, 0 = no limit.  ``body_limit(target)``
+    gives a request's body cap by route (the beacon's is small)."""
+
+    __slots__ = (
+        "head_timeout", "keepalive_timeout", "body_timeout", "send_timeout", "max_connections", "max_in_flight", "max_header_bytes",
+        "max_headers", "max_target_bytes", "max_body_bytes", "routes", "retry_after", "via",
+    )
+
+    def __init__(
+        self,
+        head_timeout: float = 10.0,
+        keepalive_timeout: float = 75.0,
+        body_timeout: float = 30.0,
+        send_timeout: float = 60.0,
+        max_connections: int = 0,
+        max_in_flight: int = 0,
+        max_header_bytes: int = 32 * 1024,
+        max_headers: int = 100,
+        max_target_bytes: int = 8 * 1024,
+        max_body_bytes: int = 0,
+        routes: tuple[tuple[str, int], ...] = (),
+        retry_after: int = 1,
+        via: str = "",
+    ) -> None:
+        self.head_timeout = head_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
+        self.max_connections = max_connections
+        self.max_in_flight = max_in_flight
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_target_bytes = max_target_bytes
+        self.max_body_bytes = max_body_bytes
+        self.routes = routes  # (path, body cap) pairs, exact paths
+        self.retry_after = retry_after
+        self.via = via
+
+    def body_limit(self, target: str) -> int:
+        if self.routes:
+            path = target.partition("?")[0]
+            for route, cap in self.routes:
+                if path == route:
+                    return cap
+        return self.max_body_bytes
+
+
+class TrafficServer:
+    """The listening socket and its connections.
+
+    ``await TrafficServer(handler).start(host, port)``; ``port``;
+    ``await close(drain_timeout)`` stops listening, closes idle
+    connections, lets in-flight requests finish (up to the timeout), then
+    aborts what is left."""
+
+    def __init__(self, handler: Handler, limits: Limits | None = None, on_refuse: Callable[[str], None] | None = None) -> None:
+        self.handler = handler
+        self.limits = limits or Limits()
+        self.connections: set[HttpProtocol] = set()
+        self.in_flight = 0
+        self.counts: dict[str, int] = {}
+        self._on_refuse = on_refuse
+        self._server: asyncio.AbstractServer | None = None
+
+    def refused(self, reason: str) -> None:
+        """Count a request or connection the port answered itself (400, 405,
+        408, 413, 414, 431, 503); ``on_refuse`` feeds ``/metrics``."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self._on_refuse is not None:
+            self._on_refuse(reason)
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpProtocol(self), host, port, reuse_port=reuse_port or None, backlog=backlog
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "Cannot read port before start()"
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self, drain_timeout: float) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self.connections):
+            conn.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            if conn.task is not None:
+                conn.task.cancel()
+            if conn.transport is not None:
+                conn.transport.abort()
+        await asyncio.sleep(0)

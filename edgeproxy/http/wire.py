@@ -1,0 +1,64 @@
+"""HTTP/1.1 wire format the traffic port writes: status lines, heads, chunks.
+
+Pure functions over bytes and header lists; nothing here touches a socket.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+# Status codes whose responses never carry a body (RFC 9110 §6.4.1).
+NO_BODY_STATUSES = frozenset({204, 304})
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+_date_second = -1
+_date_text = ""
+
+
+def http_date() -> str:
+    """``Date`` for a response, formatted once per second."""
+    global _date_second, _date_text
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_text = now, formatdate(now, usegmt=True)
+    return _date_text
+
+
+def reason_for(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:
+    """The status line and header block, CRLF-terminated.
+
+    Values are written as UTF-8 (what the origin's bytes decode from, see
+    ``fetch._header_text``).  A CR or LF inside a name or value would split the
+    response: refused with ``ValueError``, as aiohttp does."""
+    lines = [f"HTTP/1.1 {status} {reason or reason_for(status)}"]
+    for name, value in headers:
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            raise ValueError(f"newline in response header {name!r}")
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def simple_response(status: int, text: str = "", *, close: bool = True, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """A whole small response the protocol answers by itself (400, 405, 503…)."""
+    body = text.encode("utf-8")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), ("Date", http_date()), *extra]
+    if close:
+        headers.append(("Connection", "close"))
+    return response_head(status, reason_for(status), headers) + body
+
+
+def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """One chunk of a chunked body (RFC 9112 §7.1), for ``writelines``."""
+    return (b"%x\r\n" % len(data), data, b"\r\n")
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

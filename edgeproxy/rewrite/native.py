@@ -1,0 +1,92 @@
+"""The rewriter's byte loop behind one import: compiled when it imports,
+else the pure-Python reference.
+
+``scanner.py`` and ``sort.py`` are the readable reference and the fallback;
+``_scanner.pyx`` (built by ``pip install``, see setup.py) runs the same loops
+in C: the end-tag search of a held slot (``EndFinder``), the split of a
+sort container into its element children (``walk_children``) and the
+reading of their sort-key attributes (``attr_values``), which a profile of a
+listing page puts at ~90% of the rewriter's CPU, and the skipping of
+comments and raw-text elements on the way to a marker
+(``contexts_until``), most of it on real pages whose slots come after
+hundreds of scripts.  Decisions,
+escaping and fragments stay in Python.
+
+``EDGEPROXY_NO_EXTENSIONS=1`` forces the pure one (as ``AIOHTTP_NO_EXTENSIONS``
+does for aiohttp); ``ACTIVE`` says which runs (``edgeproxy --version`` and the
+``build_info`` metric print it).  Callers look the names up on this module at
+call time (``native.EndFinder(...)``), so ``use`` switches every later call.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from . import scanner as _pure
+
+NO_EXTENSIONS = os.environ.get("EDGEPROXY_NO_EXTENSIONS", "") not in ("", "0")
+
+# The ``API`` of ``_scanner.pyx`` this module calls.
+API = 2
+
+_compiled = None
+if not NO_EXTENSIONS:
+    try:
+        from . import _scanner as _compiled  # type: ignore[attr-defined]
+    except ImportError:  # built without a compiler, or a source tree never built
+        _compiled = None
+    if _compiled is not None and getattr(_compiled, "API", None) != API:
+        warnings.warn(
+            f"{_compiled.__file__} is a stale build (API {getattr(_compiled, 'API', None)}, expected {API}):"
+            " using the pure-Python scanner; rebuild with pip install -e .",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        _compiled = None
+
+#: ``"compiled"`` or ``"pure"``.
+ACTIVE = "pure"
+#: ``EndFinder(name, start)``: the held slot's end-tag search (same API both ways).
+EndFinder = _pure.EndFinder
+#: ``walk_children(buf, base, stop)`` of ``_scanner``, or ``None`` when the
+#: pure ``sort._walk`` runs.
+walk_children = None
+#: ``attr_values(buf, spans, names, keys, ascii_same)`` of ``_scanner``, or ``None`` when the
+#: pure ``sort._attrs`` runs.
+attr_values = None
+#: ``contexts_until(buf, pos, opos, limit, final)`` of ``_scanner``, or
+#: ``None`` when the pure ``SlotRewriter._contexts_until`` runs.
+contexts_until = None
+
+
+def _end_finder(name: str, start: int):
+    """The compiled ``EndFinder``; the pure one for a tag name that is not
+    ASCII (the compiled module leaves those to the reference)."""
+    if name.isascii():
+        return _compiled.EndFinder(name, start)
+    return _pure.EndFinder(name, start)
+
+
+def available() -> tuple[str, ...]:
+    """The implementations this process can run."""
+    return ("compiled", "pure") if _compiled is not None else ("pure",)
+
+
+def use(name: str) -> None:
+    """Run the ``"compiled"`` or the ``"pure"`` byte loop from now on."""
+    global ACTIVE, EndFinder, walk_children, attr_values, contexts_until
+    if name == "compiled":
+        if _compiled is None:
+            raise RuntimeError("the compiled scanner is not built (pip install -e . with a C compiler)")
+        ACTIVE, EndFinder = "compiled", _end_finder
+        walk_children, attr_values = _compiled.walk_children, _compiled.attr_values
+        contexts_until = _compiled.contexts_until
+    elif name == "pure":
+        ACTIVE, EndFinder = "pure", _pure.EndFinder
+        walk_children = attr_values = contexts_until = None
+    else:
+        raise ValueError(f"unknown scanner {name!r}")
+
+
+use("compiled" if _compiled is not None else "pure")
