@@ -29,18 +29,20 @@ joined to their first exposure (no second pass over the visitors).
 
 The per-visitor state is what decides speed and memory (millions of
 groups, against a 448MB cap: it must not spill), so it holds compact keys
-instead of names: the visitor is ``md5_number(visitor)`` (128 bits), the
-experiment ``hash(experiment)`` (64 bits), the arm 32 bits of
-``hash(arm)``, about 100 bytes a visitor instead of ~350.  Two visitors
-merge only if their ids share an MD5: by chance, about n²/2¹²⁹ (6e-25 at
-20 million visitors, 1e-15 at a trillion); on purpose, only between ids an
-attacker made for it (an MD5 collision is a pair of chosen ids, not a match
-for someone else's id), costing one of their own fake visitors.  Names are
-few, so their keys are checked exactly: ``aggregate.py`` sees every
-experiment's and arm's name with its key and, if two names share one,
-re-runs ``local_query(exact=True)``, the same query grouping by the names
-themselves (slower and bigger, never needed in practice; the tests prove
-both give the same counts).
+instead of names: the visitor is two 64-bit hashes of the id
+(``hash(visitor)`` and ``hash('~' || visitor)``, the same bytes hashed at
+another alignment), the experiment ``hash(experiment)``, the arm 32 bits
+of ``hash(arm)``: about 100 bytes a visitor instead of ~350.  Two visitors
+of an experiment merge only if both of their hashes collide: by chance
+(if the two behave as independent hashes) about n²/2¹²⁹ for n visitors,
+6e-25 at 20 million, against 1e-5 with one 64-bit hash.  DuckDB's hash() is not a cryptographic one: an id can be
+made to collide with a known id, but whoever knows a visitor's id can
+already send exposures as that visitor, so it gives nobody a count they
+could not already skew.  Names are few, so their keys are checked exactly:
+``aggregate.py`` sees every experiment's and arm's name with its key and,
+if two names share one, re-runs ``local_query(exact=True)``, the same
+query grouping by the names themselves (slower and bigger, never needed in
+practice; the tests prove both give the same counts).
 """
 
 from __future__ import annotations
@@ -103,8 +105,9 @@ WHERE visitor IS NOT NULL AND ts IS NOT NULL
 LOCAL_COLUMNS = ("names_row", "experiment_key", "experiment", "arm", "slot", "first_arm", "day", "bad_file",
                  "visitors", "converters", "value", "multi_arm", "lines", "first_ts", "last_ts")
 
-_HASHED = {"experiment": "hash(experiment)", "arm": "CAST(hash(arm) >> 32 AS UINTEGER)", "id": "md5_number({})"}
-_EXACT = {"experiment": "experiment", "arm": "arm", "id": "{}"}
+_HASHED = {"experiment": "hash(experiment)", "arm": "CAST(hash(arm) >> 32 AS UINTEGER)",
+           "id": "hash({0})", "id_check": "hash('~' || {0})"}
+_EXACT = {"experiment": "experiment", "arm": "arm", "id": "{0}", "id_check": "0"}
 
 _LOCAL_QUERY = """
 WITH keyed AS (
@@ -113,26 +116,27 @@ WITH keyed AS (
            CASE WHEN good THEN arm END AS arm,
            CASE WHEN good THEN slot END AS slot,
            {visitor} AS visitor,  -- malformed lines: one group per file
+           {visitor_check} AS visitor_check,
            {arm} AS arm_key,
            ts
     FROM exposure_lines
 ),
 grouped AS (
-    SELECT GROUPING(visitor) AS names_row, experiment_key, experiment, arm, slot, visitor,
+    SELECT GROUPING(visitor) AS names_row, experiment_key, experiment, arm, slot, visitor, visitor_check,
            ARG_MIN(arm_key, ts) AS first_arm,
            MIN(ts) AS first_ts,
            MAX(ts) AS last_ts,
            COUNT(*) AS lines,
            CASE WHEN MIN(arm_key) <> MAX(arm_key) THEN 1 ELSE 0 END AS multi_arm
     FROM keyed
-    GROUP BY GROUPING SETS ((experiment_key, visitor), (experiment_key, experiment, arm, slot))
+    GROUP BY GROUPING SETS ((experiment_key, visitor, visitor_check), (experiment_key, experiment, arm, slot))
 ),
 conversion_lists AS (
-    SELECT {conversion_visitor} AS visitor, MIN(ts) AS first_conversion, SUM(COALESCE(value, 0)) AS total,
+    SELECT {conversion_visitor} AS visitor, {conversion_check} AS visitor_check, MIN(ts) AS first_conversion, SUM(COALESCE(value, 0)) AS total,
            LIST(STRUCT_PACK(ts := ts, value := COALESCE(value, 0))) AS conversions
     FROM conversion_lines
     WHERE good
-    GROUP BY 1
+    GROUP BY 1, 2
 ),
 valued AS (
     SELECT v.*,
@@ -141,7 +145,8 @@ valued AS (
                 ELSE list_sum(list_transform(list_filter(c.conversions, lambda x: x.ts >= v.first_ts), lambda x: x.value))
            END AS value
     FROM grouped AS v
-    LEFT JOIN conversion_lists AS c ON c.visitor = v.visitor AND v.experiment_key IS NOT NULL
+    LEFT JOIN conversion_lists AS c
+        ON c.visitor = v.visitor AND c.visitor_check = v.visitor_check AND v.experiment_key IS NOT NULL
 )
 SELECT
     names_row, experiment_key, experiment, arm, slot, first_arm, CAST(first_ts AS DATE) AS day,
@@ -156,10 +161,11 @@ GROUP BY ALL
 def local_query(*, exact: bool = False) -> str:
     """The aggregation of ``local_views``' lines, on compact keys or (``exact``) on the names."""
     keys = _EXACT if exact else _HASHED
+    line_id = "CASE WHEN good THEN visitor ELSE source_file END"
     return _LOCAL_QUERY.format(
         experiment=keys["experiment"], arm=keys["arm"],
-        visitor=keys["id"].format("CASE WHEN good THEN visitor ELSE source_file END"),
-        conversion_visitor=keys["id"].format("visitor"))
+        visitor=keys["id"].format(line_id), visitor_check=keys["id_check"].format(line_id),
+        conversion_visitor=keys["id"].format("visitor"), conversion_check=keys["id_check"].format("visitor"))
 
 
 def file_keys(files: Sequence[str], *, exact: bool = False) -> str:
