@@ -46,8 +46,10 @@ print(n)
 """
 
 
-def child_peak_rss(argv: list[str]) -> tuple[float, float, bytes]:
-    """Wall seconds, the child's own peak RSS (MiB, from wait4) and its stdout."""
+def child_peak_rss(argv: list[str]) -> tuple[float, float, bytes, float]:
+    """Wall seconds, the child's own peak RSS (MiB, from wait4), its stdout
+    and its CPU seconds (user + system, all threads: the figure the other
+    sessions on a shared machine do not move)."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = proc.stdout.read()  # type: ignore[union-attr]
@@ -57,13 +59,13 @@ def child_peak_rss(argv: list[str]) -> tuple[float, float, bytes]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{' '.join(argv[:4])} failed: {err.decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
 
 
-def best(argv: list[str], repeat: int) -> tuple[float, float, bytes]:
+def best(argv: list[str], repeat: int) -> tuple[float, float, bytes, float]:
     runs = [child_peak_rss(argv) for _ in range(repeat)]
     wall = min(r[0] for r in runs)
-    return wall, max(r[1] for r in runs), runs[-1][2]
+    return wall, max(r[1] for r in runs), runs[-1][2], min(r[3] for r in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,20 +87,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exposures: {lines:,} lines, {size:,.0f} MiB; conversions: {conv.stat().st_size / 2**20:,.1f} MiB")
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
 
-        base_wall, base_rss, out = best([sys.executable, "-c", BASELINE, str(exp)], args.repeat)
+        base_wall, base_rss, out, base_cpu = best([sys.executable, "-c", BASELINE, str(exp)], args.repeat)
         assert int(out) == lines
         report_argv = [sys.executable, "-m", "edgeproxy", "report", str(exp), str(conv), "--json"]
-        rep_wall, rep_rss, out = best(report_argv, args.repeat)
+        rep_wall, rep_rss, out, rep_cpu = best(report_argv, args.repeat)
         report = orjson.loads(out)
         visitors = sum(e["visitors"] for e in report["experiments"] if e["name"] == "bf-hero")
         exact = report["exposure_lines"] == lines and visitors == args.visitors and not report["malformed"]
 
         print()
-        print(f"{'':16}{'wall s':>9}{'peak RSS MiB':>15}")
-        print(f"{'read+decode':16}{base_wall:9.2f}{base_rss:15.0f}")
-        print(f"{'edgeproxy report':16}{rep_wall:9.2f}{rep_rss:15.0f}")
+        print(f"{'':16}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>15}")
+        print(f"{'read+decode':16}{base_wall:9.2f}{base_cpu:9.2f}{base_rss:15.0f}")
+        print(f"{'edgeproxy report':16}{rep_wall:9.2f}{rep_cpu:9.2f}{rep_rss:15.0f}")
         print()
-        print(f"report / read+decode wall time: {rep_wall / base_wall:.2f}x (target <= 0.6x)")
+        print(f"report / read+decode wall time: {rep_wall / base_wall:.2f}x (target <= 0.6x); "
+              f"CPU time {rep_cpu / base_cpu:.2f}x (on {os.cpu_count()} CPUs); load average now {os.getloadavg()[0]:.1f}")
         print(f"report peak RSS: {rep_rss:.0f} MiB (target <= 512 MiB)")
         print(f"counts exact: {'yes' if exact else 'NO'} ({report['exposure_lines']:,} exposure lines, "
               f"{visitors:,} visitors in bf-hero)")
@@ -109,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             if not (big_exp.exists() and big_conv.exists()):
                 print(f"generating {args.scale * args.visitors:,} visitors' logs in {bigger} ...", flush=True)
                 write_logs(bigger, visitors=args.scale * args.visitors, seed=2)
-            big_wall, big_rss, out = best([sys.executable, "-m", "edgeproxy", "report", str(big_exp), str(big_conv),
+            big_wall, big_rss, out, big_cpu = best([sys.executable, "-m", "edgeproxy", "report", str(big_exp), str(big_conv),
                                            "--json"], 1)
             big_lines = orjson.loads(out)["exposure_lines"]
             print(f"{args.scale}x the visitors ({big_lines:,} exposure lines): {big_wall:.2f} s = "
-                  f"{big_wall / rep_wall:.1f}x the time (target <= {1.2 * args.scale:.1f}x), peak RSS {big_rss:.0f} MiB")
+                  f"{big_wall / rep_wall:.1f}x the time (target <= {1.2 * args.scale:.1f}x; CPU {big_cpu / rep_cpu:.1f}x), "
+                  f"peak RSS {big_rss:.0f} MiB, load average now {os.getloadavg()[0]:.1f}")
         return 0 if exact else 1
     finally:
         if args.dir is None:

@@ -26,12 +26,11 @@ from .logs import Malformed, ReportInputError, malformed_examples
 from .sql import (
     LOCAL_COLUMNS,
     LOCAL_CONVERSION_FILES_QUERY,
-    LOCAL_NAMES_QUERY,
-    LOCAL_QUERY,
     ROW_COLUMNS,
     SOURCE,
+    file_keys,
+    local_query,
     local_views,
-    signature,
     transpile,
 )
 
@@ -130,22 +129,29 @@ def aggregate_files(
     *,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
     threads: int = DEFAULT_THREADS,
+    exact: bool = False,
 ) -> Counts:
     """The counts of JSON-lines log files, aggregated by DuckDB in one pass
-    over each (``ReportInputError`` when DuckDB cannot read one)."""
+    over each (``ReportInputError`` when DuckDB cannot read one).  On
+    compact keys unless two names share a key (then again on the names;
+    ``exact`` forces that, for the tests)."""
     import duckdb
 
     for path in (*exposures, *conversions):
         if not path.is_file():  # DuckDB's own message would name a glob, not the file
             reason = "Is a directory" if path.is_dir() else "No such file or directory"
             raise ReportInputError(f"{path}: cannot read: {reason}")
+    files = [str(p) for p in exposures]
     with tempfile.TemporaryDirectory(prefix="edgeproxy-report-") as spill:
         con = connect_duckdb(memory_limit=memory_limit, threads=threads, temp_directory=spill)
         try:
-            con.execute(local_views([str(p) for p in exposures], [str(p) for p in conversions]))
-            rows = [dict(zip(LOCAL_COLUMNS, row)) for row in con.execute(LOCAL_QUERY).fetchall()]
+            con.execute(local_views(files, [str(p) for p in conversions]))
+            rows = [dict(zip(LOCAL_COLUMNS, row)) for row in con.execute(local_query(exact=exact)).fetchall()]
+            if not exact and _shared_keys(rows):
+                exact = True
+                rows = [dict(zip(LOCAL_COLUMNS, row)) for row in con.execute(local_query(exact=True)).fetchall()]
+            bad_files = dict((key, f) for f, key in con.execute(file_keys(files, exact=exact)).fetchall())
             conversion_files = con.execute(LOCAL_CONVERSION_FILES_QUERY).fetchall()
-            names = _exact_names(con, rows)
         except duckdb.OutOfMemoryException as exc:
             raise ReportInputError(f"--memory-limit {memory_limit} is too small for DuckDB's buffers "
                                    f"(try 256MB or more): {str(exc).splitlines()[0]}") from exc
@@ -154,32 +160,30 @@ def aggregate_files(
         finally:
             con.close()
 
+    names: dict[Any, str] = {}
+    arm_names: dict[tuple[Any, Any], str] = {}
+    arms: dict[str, set[str]] = defaultdict(set)
+    slots: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r["names_row"] and r["experiment_key"] is not None:
+            names[r["experiment_key"]] = r["experiment"]
+            arm_names[r["experiment_key"], r["first_arm"]] = r["arm"]
+            arms[r["experiment"]].add(r["arm"])
+            if r["slot"] is not None:
+                slots[r["experiment"]].add(r["slot"])
     cohorts: dict[str, list[DayCounts]] = defaultdict(list)
     span: dict[str, list[Any]] = {}
-    slots: dict[str, set[str]] = defaultdict(set)
     bad: dict[str, tuple[str, int]] = {}
-    merged: dict[tuple[str, str, Any], dict[str, Any]] = {}
     exposure_lines = 0
     for r in rows:
-        if r["bad_file"] is not None:
-            bad[r["bad_file"]] = ("exposures", int(r["lines"]))
+        if r["names_row"]:
             continue
-        slots[r["experiment"]].update(s for s in (r["lo_slot"], r["hi_slot"]) if s is not None)
+        if r["experiment_key"] is None:
+            bad[bad_files[r["bad_file"]]] = ("exposures", int(r["lines"]))
+            continue
         exposure_lines += int(r["lines"])
-        # rows differ by their visitors' lowest/highest slots: add them up per cohort
-        key = (r["experiment"], r["arm"], r["day"])
-        m = merged.get(key)
-        if m is None:
-            merged[key] = dict(r)
-            continue
-        for col in ("visitors", "converters", "value", "multi_arm", "lines"):
-            m[col] += r[col]
-        m["first_ts"], m["last_ts"] = min(m["first_ts"], r["first_ts"]), max(m["last_ts"], r["last_ts"])
-    for (name, arm, _), r in merged.items():
-        _add_cohort(cohorts, span, name, arm, r)
-    if names is not None:
-        arms, slots = names
-        _zero_rows(cohorts, arms)
+        _add_cohort(cohorts, span, names[r["experiment_key"]], arm_names[r["experiment_key"], r["first_arm"]], r)
+    _zero_rows(cohorts, arms)
     conversion_lines = 0
     for file, lines, good in conversion_files:
         conversion_lines += good
@@ -191,35 +195,16 @@ def aggregate_files(
     return Counts(_experiments(cohorts, span, slots), exposure_lines, conversion_lines, malformed)
 
 
-def _exact_names(con, rows: list[dict[str, Any]]) -> tuple[dict[str, set[str]], dict[str, set[str]]] | None:
-    """The arms and slots of every experiment from a second pass, when the
-    signatures of LOCAL_QUERY's rows show a name its minima missed; else
-    ``None`` (the first pass saw them all)."""
-    arm_bits: dict[str, int] = defaultdict(int)
-    slot_bits: dict[str, int] = defaultdict(int)
-    arms: dict[str, set[str]] = defaultdict(set)
-    slots: dict[str, set[str]] = defaultdict(set)
+def _shared_keys(rows: list[dict[str, Any]]) -> bool:
+    """Whether two experiments, or two arms of one, share a compact key in
+    ``rows`` (the names rows list every name seen with its key)."""
+    experiments: dict[Any, set[str]] = defaultdict(set)
+    arms: dict[tuple[Any, Any], set[str]] = defaultdict(set)
     for r in rows:
-        if r["bad_file"] is not None:
-            continue
-        name = r["experiment"]
-        arm_bits[name] |= int(r["arm_bits"])
-        slot_bits[name] |= int(r["slot_bits"])
-        arms[name].add(r["arm"])
-        slots[name].update(s for s in (r["lo_slot"], r["hi_slot"]) if s is not None)
-    complete = all(
-        con.execute(signature(sorted(arms[n]))).fetchone()[0] == arm_bits[n]
-        and con.execute(signature(sorted(slots[n]))).fetchone()[0] == slot_bits[n]
-        for n in arm_bits
-    )
-    if complete:
-        return None
-    arms, slots = defaultdict(set), defaultdict(set)
-    for experiment, arm, slot in con.execute(LOCAL_NAMES_QUERY).fetchall():
-        arms[experiment].add(arm)
-        if slot is not None:
-            slots[experiment].add(slot)
-    return arms, slots
+        if r["names_row"] and r["experiment_key"] is not None:
+            experiments[r["experiment_key"]].add(r["experiment"])
+            arms[r["experiment_key"], r["first_arm"]].add(r["arm"])
+    return any(len(n) > 1 for n in experiments.values()) or any(len(n) > 1 for n in arms.values())
 
 
 def aggregate_engine(url: str) -> Counts:

@@ -18,18 +18,31 @@ the arms and slots seen in any line and the number of conversions.  The
 rows (``ROW_COLUMNS``) are few; the statistics are computed from them in
 Python (``analyse.py``), so every engine gives the same report.
 
-``LOCAL_QUERY`` computes the same rows from the files in one pass: DuckDB's
-reader types each column once (ids are text: a number is read as its JSON
-text), a malformed line is grouped under its file name and counted, the
-conversions of a visitor are one list joined to their first exposure (no
-second pass over two million visitors), and the arms and slots seen come
-from per-visitor minima, maxima and 64-bit signatures: when a signature
-shows a name the minima missed, ``aggregate.py`` asks for the exact list in
-a second pass (an arm seen only by visitors first exposed to another, or an
-experiment in three or more slots of a page).  A missed name whose
-signature bit another name of the experiment shares (about one chance in
-64 per name) goes unseen: that costs a slot in the list or a zero-visitor
-row, never a count.
+``local_query()`` computes the same counts from the files in one pass:
+DuckDB's reader types each column once (ids are text: a number is read as
+its JSON text) and a malformed line is grouped under its file and counted.
+One scan feeds two groupings (``GROUPING SETS``): per experiment and
+visitor (first arm, first and last ts, lines, arm switches), and per
+experiment, arm and slot (every name seen, exactly, so an arm first for
+nobody still gets its row).  The conversions of a visitor are one list
+joined to their first exposure (no second pass over the visitors).
+
+The per-visitor state is what decides speed and memory (millions of
+groups, against a 448MB cap: it must not spill), so it holds compact keys
+instead of names: the visitor is two 64-bit hashes of the id
+(``hash(visitor)`` and ``hash('~' || visitor)``, the same bytes hashed at
+another alignment), the experiment ``hash(experiment)``, the arm 32 bits
+of ``hash(arm)``: about 100 bytes a visitor instead of ~350.  Two visitors
+of an experiment merge only if both of their hashes collide: by chance
+(if the two behave as independent hashes) about n²/2¹²⁹ for n visitors,
+6e-25 at 20 million, against 1e-5 with one 64-bit hash.  DuckDB's hash() is not a cryptographic one: an id can be
+made to collide with a known id, but whoever knows a visitor's id can
+already send exposures as that visitor, so it gives nobody a count they
+could not already skew.  Names are few, so their keys are checked exactly:
+``aggregate.py`` sees every experiment's and arm's name with its key and,
+if two names share one, re-runs ``local_query(exact=True)``, the same
+query grouping by the names themselves (slower and bigger, never needed in
+practice; the tests prove both give the same counts).
 """
 
 from __future__ import annotations
@@ -85,35 +98,45 @@ FROM conversions
 WHERE visitor IS NOT NULL AND ts IS NOT NULL
 """.strip()
 
-# Columns of LOCAL_QUERY's rows: one per experiment, first arm, cohort day
-# and the visitors' lowest and highest slot names (malformed lines: one per
-# file, ``bad_file`` set), with the arm and slot signatures.
-LOCAL_COLUMNS = ("experiment", "arm", "day", "lo_slot", "hi_slot", "bad_file", "visitors", "converters", "value",
-                 "multi_arm", "lines", "first_ts", "last_ts", "arm_bits", "slot_bits")
+# Columns of local_query()'s rows: ``names_row`` 1 for each experiment, arm
+# and slot seen (``first_arm`` is then the arm's key), 0 for a cohort: one
+# per experiment, first arm and day of first exposure, or (``bad_file`` set
+# to the file's key) the malformed lines of one file.
+LOCAL_COLUMNS = ("names_row", "experiment_key", "experiment", "arm", "slot", "first_arm", "day", "bad_file",
+                 "visitors", "converters", "value", "multi_arm", "lines", "first_ts", "last_ts")
 
-LOCAL_QUERY = """
-WITH visitors AS (
-    SELECT
-        CASE WHEN good THEN experiment END AS experiment,
-        CASE WHEN good THEN visitor ELSE source_file END AS visitor,  -- malformed lines: one group per file
-        ARG_MIN(arm, ts) AS arm,
-        MIN(ts) AS first_ts,
-        MAX(ts) AS last_ts,
-        COUNT(*) AS lines,
-        CASE WHEN MIN(hash(arm)) <> MAX(hash(arm)) THEN 1 ELSE 0 END AS multi_arm,
-        MIN(slot) AS lo_slot,
-        MAX(slot) AS hi_slot,
-        BIT_OR(1::UBIGINT << CAST(hash(arm) % 64 AS INTEGER)) AS arm_bits,
-        BIT_OR(CASE WHEN slot IS NOT NULL THEN 1::UBIGINT << CAST(hash(slot) % 64 AS INTEGER) ELSE 0::UBIGINT END) AS slot_bits
+_HASHED = {"experiment": "hash(experiment)", "arm": "CAST(hash(arm) >> 32 AS UINTEGER)",
+           "id": "hash({0})", "id_check": "hash('~' || {0})"}
+_EXACT = {"experiment": "experiment", "arm": "arm", "id": "{0}", "id_check": "0"}
+
+_LOCAL_QUERY = """
+WITH keyed AS (
+    SELECT CASE WHEN good THEN {experiment} END AS experiment_key,
+           CASE WHEN good THEN experiment END AS experiment,
+           CASE WHEN good THEN arm END AS arm,
+           CASE WHEN good THEN slot END AS slot,
+           {visitor} AS visitor,  -- malformed lines: one group per file
+           {visitor_check} AS visitor_check,
+           {arm} AS arm_key,
+           ts
     FROM exposure_lines
-    GROUP BY 1, 2
+),
+grouped AS (
+    SELECT GROUPING(visitor) AS names_row, experiment_key, experiment, arm, slot, visitor, visitor_check,
+           ARG_MIN(arm_key, ts) AS first_arm,
+           MIN(ts) AS first_ts,
+           MAX(ts) AS last_ts,
+           COUNT(*) AS lines,
+           CASE WHEN MIN(arm_key) <> MAX(arm_key) THEN 1 ELSE 0 END AS multi_arm
+    FROM keyed
+    GROUP BY GROUPING SETS ((experiment_key, visitor, visitor_check), (experiment_key, experiment, arm, slot))
 ),
 conversion_lists AS (
-    SELECT visitor, MIN(ts) AS first_conversion, SUM(COALESCE(value, 0)) AS total,
+    SELECT {conversion_visitor} AS visitor, {conversion_check} AS visitor_check, MIN(ts) AS first_conversion, SUM(COALESCE(value, 0)) AS total,
            LIST(STRUCT_PACK(ts := ts, value := COALESCE(value, 0))) AS conversions
     FROM conversion_lines
     WHERE good
-    GROUP BY visitor
+    GROUP BY 1, 2
 ),
 valued AS (
     SELECT v.*,
@@ -121,30 +144,38 @@ valued AS (
                 WHEN c.first_conversion >= v.first_ts THEN c.total
                 ELSE list_sum(list_transform(list_filter(c.conversions, lambda x: x.ts >= v.first_ts), lambda x: x.value))
            END AS value
-    FROM visitors AS v
-    LEFT JOIN conversion_lists AS c ON c.visitor = v.visitor AND v.experiment IS NOT NULL
+    FROM grouped AS v
+    LEFT JOIN conversion_lists AS c
+        ON c.visitor = v.visitor AND c.visitor_check = v.visitor_check AND v.experiment_key IS NOT NULL
 )
 SELECT
-    experiment, arm, CAST(first_ts AS DATE) AS day, lo_slot, hi_slot,
-    CASE WHEN experiment IS NULL THEN visitor END AS bad_file,
+    names_row, experiment_key, experiment, arm, slot, first_arm, CAST(first_ts AS DATE) AS day,
+    CASE WHEN names_row = 0 AND experiment_key IS NULL THEN visitor END AS bad_file,
     COUNT(*) AS visitors, COUNT(value) AS converters, SUM(COALESCE(value, 0)) AS value,
-    SUM(multi_arm) AS multi_arm, SUM(lines) AS lines, MIN(first_ts) AS first_ts, MAX(last_ts) AS last_ts,
-    BIT_OR(arm_bits) AS arm_bits, BIT_OR(slot_bits) AS slot_bits
+    SUM(multi_arm) AS multi_arm, SUM(lines) AS lines, MIN(first_ts) AS first_ts, MAX(last_ts) AS last_ts
 FROM valued
 GROUP BY ALL
 """.strip()
 
-# The exact arms and slots, when the signatures show LOCAL_QUERY missed one.
-LOCAL_NAMES_QUERY = "SELECT DISTINCT experiment, arm, slot FROM exposure_lines WHERE good"
+
+def local_query(*, exact: bool = False) -> str:
+    """The aggregation of ``local_views``' lines, on compact keys or (``exact``) on the names."""
+    keys = _EXACT if exact else _HASHED
+    line_id = "CASE WHEN good THEN visitor ELSE source_file END"
+    return _LOCAL_QUERY.format(
+        experiment=keys["experiment"], arm=keys["arm"],
+        visitor=keys["id"].format(line_id), visitor_check=keys["id_check"].format(line_id),
+        conversion_visitor=keys["id"].format("visitor"), conversion_check=keys["id_check"].format("visitor"))
+
+
+def file_keys(files: Sequence[str], *, exact: bool = False) -> str:
+    """SQL for each file's name and its key in ``local_query``'s ``bad_file``."""
+    values = ", ".join(f"({_quote(f)})" for f in files) or "(NULL)"
+    key = (_EXACT if exact else _HASHED)["id"].format("f")
+    return f"SELECT f, {key} FROM (VALUES {values}) AS t(f)"
+
+
 LOCAL_CONVERSION_FILES_QUERY = "SELECT source_file, COUNT(*), COUNT(*) FILTER (WHERE good) FROM conversion_lines GROUP BY 1"
-
-
-def signature(names: Sequence[str]) -> str:
-    """SQL for the 64-bit signature of ``names``, as LOCAL_QUERY computes it."""
-    if not names:
-        return "SELECT 0::UBIGINT"
-    values = ", ".join(f"({_quote(n)})" for n in names)
-    return f"SELECT BIT_OR(1::UBIGINT << CAST(hash(n) % 64 AS INTEGER)) FROM (VALUES {values}) AS t(n)"
 
 
 # A line passes when it is a JSON object whose visitor (and for exposures
@@ -170,7 +201,7 @@ def _files(paths: Sequence[str]) -> str:
 
 def local_views(exposure_files: Sequence[str], conversion_files: Sequence[str]) -> str:
     """``CREATE TEMP VIEW exposure_lines/conversion_lines`` over the
-    JSON-lines files (plain or ``.gz``) for ``LOCAL_QUERY``: every line, its
+    JSON-lines files (plain or ``.gz``) for ``local_query()``: every line, its
     file and whether it is ``good``; an empty list is an empty view."""
     if exposure_files:
         exposures = f"""
