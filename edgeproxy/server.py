@@ -158,11 +158,13 @@ class ProxyServer:
                 routes=((BEACON_PATH, s.beacon_max_body_bytes),),
                 retry_after=s.retry_after,
                 via=s.via,
+                queue_delay_target=s.queue_delay_target_ms / 1000.0,
+                queue_delay_interval=s.queue_delay_interval_ms / 1000.0,
             )
             refused = state.metrics.refused
             traffic = TrafficServer(_bind(state), limits, on_refuse=lambda reason: refused.labels(reason).inc())
             self._traffic = traffic
-            await traffic.start(s.host, s.port, reuse_port=self.reuse_port)
+            await traffic.start(s.host, s.port, reuse_port=self.reuse_port, backlog=s.backlog)
             return
         server = web.Server(
             _bind(state),
@@ -174,7 +176,7 @@ class ProxyServer:
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=s.drain_timeout)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=1024)
+        site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=s.backlog)
         await site.start()
 
     async def stop(self) -> None:

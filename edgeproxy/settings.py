@@ -80,6 +80,15 @@ DEFAULT_SEND_TIMEOUT = 60.0
 DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_MAX_IN_FLIGHT = 1_000
 DEFAULT_RETRY_AFTER = 1
+# Queueing-delay shedding (edgeproxy/http/admission.py, CoDel's rule): while
+# the event loop runs timers more than queue_delay_target_ms late for a whole
+# queue_delay_interval_ms, new requests get the same 503 (the process is short
+# of CPU; work is waiting where max_in_flight cannot see it).  0: off.
+DEFAULT_QUEUE_DELAY_TARGET_MS = 20.0
+DEFAULT_QUEUE_DELAY_INTERVAL_MS = 100.0
+# Connections the kernel may hold unaccepted on the traffic port (listen(2)
+# backlog; nginx's default).  Also capped by net.core.somaxconn.
+DEFAULT_BACKLOG = 511
 # Request limits: header block (431), request target (414), body (413;
 # 0: none); the conversion beacon's body has its own small cap.
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
@@ -258,6 +267,9 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     retry_after: int = DEFAULT_RETRY_AFTER
+    queue_delay_target_ms: float = DEFAULT_QUEUE_DELAY_TARGET_MS
+    queue_delay_interval_ms: float = DEFAULT_QUEUE_DELAY_INTERVAL_MS
+    backlog: int = DEFAULT_BACKLOG
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_headers: int = DEFAULT_MAX_HEADERS
     max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES
@@ -339,6 +351,9 @@ _PARSERS: dict[str, Any] = {
     "max_connections": lambda k, v: _parse_int(k, v, 0, 10_000_000),
     "max_in_flight": lambda k, v: _parse_int(k, v, 0, 10_000_000),
     "retry_after": lambda k, v: _parse_int(k, v, 0, 3600),
+    "queue_delay_target_ms": lambda k, v: _parse_float(k, v, 0.0, 60_000),
+    "queue_delay_interval_ms": lambda k, v: _parse_float(k, v, 1.0, 600_000),
+    "backlog": lambda k, v: _parse_int(k, v, 1, 65535),
     "max_header_bytes": lambda k, v: _parse_int(k, v, 1024, 1 << 24),
     "max_headers": lambda k, v: _parse_int(k, v, 8, 100_000),
     "max_target_bytes": lambda k, v: _parse_int(k, v, 256, 1 << 24),

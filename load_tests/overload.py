@@ -28,8 +28,8 @@ What it checks (exit status 1 when one fails):
   baseline's p99 (or within ``--p99-slack-ms`` of it, whichever is looser:
   a 5 ms baseline on a shared box makes a pure ratio meaningless);
 * the rest are 503 with ``Retry-After`` (every 503 is counted by the
-  proxy's ``edgeproxy_refused_total`` with reason ``in_flight`` or
-  ``connections``);
+  proxy's ``edgeproxy_refused_total`` with reason ``in_flight``,
+  ``connections`` or ``queue_delay``);
 * zero 5xx from the proxy's own faults: any 5xx other than those 503s and
   other than 502/504 (the origin side, counted separately), any dropped
   connection, any traceback in the proxy's log;
@@ -70,6 +70,8 @@ BASELINE_SHARE = 0.7
 OVERLOAD_FACTOR = 2.0
 RESULTS = Path(__file__).resolve().parent / "results"
 ORIGIN_SIDE = (502, 504)
+# The proxy's reasons for a 503 + Retry-After (edgeproxy_refused_total).
+SHED_REASONS = ("in_flight", "connections", "queue_delay")
 
 
 # ---------------------------------------------------------------------------
@@ -357,7 +359,7 @@ async def measure(args, proxy_port: int, admin_port: int, proxy_pid: int, say) -
     rss = [s["rss_kib"] for s in samples]
     fds = [s["fds"] for s in samples]
     by_reason = refused(before, after)
-    shed_counted = by_reason.get("in_flight", 0) + by_reason.get("connections", 0)
+    shed_counted = sum(by_reason.get(reason, 0) for reason in SHED_REASONS)
     statuses = overload.statuses
     other_5xx = {str(k): v for k, v in statuses.items() if k >= 500 and k not in ORIGIN_SIDE and k != 503}
     unaccounted_503 = max(0, statuses.get(503, 0) - int(shed_counted))

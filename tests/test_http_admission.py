@@ -1,0 +1,149 @@
+"""Queueing-delay admission (``edgeproxy/http/admission.py``) and the listener.
+
+The rule is tested on injected samples (no clock involved); end to end, the
+loop lag is made deterministic by a task that blocks the proxy's own loop
+for 60 ms at every turn, far above the 5 ms target, and stopped again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from aiohttp import web
+
+from edgeproxy.errors import SettingsError
+from edgeproxy.http.admission import QueueDelay
+from edgeproxy.settings import DEFAULT_BACKLOG, DEFAULT_QUEUE_DELAY_INTERVAL_MS, DEFAULT_QUEUE_DELAY_TARGET_MS, build_settings
+from proxyharness import BROWSER, raw_request, read_response, request_bytes, run_origin, run_proxy
+from test_http_hostile import metric
+
+GENEROUS = 10.0
+
+
+# ---------------------------------------------------------------------------
+# The rule, on injected samples: (lag s, at s) -> shedding after it
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "samples, shedding",
+    [
+        # under the target: never
+        ([(0.001, 0.0), (0.004, 0.1), (0.002, 0.2)], [False, False, False]),
+        # one slow turn (a GC pause, one big page) is not overload
+        ([(0.500, 0.0), (0.001, 0.5)], [False, False]),
+        # above the target for a whole interval: shed
+        ([(0.020, 0.0), (0.020, 0.05), (0.020, 0.1)], [False, False, True]),
+        # above, but broken by one sample under: the interval starts again
+        ([(0.020, 0.0), (0.001, 0.05), (0.020, 0.08), (0.020, 0.15), (0.020, 0.19)], [False, False, False, False, True]),
+        # shedding stops at the first sample under the target
+        ([(0.020, 0.0), (0.020, 0.1), (0.020, 0.2), (0.004, 0.3)], [False, True, True, False]),
+    ],
+)
+def test_shedding_starts_only_when_the_lag_stays_above_target_for_an_interval_and_stops_at_once(samples, shedding):
+    rule = QueueDelay(target=0.005, interval=0.1)
+    seen = []
+    for lag, at in samples:
+        rule.observe(lag, at)
+        seen.append(rule.shedding)
+    assert seen == shedding
+
+
+async def test_a_disabled_rule_runs_no_timer_and_never_sheds():
+    rule = QueueDelay(target=0.0, interval=0.1)
+    rule.start()
+    assert rule._timer is None and not rule.shedding
+
+
+def test_defaults_are_on_and_bounded():
+    settings = build_settings({"upstream": "http://127.0.0.1:1"}, env={})
+    assert (settings.queue_delay_target_ms, settings.queue_delay_interval_ms, settings.backlog) == (
+        DEFAULT_QUEUE_DELAY_TARGET_MS, DEFAULT_QUEUE_DELAY_INTERVAL_MS, DEFAULT_BACKLOG
+    ) == (20.0, 100.0, 511)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("queue_delay_target_ms", "-1", "expected a number from 0"),
+        ("queue_delay_interval_ms", "0", "expected a number from 1"),
+        ("backlog", "0", "expected an integer from 1 to 65535"),
+        ("backlog", "lots", "expected an integer"),
+    ],
+)
+def test_a_bad_admission_setting_names_the_key_and_the_value(key, value, message):
+    with pytest.raises(SettingsError) as info:
+        build_settings({"upstream": "http://127.0.0.1:1"}, env={f"EDGEPROXY_{key.upper()}": value})
+    text = str(info.value)
+    assert key in text and value in text and message in text
+
+
+# ---------------------------------------------------------------------------
+# End to end: a late loop gets new requests a fast 503
+# ---------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def blocked_loop(every_turn: float):
+    """Block the running loop for ``every_turn`` seconds at each turn (the
+    proxy shares it): the timer probe then runs at least that late."""
+    stop = False
+
+    async def block():
+        while not stop:
+            time.sleep(every_turn)
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(block())
+    try:
+        yield
+    finally:
+        stop = True
+        await task
+
+
+async def test_while_the_loop_stays_late_new_requests_get_a_503_that_closes_and_never_reach_the_origin(tmp_path):
+    seen = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(text="ok", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    async with run_origin(app) as url, run_proxy(url, tmp_path / "slots", queue_delay_target_ms=5, queue_delay_interval_ms=50, retry_after=4) as proxy:
+        rule = proxy._traffic.queue_delay
+        assert (await raw_request(proxy.port, request_bytes("GET", "/before", BROWSER), timeout=GENEROUS)).status == 200
+        async with blocked_loop(0.06):
+            deadline = time.monotonic() + GENEROUS
+            while not rule.shedding and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert rule.shedding and rule.lag > 0.005
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                writer.write(request_bytes("GET", "/shed", {**BROWSER, "Connection": "keep-alive"}))
+                resp = await asyncio.wait_for(read_response(reader), GENEROUS)
+                assert await asyncio.wait_for(reader.read(), GENEROUS) == b""  # closed: it holds no connection slot
+            finally:
+                writer.close()
+        assert resp.status == 503 and resp.get("retry-after") == "4" and resp.get("connection") == "close"
+        assert "/shed" not in seen
+        assert await metric(proxy, "queue_delay") >= 1
+        # The loop is on time again: the first probe under target admits.
+        deadline = time.monotonic() + GENEROUS
+        while rule.shedding and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert (await raw_request(proxy.port, request_bytes("GET", "/after", BROWSER), timeout=GENEROUS)).status == 200
+        assert seen == ["/before", "/after"]
+
+
+async def test_a_burst_of_connections_is_accepted_and_answered(tmp_path):
+    # The listener accepts by itself, many per readiness (libuv under uvloop
+    # takes one per loop turn): 300 connections at once all get an answer.
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    async with run_origin(app) as url, run_proxy(url, tmp_path / "slots") as proxy:
+        answers = await asyncio.gather(*(raw_request(proxy.port, request_bytes("GET", f"/{i}", BROWSER), timeout=GENEROUS) for i in range(300)))
+        assert [a.status for a in answers] == [200] * 300
