@@ -175,6 +175,14 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return addr
 
 
+@lru_cache(maxsize=4096)
+def _canonical_ip(text: str) -> str | None:
+    """``str()`` of the parsed address (cached: ``ipaddress`` formats it in
+    Python, a few µs, and a visitor's address repeats)."""
+    addr = _parse_ip(text)
+    return str(addr) if addr is not None else None
+
+
 def is_trusted(ip: str | None, networks: Sequence[Network]) -> bool:
     if not ip or not networks:
         return False
@@ -186,16 +194,15 @@ def client_ip(peer: str | None, forwarded_for: Sequence[str], networks: Sequence
     """The visitor's address: walk ``X-Forwarded-For`` from the right while
     each hop is a trusted proxy (nginx ``real_ip_recursive on``).  An
     untrusted peer's ``X-Forwarded-For`` is ignored entirely."""
-    peer_addr = _parse_ip(peer) if peer else None
-    current = str(peer_addr) if peer_addr else peer
+    current = (_canonical_ip(peer) or peer) if peer else peer
     if not is_trusted(current, networks):
         return current
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
-        addr = _parse_ip(hop)
-        if addr is None:
+        canonical = _canonical_ip(hop)
+        if canonical is None:
             break  # garbage in the chain: stop at the last good hop
-        current = str(addr)
+        current = canonical
         if not is_trusted(current, networks):
             break
     return current

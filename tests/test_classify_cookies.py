@@ -108,6 +108,32 @@ def test_a_value_signed_with_another_secret_is_ignored():
     assert ck.read_visitor(CODEC, "edge_vid", value) is None
 
 
+def _hmac_signed(secret: str, name: str, body: str) -> str:
+    """A value as releases before the keyed-BLAKE2b signature wrote it."""
+    import base64, hashlib, hmac
+
+    key = hashlib.sha256(b"edgeproxy cookie key v1\x00" + secret.encode()).digest()
+    mac = hmac.digest(key, f"{name}={body}".encode(), "sha256")[:12]
+    return f"{body}.{base64.urlsafe_b64encode(mac).decode()}"
+
+
+def test_a_value_signed_by_an_earlier_release_is_still_read():
+    value = _hmac_signed("test-secret", "edge_vid", f"1|AbCdEfGhIjKlMnOp|{ck._b36(T0)}")
+    assert ck.read_visitor(CODEC, "edge_vid", value) == ck.VisitorCookie("AbCdEfGhIjKlMnOp", T0)
+
+
+def test_an_earlier_release_value_with_another_secret_or_name_is_ignored():
+    body = f"1|AbCdEfGhIjKlMnOp|{ck._b36(T0)}"
+    assert ck.read_visitor(CODEC, "edge_vid", _hmac_signed("another-secret", "edge_vid", body)) is None
+    assert ck.read_visitor(CODEC, "edge_vid", _hmac_signed("test-secret", "edge_aff", body)) is None
+
+
+def test_values_are_sealed_with_keyed_blake2b_not_the_earlier_hmac():
+    value = CODEC.seal("edge_vid", ("AbCdEfGhIjKlMnOp", ck._b36(T0)))
+    assert value != _hmac_signed("test-secret", "edge_vid", value.rpartition(".")[0])
+    assert len(value.rpartition(".")[2]) == 16
+
+
 @pytest.mark.parametrize(
     "fields",
     [
