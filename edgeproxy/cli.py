@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--sql", metavar="DIALECT", help="print the aggregation query for a warehouse and exit: clickhouse, "
                         "bigquery, snowflake, postgres, spark or duckdb")
     report.add_argument("--memory-limit", dest="memory_limit", metavar="SIZE",
-                        help="DuckDB's memory cap while reading the logs; it spills to disk beyond (default 448MB)")
+                        help="DuckDB's memory cap while reading the logs; it spills to disk beyond (default 416MB)")
     plan = report.add_argument_group("planning (--plan)")
     plan.add_argument("--plan", action="store_true", help="visitors per arm to detect --mde (and, with logs, days at their traffic)")
     plan.add_argument("--baseline", type=float, metavar="RATE", help="control conversion rate, e.g. 0.03 (default with logs: the observed one)")

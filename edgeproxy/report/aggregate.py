@@ -34,7 +34,7 @@ from .sql import (
     transpile,
 )
 
-DEFAULT_MEMORY_LIMIT = "448MB"  # DuckDB's own cap (it spills beyond): the process peaks ~15-20 MB above it
+DEFAULT_MEMORY_LIMIT = "416MB"  # DuckDB's own cap (it spills beyond): the process peaked ~70 MB above it (10x bench)
 DEFAULT_THREADS = os.cpu_count() or 1
 
 

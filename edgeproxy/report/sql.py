@@ -28,7 +28,7 @@ nobody still gets its row).  The conversions of a visitor are one list
 joined to their first exposure (no second pass over the visitors).
 
 The per-visitor state is what decides speed and memory (millions of
-groups, against a 448MB cap: it must not spill), so it holds compact keys
+groups under a 416MB cap: the less it spills the better), so it holds compact keys
 instead of names: the visitor is two 64-bit hashes of the id
 (``hash(visitor)`` and ``hash('~' || visitor)``, the same bytes hashed at
 another alignment), the experiment ``hash(experiment)``, the arm 32 bits
