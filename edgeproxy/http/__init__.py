@@ -2,6 +2,7 @@
 
 ``protocol``  the client side: an ``asyncio.Protocol`` per connection on
               llhttp (``httptools``), the listening ``TrafficServer``, ``Limits``
+``admission`` ``QueueDelay``: shedding while the event loop stays late
 ``request``   the ``Request`` the pipeline reads, its streamed ``Body``, the
               ``Response`` it writes
 ``upstream``  the origin side: a keep-alive pool of Protocols on llhttp
