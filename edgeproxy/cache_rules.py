@@ -48,7 +48,7 @@ def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:
     occurrence of a directive wins (RFC 9111 §4.2.1)."""
     directives: dict[str, str | None] = {}
     for value in values:
-        for part in _split_list(value):
+        for part in split_list(value):
             name, sep, arg = part.partition("=")
             name = name.strip().lower()
             if not name or name in directives:
@@ -60,7 +60,9 @@ def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:
     return directives
 
 
-def _split_list(value: str) -> list[str]:
+def split_list(value: str) -> list[str]:
+    """The members of a comma-separated field value (RFC 9110 §5.6.1), commas
+    inside quoted strings kept (entity-tags, quoted directive arguments)."""
     if '"' not in value:
         return [part for part in (p.strip() for p in value.split(",")) if part]
     parts, current, quoted = [], [], False
@@ -239,7 +241,7 @@ def response_policy(
         elif lower == "last-modified" and last_modified is None:
             last_modified = value.strip()
     cc = parse_cache_control(cc_values)
-    vary = tuple(sorted({v.lower() for value in vary_values for v in _split_list(value)} | keyed))
+    vary = tuple(sorted({v.lower() for value in vary_values for v in split_list(value)} | keyed))
 
     # Freshness lifetime, shared-cache order (§4.2.1).
     explicit = True

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 
+from .cache_rules import split_list
+
 Headers = Sequence[tuple[str, str]]
 
 # What a 304 carries of the stored head (RFC 9110 §15.4.5).
@@ -27,21 +29,6 @@ def _get(headers: Headers, name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
-
-
-def _tags(value: str) -> list[str]:
-    """The entity-tags of an ``If-None-Match`` / ``If-Match`` list."""
-    tags, current, quoted = [], [], False
-    for ch in value:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            tags.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-    tags.append("".join(current).strip())
-    return [t for t in tags if t]
 
 
 def _weak_equal(a: str, b: str) -> bool:
@@ -65,7 +52,7 @@ def not_modified(method: str, request: Headers, headers: Headers) -> bool:
     inm = _get(request, "if-none-match")
     if inm is not None:
         etag = _get(headers, "etag")
-        tags = _tags(inm)
+        tags = split_list(inm)  # the entity-tags of If-None-Match
         if "*" in tags:
             return True
         return etag is not None and any(_weak_equal(tag, etag) for tag in tags)
