@@ -105,7 +105,7 @@ async def dashboard_json(request: web.Request) -> web.Response:
         "workers": workers,
         "charts_scope": "this process" if workers <= 1 else f"worker 0 of {workers} (about 1/{workers} of the traffic)",
         "draining": state.draining,
-        "in_flight": state.metrics.in_flight._value.get(),
+        "in_flight": state.metrics.active,
         "series": state.metrics.history.series(step=step),
         "totals": totals(_registry(state).collect(), LATENCY_BUCKETS, STAGE_BUCKETS),
     }

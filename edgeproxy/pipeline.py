@@ -92,7 +92,7 @@ class State:
 
 async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
     rec = Record(method=request.method, path=request.path)
-    state.metrics.in_flight.inc()
+    state.metrics.started()
     try:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await tunnel_websocket(request, state.session, state.settings, rec)
@@ -117,7 +117,7 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
             _log_events(state, facts, visitor, plan, rec)  # 6
         return response
     finally:
-        state.metrics.in_flight.dec()
+        state.metrics.finished()
         state.metrics.observe(rec)  # 6
 
 

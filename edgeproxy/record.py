@@ -169,6 +169,10 @@ class Metrics:
         self._bytes_out = 0
         # A short in-memory window of recent latencies (kept for callers of the old dashboard data).
         self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)
+        # Requests in ``pipeline.handle`` now: a plain int, copied into the
+        # ``in_flight`` gauge at each flush and whenever it falls to 0, not
+        # a locked inc() and dec() per request.
+        self.active = 0
         # The last 15 minutes per second, for /dashboard (fed by flush()).
         self.history = History(LATENCY_BUCKETS, STAGE_BUCKETS)
 
@@ -185,6 +189,7 @@ class Metrics:
         if self._bytes_out:
             self.bytes_out.inc(self._bytes_out)
             self._bytes_out = 0
+        self.in_flight.set(self.active)
 
     def _child(self, metric, *values: str):
         """``metric.labels(*values)``, memoised: ``labels()`` takes a lock and
@@ -233,6 +238,17 @@ class Metrics:
         self.recent.append((time.time(), total, rec.personalised))
         if self.access_log is not None:
             self.access_log.add(rec, total)
+
+    def started(self) -> None:
+        """A request entered the pipeline."""
+        self.active += 1
+
+    def finished(self) -> None:
+        """A request left the pipeline.  Idle is published at once, so the
+        gauge never rests on a stale count between flushes."""
+        self.active -= 1
+        if not self.active:
+            self.in_flight.set(0)
 
     def close(self) -> None:
         """Write out the access log (at shutdown, after the last request)."""

@@ -65,6 +65,20 @@ def prometheus_quantile(q: float, cumulative: list[tuple[float, float]]) -> floa
     return start + (cumulative[b][0] - start) * (rank - below) / (cumulative[b][1] - below)
 
 
+def test_the_in_flight_gauge_shows_requests_being_handled_at_a_flush_and_zero_as_soon_as_idle():
+    m = Metrics()
+    gauge = lambda: m.registry.get_sample_value("edgeproxy_in_flight_requests")  # noqa: E731
+    m.started()
+    m.started()
+    assert m.active == 2
+    m.flush()  # what a scrape does first
+    assert gauge() == 2
+    m.finished()
+    assert gauge() == 2  # no lock per request: published at the next flush
+    m.finished()
+    assert m.active == 0 and gauge() == 0  # idle is published at once
+
+
 def test_the_ring_keeps_the_last_15_minutes_per_second():
     m = Metrics()
     now = 1_000_000.0

@@ -251,7 +251,7 @@ async def test_past_max_in_flight_a_request_gets_a_fast_503_with_retry_after(ori
         first = asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", "/slow")))
         for _ in range(100):  # until the first one is in the pipeline
             await asyncio.sleep(0.02)
-            if origin[1] or proxy.state.metrics.in_flight._value.get() >= 1:
+            if origin[1] or proxy.state.metrics.active >= 1:
                 break
         shed = await raw_request(proxy.port, request_bytes("GET", "/x"))
         origin[2].set()

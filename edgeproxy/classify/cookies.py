@@ -68,8 +68,8 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import os
 import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from types import MappingProxyType
@@ -112,6 +112,7 @@ def _unesc(text: str) -> str:
     return unquote(text) if "%" in text else text
 
 
+@lru_cache(maxsize=256)  # times are whole seconds: a busy second seals the same one again and again
 def _b36(n: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""
@@ -132,9 +133,25 @@ def _time(text: str) -> int | None:
     return value if 0 < value < _MAX_TIME else None
 
 
+_ID_BATCH = 256
+_ids: list[str] = []
+os.register_at_fork(after_in_child=_ids.clear)  # never hand a worker its parent's ids
+
+
 def new_id() -> str:
-    """A random id, 96 bits, base64url (16 characters)."""
-    return secrets.token_urlsafe(12)
+    """A random id, 96 bits, base64url (16 characters).
+
+    Drawn from the OS's CSPRNG like ``secrets.token_urlsafe(12)``, but
+    ``_ID_BATCH`` ids per ``urandom`` call: a new visitor needs two (visitor
+    and session), and one system call each was ~3 µs of a cached page's
+    CPU.  12 bytes are exactly 16 base64 characters without padding, so
+    the encoded batch cuts into independent ids."""
+    while True:
+        try:
+            return _ids.pop()
+        except IndexError:
+            text = base64.urlsafe_b64encode(os.urandom(12 * _ID_BATCH)).decode("ascii")
+            _ids.extend([text[i : i + 16] for i in range(0, len(text), 16)])
 
 
 class CookieCodec:
