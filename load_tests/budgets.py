@@ -35,6 +35,7 @@ EDGEPROXY_CACHED = "edgeproxy-cached"
 EDGEPROXY_DEFAULT = "edgeproxy-default"  # a bot: no variant, the origin's bytes
 EDGEPROXY_RETURNING = "edgeproxy-returning"  # a returning visitor: the proxy's own cookies, valid
 EDGEPROXY_ASSET = "edgeproxy-asset"  # a subresource request (Sec-Fetch-Dest: image): proxied untouched
+EDGEPROXY_NOMARKERS = "edgeproxy-nomarkers"  # a new visitor, the same page with its slot markers renamed: all but the rewrite
 
 #: figure name -> what it is (printed next to it).
 FIGURES: dict[str, str] = {
@@ -48,6 +49,7 @@ FIGURES: dict[str, str] = {
     "asset_cpu_per_request_vs_httptools": "edgeproxy CPU/req, an asset request ÷ uvloop+httptools pass-through",
     "added_latency_p99_ms": f"edgeproxy p99 − direct p99, closed loop at concurrency {LATENCY_CONCURRENCY} (ms)",
     "added_ttfb_ms": "edgeproxy TTFB − direct TTFB, origin streams (median, ms)",
+    "rewrite_cpu_through_proxy_us": "edgeproxy CPU/req − the same page with its markers renamed (µs): the rewrite as the proxy pays it",
     "soak_rss_growth_pct": "edgeproxy RSS growth over the --soak run at 70 % of max (%)",
     "large_body_rss_growth_mib": "edgeproxy peak RSS growth, 128 MiB non-HTML body, slow client (MiB)",
 }
@@ -154,6 +156,7 @@ def compute_figures(
         "asset_cpu_per_request_vs_httptools": _ratio(cpu(EDGEPROXY_ASSET), cpu(HTTPTOOLS)),
         "added_latency_p99_ms": minus(p99(EDGEPROXY), p99(DIRECT)),
         "added_ttfb_ms": minus(first_byte(EDGEPROXY), first_byte(DIRECT)),
+        "rewrite_cpu_through_proxy_us": minus(cpu(EDGEPROXY), cpu(EDGEPROXY_NOMARKERS)),
         "soak_rss_growth_pct": (soak or {}).get("rss_growth_pct") if (soak or {}).get("page") == page else None,
         "large_body_rss_growth_mib": ((memory or {}).get(EDGEPROXY) or {}).get("rss_growth_mib"),
     }

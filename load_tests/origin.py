@@ -65,6 +65,15 @@ class Origin:
                 ident = _head("200 OK", base + [("Content-Length", str(len(page)))])
                 zipped = _head("200 OK", base + [("Content-Encoding", "gzip"), ("Content-Length", str(len(gz)))])
                 self.routes[f"/listing/{name}/{kind}".encode()] = ((ident, page), (zipped, gz))
+            # The same page, uncacheable, with its markers renamed (same length):
+            # what the proxy costs when there is nothing to rewrite.
+            plain = page.replace(b"data-edge-slot", b"data-edge-slox")
+            plain_gz = gzip.compress(plain, 6, mtime=0)
+            base = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "private, no-store"), ("Vary", "Accept-Encoding")]
+            self.routes[f"/listing/{name}/nomarkers".encode()] = (
+                (_head("200 OK", base + [("Content-Length", str(len(plain)))]), plain),
+                (_head("200 OK", base + [("Content-Encoding", "gzip"), ("Content-Length", str(len(plain_gz)))]), plain_gz),
+            )
         self.routes[b"/healthz"] = ((_head("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")]), b"ok"),) * 2
         self.not_found = (_head("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")]), b"not found")
         page = make_page(PAGE_SIZES["60k"])

@@ -25,6 +25,7 @@ COLOURS = {
     B.HTTPTOOLS: "#bcbd22",
     B.EDGEPROXY_ASSET: "#e377c2",
     B.EDGEPROXY_RETURNING: "#aec7e8",
+    B.EDGEPROXY_NOMARKERS: "#c5b0d5",
 }
 
 #: (title, numerator system, denominator system, key) of the per-page peer ratios (closed loop).
@@ -47,7 +48,9 @@ PEER_RATIOS = (
 
 
 def format_figure(figure: str, value: float) -> str:
-    """``2.31x`` for ratios, ``1.20 ms``, ``+3.1 %``, ``2.0 MiB``."""
+    """``2.31x`` for ratios, ``1.20 ms``, ``154 µs``, ``+3.1 %``, ``2.0 MiB``."""
+    if figure.endswith("_us"):
+        return f"{value:,.0f} µs"
     if figure.endswith("_ms"):
         return f"{value:.2f} ms"
     if figure.endswith("_pct"):
@@ -174,7 +177,7 @@ def print_report(report: Mapping, labels: Mapping[str, str], verdicts: Sequence[
     page = report["budget_page"]
     figures = report["figures"].get(page)
     if figures is not None:
-        print(f"\n== issue 4 targets ({page} page) ==")
+        print(f"\n== targets and budgets ({page} page) ==")
         by_figure = {v.figure: [] for v in verdicts}
         for v in verdicts:
             by_figure[v.figure].append(v)

@@ -73,8 +73,8 @@ SOAK_FRACTION = 0.7
 SOAK_SAMPLE_EVERY = 5.0
 SOAK_WARMUP = 10.0
 
-SYSTEM_ORDER = (B.DIRECT, B.AIOHTTP_STATIC, B.HTTPTOOLS, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_RETURNING, B.EDGEPROXY_CACHED,
-                B.EDGEPROXY_DEFAULT, B.EDGEPROXY_ASSET)
+SYSTEM_ORDER = (B.DIRECT, B.AIOHTTP_STATIC, B.HTTPTOOLS, B.BARE, B.NGINX, B.REPARSE, B.EDGEPROXY, B.EDGEPROXY_NOMARKERS,
+                B.EDGEPROXY_RETURNING, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT, B.EDGEPROXY_ASSET)
 LABELS = {
     B.DIRECT: "direct (origin)",
     B.AIOHTTP_STATIC: "aiohttp, from memory",
@@ -86,6 +86,7 @@ LABELS = {
     B.EDGEPROXY_CACHED: "edgeproxy, cached",
     B.EDGEPROXY_DEFAULT: "edgeproxy, no variant",
     B.EDGEPROXY_ASSET: "edgeproxy, asset",
+    B.EDGEPROXY_NOMARKERS: "edgeproxy, page without markers",
     B.EDGEPROXY_RETURNING: "edgeproxy, returning",
 }
 #: A crawler's User-Agent: bots always get the origin's default content, so
@@ -103,6 +104,7 @@ class System:
     name: str
     port: int | None = None
     cacheable: bool = False
+    route: str | None = None  # the origin's page kind when not public/private (e.g. "nomarkers")
     child: Child | None = None  # whose CPU time is measured (None: nothing runs)
     skipped: str | None = None
     error: str | None = None
@@ -117,7 +119,7 @@ class System:
         return self.skipped is None and self.error is None and self.port is not None
 
     def path(self, page: str) -> str:
-        return f"/listing/{page}/{'public' if self.cacheable else 'private'}"
+        return f"/listing/{page}/{self.route or ('public' if self.cacheable else 'private')}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +220,8 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             s.expected_edits = "hero+banner"
             s.notes.append(f"nginx {nginx.nginx_version(binary)}; sub_filter cannot sort")
             waits.append((s, lambda s=s: wait_port(s.child, HOST, s.port)))
-    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_RETURNING, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT, B.EDGEPROXY_ASSET) if n in systems]
+    ep_names = [n for n in (B.EDGEPROXY, B.EDGEPROXY_NOMARKERS, B.EDGEPROXY_RETURNING, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT,
+                            B.EDGEPROXY_ASSET) if n in systems]
     if ep_names:
         why = _edgeproxy_available()
         if why:
@@ -242,6 +245,9 @@ def start_systems(args, children: Children, workdir: Path, wanted: list[str], pr
             if B.EDGEPROXY_ASSET in systems:
                 systems[B.EDGEPROXY_ASSET].expected_edits = "none"
                 systems[B.EDGEPROXY_ASSET].headers = list(ASSET_HEADERS)
+            if B.EDGEPROXY_NOMARKERS in systems:
+                systems[B.EDGEPROXY_NOMARKERS].expected_edits = "none"
+                systems[B.EDGEPROXY_NOMARKERS].route = "nomarkers"
             first = systems[ep_names[0]]
             waits.append((first, lambda: (wait_port(child, HOST, port), wait_http(child, HOST, admin, "/readyz"))))
 
