@@ -271,6 +271,7 @@ RUNS = _runs(**{
     B.HTTPTOOLS: (50.0, 7000.0, 1.2),
     B.EDGEPROXY_DEFAULT: (75.0, 5000.0, 1.2),
     B.EDGEPROXY_ASSET: (60.0, 5000.0, 1.2),
+    B.EDGEPROXY_NOMARKERS: (250.0, 3000.0, 2.0),
 })
 TTFB = {B.DIRECT: {"ttfb_ms": {"p50": 0.2}}, B.EDGEPROXY: {"ttfb_ms": {"p50": 0.9}}}
 
@@ -287,6 +288,7 @@ def test_figures_are_ratios_against_peers_of_the_same_page():
     assert f["cached_cpu_per_request_vs_httptools"] == pytest.approx(2.0)
     assert f["default_cpu_per_request_vs_httptools"] == pytest.approx(1.5)
     assert f["asset_cpu_per_request_vs_httptools"] == pytest.approx(1.2)
+    assert f["rewrite_cpu_through_proxy_us"] == pytest.approx(150.0)  # the same page without markers: 250
 
 
 def test_the_memory_figure_is_edgeproxys_rss_growth_whatever_the_page():
