@@ -195,6 +195,17 @@ def test_contexts_until_agrees_with_the_pure_loop(data, final):
 
 
 @compiled
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_tokens_end_agrees_with_the_tokens_pattern(data):
+    doc = data.draw(html_docs() | st.binary(max_size=120))
+    pos = data.draw(st.integers(-3, len(doc) + 3))
+    endpos = data.draw(st.integers(-3, len(doc) + 3))
+    for buf in (doc, bytearray(doc)):
+        assert native._compiled.tokens_end(buf, pos, endpos) == sc.TOKENS.match(buf, pos, endpos).end()
+
+
+@compiled
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), final=st.booleans())
 def test_skip_context_and_element_end_agree(data, final):
@@ -245,6 +256,7 @@ def test_compiled_functions_take_any_bytes_and_offsets(buf, a, b, final):
     c.walk_children(buf, a, "div")
     c.attr_values(buf, [(a, b), (b, a), (0, len(buf))], (b"x", b"data-price"), ("x", "p"), final)
     c.contexts_until(buf, a, b, len(buf) + a, final)
+    c.tokens_end(buf, a, b)
     if 0 <= a < len(buf) and buf[a:a + 1] == b"<":
         for kind in ("!--", "script", "template", "plaintext"):
             c.skip_context(buf, a, kind, final)

@@ -270,7 +270,7 @@ class SlotRewriter:
                 self._mpos = max(self._mpos, self._pos)
                 continue
             # No context opens before the marker: is it an attribute name?
-            t = sc.TOKENS.match(buf, self._pos, m).end()
+            t = _tokens_end(buf, self._pos, m)
             if t == m:  # in text
                 self._pos = self._opos = m
                 self._mpos = m + 1
@@ -442,7 +442,7 @@ class SlotRewriter:
             return
         if state == "clear":
             self._opos = max(self._opos, len(buf) - sc.LOOKBACK)
-            self._pos = sc.TOKENS.match(buf, self._pos, self._opos).end()
+            self._pos = _tokens_end(buf, self._pos, self._opos)
         self._mpos = max(self._mpos, len(buf) - _TAIL)
         self._trim()
 
@@ -459,6 +459,15 @@ class SlotRewriter:
         self._base += self._emitted
         self._emitted = self._pos = self._opos = self._mpos = 0
         return out
+
+
+def _tokens_end(buf: bytearray, pos: int, endpos: int) -> int:
+    """``TOKENS.match(buf, pos, endpos).end()``, by the compiled loop when it
+    is active (``native``)."""
+    compiled = native.tokens_end
+    if compiled is not None:
+        return compiled(buf, pos, endpos)
+    return sc.TOKENS.match(buf, pos, endpos).end()
 
 
 def rewrite_document(body: bytes, edits: Mapping[str, Edit], **kw) -> tuple[bytes, dict[str, str]]:
