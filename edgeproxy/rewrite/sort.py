@@ -386,24 +386,49 @@ def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, 
 
     ``children`` is ``(elements, spans)`` from ``split_until_end`` when the
     caller already has them."""
+    parts = sort_parts(inner, 0, len(inner), edit, encoding, children)
+    return inner if parts is None else b"".join(parts)
+
+
+def sort_parts(buf, start: int, end: int, edit: SortChildren, encoding: str = "utf-8", children=None):
+    """``sort_children`` of ``buf[start:end]`` as the pieces of its answer,
+    separators and elements in their new order, each a view of ``buf``; or
+    ``None`` when the order does not change.  The streaming rewriter sends
+    the pieces as they are: the body is neither copied out of its buffer
+    nor joined before the page is.
+
+    ``children`` (extents relative to ``start``) are required unless the
+    body runs to the end of ``buf``.  The views are made last, once nothing
+    can raise: a view left alive in a traceback would pin ``buf``."""
     if children is None:
-        seps, els, spans = _split(inner)
+        if end != len(buf):
+            buf, start, end = bytes(memoryview(buf)[start:end]), 0, end - start
+        els, spans, _ = _walk(buf, start, None)
+        if start:
+            els = [(a - start, b - start) for a, b in els]
     else:
         els, spans = children
-        seps = _separators(inner, els)
+        if start:
+            spans = [(a + start, b + start) for a, b in spans]
     if len(els) < 2 or not edit.keys:
-        return inner
+        return None
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
-    attrs = _all_attrs(inner, spans, wanted, encoding)
+    attrs = _all_attrs(buf, spans, wanted, encoding)
     columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
     keys = list(zip(*columns, range(len(els))))  # (key 1, key 2, ..., origin index)
     order = sorted(range(len(els)), key=keys.__getitem__)
     if order == list(range(len(els))):
-        return inner
-    view = memoryview(inner)  # slices without copies; join copies once
-    parts = [seps[0]]
+        return None
+    # The separators keep their places: separator k runs from the end of
+    # element k-1 to the start of element k (absolute offsets).
+    cuts = [start]
+    for a, b in els:
+        cuts.append(start + a)
+        cuts.append(start + b)
+    cuts.append(end)
+    view = memoryview(buf)
+    parts = [view[cuts[0] : cuts[1]]]
     for slot, i in enumerate(order):
-        start, end = els[i]
-        parts.append(view[start:end])
-        parts.append(seps[slot + 1])
-    return b"".join(parts)
+        parts.append(view[cuts[2 * i + 1] : cuts[2 * i + 2]])
+        parts.append(view[cuts[2 * slot + 2] : cuts[2 * slot + 3]])
+    return parts
