@@ -27,11 +27,19 @@ sends them there), whose patterns treat them in a way not worth copying.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from libc.string cimport memchr
+from libc.math cimport isfinite
+from cpython.unicode cimport PyUnicode_Check
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
+    bint PyUnicode_IS_ASCII(object o)
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
 
 ctypedef unsigned char uchar
 
 # What ``native.py`` expects of this module; a stale build is not used.
-API = 4
+API = 5
 
 # ``scanner.RAW_TEXT``, in the same order.
 RAW_TEXT = (
@@ -1002,3 +1010,96 @@ def tokens_end(buf, Py_ssize_t pos, Py_ssize_t endpos):
     if endpos <= pos:
         return pos
     return tokens_end_c(b, pos, endpos)
+
+
+cdef inline bint is_py_space(uchar c) noexcept nogil:
+    """``str.isspace`` of an ASCII character."""
+    return c == 32 or (9 <= c <= 13) or (28 <= c <= 31)
+
+
+cdef inline bint is_digit(uchar c) noexcept nogil:
+    return 48 <= c <= 57
+
+
+cdef int plain_number(const uchar* s, Py_ssize_t n, double* out) except -2:
+    """``sort._number`` of the ASCII text ``s[:n]``: 1 and ``out`` for a
+    finite number, 0 for none.  The text, stripped, must fully match
+    ``[+-]?(?:\\d+(?:\\.\\d*)?|\\.\\d+)(?:[eE][+-]?\\d+)?`` (the digits are ASCII here);
+    ``float()`` reads it as ``PyOS_string_to_double`` does."""
+    cdef Py_ssize_t a = 0, b = n, p, d
+    cdef char buf[72]
+    cdef double x
+    while a < b and is_py_space(s[a]):
+        a += 1
+    while b > a and is_py_space(s[b - 1]):
+        b -= 1
+    p = a
+    if p < b and (s[p] == 43 or s[p] == 45):
+        p += 1
+    d = p
+    while p < b and is_digit(s[p]):
+        p += 1
+    if p > d:
+        if p < b and s[p] == 46:
+            p += 1
+            while p < b and is_digit(s[p]):
+                p += 1
+    else:
+        if not (p < b and s[p] == 46):
+            return 0
+        p += 1
+        d = p
+        while p < b and is_digit(s[p]):
+            p += 1
+        if p == d:
+            return 0
+    if p < b and (s[p] == 101 or s[p] == 69):
+        p += 1
+        if p < b and (s[p] == 43 or s[p] == 45):
+            p += 1
+        d = p
+        while p < b and is_digit(s[p]):
+            p += 1
+        if p == d:
+            return 0
+    if p != b:
+        return 0
+    if b - a >= 72:
+        return -1  # long: let float() read it
+    for p in range(b - a):
+        buf[p] = <char>s[a + p]
+    buf[b - a] = 0
+    x = PyOS_string_to_double(buf, NULL, NULL)
+    if not isfinite(x):
+        return 0
+    out[0] = x
+    return 1
+
+
+def attr_key(list values, bint descending):
+    """``sort._attr_key(values, descending)`` when at least one value is a
+    number and every value is ASCII text or ``None``; else ``None`` (the
+    pure function answers: text keys, other scripts' digits)."""
+    cdef Py_ssize_t i, n = len(values), size
+    cdef const char* s
+    cdef double x
+    cdef int r
+    cdef list nums = [None] * n
+    cdef bint any_number = False
+    cdef object v
+    for i in range(n):
+        v = values[i]
+        if v is None:
+            continue
+        if not PyUnicode_Check(v) or not PyUnicode_IS_ASCII(v):
+            return None
+        s = PyUnicode_AsUTF8AndSize(v, &size)
+        r = plain_number(<const uchar*>s, size, &x)
+        if r < 0:
+            return None
+        if r:
+            nums[i] = -x if descending else x
+            any_number = True
+    if not any_number:
+        return None
+    return [(1,) if x_ is None else (0, x_) for x_ in nums]

@@ -341,6 +341,17 @@ def _rank_key(values: list[str | None], order: tuple[str, ...]) -> list[tuple]:
 
 
 def _attr_key(values: list[str | None], descending: bool) -> list[tuple]:
+    """``_attr_key_pure``, by the compiled loop when it is active and the
+    values are numbers in ASCII (``native``)."""
+    compiled = native.attr_key
+    if compiled is not None:
+        keys = compiled(values, descending)
+        if keys is not None:
+            return keys
+    return _attr_key_pure(values, descending)
+
+
+def _attr_key_pure(values: list[str | None], descending: bool) -> list[tuple]:
     numbers = [None if v is None else _number(v) for v in values]
     out: list[tuple] = []
     if any(x is not None for x in numbers):
@@ -414,10 +425,13 @@ def sort_parts(buf, start: int, end: int, edit: SortChildren, encoding: str = "u
         return None
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
     attrs = _all_attrs(buf, spans, wanted, encoding)
-    columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
-    keys = list(zip(*columns, range(len(els))))  # (key 1, key 2, ..., origin index)
-    order = sorted(range(len(els)), key=keys.__getitem__)
-    if order == list(range(len(els))):
+    # By (key 1, key 2, ..., origin index): one stable sort per key, the
+    # last key first, compares flat keys rather than tuples of them.
+    origin = list(range(len(els)))
+    order = origin[:]
+    for key in reversed(edit.keys):
+        order.sort(key=_keys(key, attrs, edit.affinity).__getitem__)
+    if order == origin:
         return None
     # The separators keep their places: separator k runs from the end of
     # element k-1 to the start of element k (absolute offsets).
