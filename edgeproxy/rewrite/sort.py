@@ -28,6 +28,7 @@ whose end tag is omitted, such as ``<li>`` without ``</li>``) raises
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 
@@ -330,13 +331,18 @@ def _rank_key(values: list[str | None], order: tuple[str, ...]) -> list[tuple]:
     for i, v in enumerate(order):
         ranks.setdefault(v, i)
     miss = len(order)
+    known: dict[str | None, tuple] = {}  # a grid repeats a few categories
     out = []
     for v in values:
-        toks = v.split() if v else ()
-        if len(toks) == 1:
-            out.append((ranks.get(toks[0], miss),))
-        else:
-            out.append((min((ranks.get(tok, miss) for tok in toks), default=miss),))
+        key = known.get(v)
+        if key is None:
+            toks = v.split() if v else ()
+            if len(toks) == 1:
+                key = (ranks.get(toks[0], miss),)
+            else:
+                key = (min((ranks.get(tok, miss) for tok in toks), default=miss),)
+            known[v] = key
+        out.append(key)
     return out
 
 
@@ -434,13 +440,9 @@ def sort_parts(buf, start: int, end: int, edit: SortChildren, encoding: str = "u
     if order == origin:
         return None
     # The separators keep their places: separator k runs from the end of
-    # element k-1 to the start of element k (absolute offsets).
-    cuts = [start]
-    for a, b in els:
-        cuts.append(start + a)
-        cuts.append(start + b)
-    cuts.append(end)
-    view = memoryview(buf)
+    # element k-1 to the start of element k (offsets relative to start).
+    cuts = [0, *itertools.chain.from_iterable(els), end - start]
+    view = memoryview(buf)[start:end]
     parts = [view[cuts[0] : cuts[1]]]
     for slot, i in enumerate(order):
         parts.append(view[cuts[2 * i + 1] : cuts[2 * i + 2]])
