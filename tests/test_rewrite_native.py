@@ -194,6 +194,34 @@ def test_contexts_until_agrees_with_the_pure_loop(data, final):
     assert comp == (pure_state, pure_rw._pos, pure_rw._opos)
 
 
+NUMBERISH = st.text(alphabet="0123456789+-.eE \t\n\x0b\x1c\x85xé١", max_size=12)
+
+
+@compiled
+@settings(max_examples=600, deadline=None)
+@given(values=st.lists(st.none() | NUMBERISH | st.sampled_from(["12.50", " 7 ", "1e400", "-0", ".5", "5.", "x"]),
+                       max_size=8),
+       descending=st.booleans())
+def test_attr_key_agrees_with_the_pure_sort_key(values, descending):
+    keys = native._compiled.attr_key(values, descending)
+    if keys is not None:
+        assert keys == sort_mod._attr_key_pure(values, descending)
+    elif all(v is None or v.isascii() for v in values):
+        # Only a list without any number is left to the pure key.
+        assert all(k == (1,) or type(k[1]) is not float for k in sort_mod._attr_key_pure(values, descending))
+
+
+@compiled
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_tokens_end_agrees_with_the_tokens_pattern(data):
+    doc = data.draw(html_docs() | st.binary(max_size=120))
+    pos = data.draw(st.integers(-3, len(doc) + 3))
+    endpos = data.draw(st.integers(-3, len(doc) + 3))
+    for buf in (doc, bytearray(doc)):
+        assert native._compiled.tokens_end(buf, pos, endpos) == sc.TOKENS.match(buf, pos, endpos).end()
+
+
 @compiled
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), final=st.booleans())
@@ -245,6 +273,8 @@ def test_compiled_functions_take_any_bytes_and_offsets(buf, a, b, final):
     c.walk_children(buf, a, "div")
     c.attr_values(buf, [(a, b), (b, a), (0, len(buf))], (b"x", b"data-price"), ("x", "p"), final)
     c.contexts_until(buf, a, b, len(buf) + a, final)
+    c.tokens_end(buf, a, b)
+    c.attr_key([buf.decode("latin-1"), None], final)
     if 0 <= a < len(buf) and buf[a:a + 1] == b"<":
         for kind in ("!--", "script", "template", "plaintext"):
             c.skip_context(buf, a, kind, final)

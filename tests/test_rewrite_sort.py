@@ -336,3 +336,31 @@ def test_number_fast_path_reads_what_the_number_pattern_reads(text):
     stripped = text.strip()
     expected = float(stripped) if _NUMBER.fullmatch(stripped) else None
     assert _number(text) == (expected if expected is None or math.isfinite(expected) else None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(grid_bodies, grid_bodies, grid_bodies, st.booleans())
+def test_sort_parts_in_a_larger_buffer_join_to_sort_children(before, body, after, one_pass):
+    from edgeproxy.rewrite.sort import sort_parts
+
+    edit = EDITS_G["g"]
+    buf = bytearray(before + body + after)
+    start, end = len(before), len(before) + len(body)
+    children = None
+    if one_pass:
+        found = split_until_end(b"<ul>" + body + b"</ul>", 4, "ul", len(body) + 9)
+        if found is None or found[0] != len(body):
+            return
+        children = found[2], found[3]
+    elif after:
+        return  # without the children, the body must run to the end of the buffer
+    try:
+        want = sort_children(bytes(body), edit)
+    except SortError:
+        with pytest.raises(SortError):
+            sort_parts(buf, start, end, edit, "utf-8", children)
+        return
+    parts = sort_parts(buf, start, end, edit, "utf-8", children)
+    assert (bytes(body) if parts is None else b"".join(parts)) == want
+    del parts
+    buf += b"x"  # no view of buf is left behind

@@ -14,6 +14,7 @@ as sre reads it (possessive, so a left-to-right loop with no backtracking):
 * ``attrs_end``: ``_ATTRS`` (the attribute states after a tag name);
 * ``tag_end``: ``START_TAG`` / ``END_TAG`` and the ``>`` after them;
 * ``markup_end``: ``MARKUP.match(buf, pos, endpos).end()``;
+* ``tokens_end``: ``TOKENS.match(buf, pos, endpos).end()``;
 * ``body_search``: ``body_scanner(name).search``.
 
 Every index is checked against the length of the buffer it reads (the
@@ -26,11 +27,19 @@ sends them there), whose patterns treat them in a way not worth copying.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from libc.string cimport memchr
+from libc.math cimport isfinite
+from cpython.unicode cimport PyUnicode_Check
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
+    bint PyUnicode_IS_ASCII(object o)
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
 
 ctypedef unsigned char uchar
 
 # What ``native.py`` expects of this module; a stale build is not used.
-API = 3
+API = 5
 
 # ``scanner.RAW_TEXT``, in the same order.
 RAW_TEXT = (
@@ -897,3 +906,200 @@ def contexts_until(buf, Py_ssize_t pos, Py_ssize_t opos, Py_ssize_t limit, bint 
         pos = opos = e
         if e > limit:
             return ("past", pos, opos)
+
+
+cdef Py_ssize_t comment_token_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
+    """After ``TOKENS``' comment alternative at ``p`` (a ``<!--``):
+    ``<!--(?:>|->|(?:[^-]++|-(?!-!?>))*+--!?>)``; -1 when it does not match
+    before ``n``."""
+    cdef Py_ssize_t q
+    if p + 4 < n and b[p + 4] == 62:  # <!-->
+        return p + 5
+    if p + 5 < n and b[p + 4] == 45 and b[p + 5] == 62:  # <!--->
+        return p + 6
+    q = p + 4
+    while True:
+        # The loop stops at the first "-" followed by "->" or "-!>".
+        q = find_byte(b, q, n, 45)
+        if q < 0:
+            return -1
+        if q + 2 < n and b[q + 1] == 45:
+            if b[q + 2] == 62:
+                return q + 3
+            if b[q + 2] == 33 and q + 3 < n and b[q + 3] == 62:
+                return q + 4
+        q += 1
+
+
+cdef Py_ssize_t tokens_end_c(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
+    """``markup_end`` with ``TOKENS``' two differences: a comment is a
+    token, and a start tag named like a raw-text element (then a delimiter)
+    stops the match."""
+    cdef Py_ssize_t e, r
+    cdef uchar d
+    cdef unsigned int bits
+    cdef int k
+    while p < n:
+        if b[p] != 60:  # [^<]++
+            r = find_byte(b, p, n, 60)
+            p = n if r < 0 else r
+            continue
+        if p + 1 >= n:  # "<(?![a-zA-Z/!?])" at the end
+            return n
+        d = b[p + 1]
+        if is_alpha(d):
+            bits = RAW_FIRST[d]
+            k = 0
+            while bits:
+                if (bits & 1) and name_at(b, p + 1, n, RAW.names[k], RAW.lens[k]):
+                    return p
+                bits >>= 1
+                k += 1
+            e = tag_end(b, p, n, False)
+            if e < 0:
+                return p
+            p = e
+        elif d == 47:  # "/"
+            if p + 2 >= n:
+                return p
+            if is_alpha(b[p + 2]):
+                e = tag_end(b, p, n, True)
+                if e < 0:
+                    return p
+                p = e
+            elif b[p + 2] == 62:
+                p += 3
+            else:
+                r = find_byte(b, p + 3, n, 62)
+                if r < 0:
+                    return p
+                p = r + 1
+        elif d == 33:
+            if p + 3 < n and b[p + 2] == 45 and b[p + 3] == 45:
+                e = comment_token_end(b, p, n)
+                if e < 0:
+                    return p
+                p = e
+                continue
+            r = find_byte(b, p + 2, n, 62)  # "<!(?!--)[^>]*+>"
+            if r < 0:
+                return p
+            p = r + 1
+        elif d == 63:  # "<\\?[^>]*+>"
+            r = find_byte(b, p + 2, n, 62)
+            if r < 0:
+                return p
+            p = r + 1
+        else:
+            p += 1
+    return p
+
+
+def tokens_end(buf, Py_ssize_t pos, Py_ssize_t endpos):
+    """``scanner.TOKENS.match(buf, pos, endpos).end()`` (offsets clamped as
+    sre clamps them): how far text and complete tags run from ``pos``, for
+    telling a marker inside a start tag from one in text."""
+    cdef Py_ssize_t n
+    cdef const uchar* b = data_of(buf, &n)
+    if pos < 0:
+        pos = 0
+    elif pos > n:
+        pos = n
+    if endpos > n:
+        endpos = n
+    if endpos <= pos:
+        return pos
+    return tokens_end_c(b, pos, endpos)
+
+
+cdef inline bint is_py_space(uchar c) noexcept nogil:
+    """``str.isspace`` of an ASCII character."""
+    return c == 32 or (9 <= c <= 13) or (28 <= c <= 31)
+
+
+cdef inline bint is_digit(uchar c) noexcept nogil:
+    return 48 <= c <= 57
+
+
+cdef int plain_number(const uchar* s, Py_ssize_t n, double* out) except -2:
+    """``sort._number`` of the ASCII text ``s[:n]``: 1 and ``out`` for a
+    finite number, 0 for none.  The text, stripped, must fully match
+    ``[+-]?(?:\\d+(?:\\.\\d*)?|\\.\\d+)(?:[eE][+-]?\\d+)?`` (the digits are ASCII here);
+    ``float()`` reads it as ``PyOS_string_to_double`` does."""
+    cdef Py_ssize_t a = 0, b = n, p, d
+    cdef char buf[72]
+    cdef double x
+    while a < b and is_py_space(s[a]):
+        a += 1
+    while b > a and is_py_space(s[b - 1]):
+        b -= 1
+    p = a
+    if p < b and (s[p] == 43 or s[p] == 45):
+        p += 1
+    d = p
+    while p < b and is_digit(s[p]):
+        p += 1
+    if p > d:
+        if p < b and s[p] == 46:
+            p += 1
+            while p < b and is_digit(s[p]):
+                p += 1
+    else:
+        if not (p < b and s[p] == 46):
+            return 0
+        p += 1
+        d = p
+        while p < b and is_digit(s[p]):
+            p += 1
+        if p == d:
+            return 0
+    if p < b and (s[p] == 101 or s[p] == 69):
+        p += 1
+        if p < b and (s[p] == 43 or s[p] == 45):
+            p += 1
+        d = p
+        while p < b and is_digit(s[p]):
+            p += 1
+        if p == d:
+            return 0
+    if p != b:
+        return 0
+    if b - a >= 72:
+        return -1  # long: let float() read it
+    for p in range(b - a):
+        buf[p] = <char>s[a + p]
+    buf[b - a] = 0
+    x = PyOS_string_to_double(buf, NULL, NULL)
+    if not isfinite(x):
+        return 0
+    out[0] = x
+    return 1
+
+
+def attr_key(list values, bint descending):
+    """``sort._attr_key(values, descending)`` when at least one value is a
+    number and every value is ASCII text or ``None``; else ``None`` (the
+    pure function answers: text keys, other scripts' digits)."""
+    cdef Py_ssize_t i, n = len(values), size
+    cdef const char* s
+    cdef double x
+    cdef int r
+    cdef list nums = [None] * n
+    cdef bint any_number = False
+    cdef object v
+    for i in range(n):
+        v = values[i]
+        if v is None:
+            continue
+        if not PyUnicode_Check(v) or not PyUnicode_IS_ASCII(v):
+            return None
+        s = PyUnicode_AsUTF8AndSize(v, &size)
+        r = plain_number(<const uchar*>s, size, &x)
+        if r < 0:
+            return None
+        if r:
+            nums[i] = -x if descending else x
+            any_number = True
+    if not any_number:
+        return None
+    return [(1,) if x_ is None else (0, x_) for x_ in nums]

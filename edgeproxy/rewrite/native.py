@@ -9,7 +9,9 @@ reading of their sort-key attributes (``attr_values``), which a profile of a
 listing page puts at ~90% of the rewriter's CPU, and the skipping of
 comments and raw-text elements on the way to a marker
 (``contexts_until``), most of it on real pages whose slots come after
-hundreds of scripts.  Decisions,
+hundreds of scripts, and the token run that tells a marker in a start tag
+from one in text (``tokens_end``), and the numeric sort keys of a grid
+(``attr_key``).  Decisions,
 escaping and fragments stay in Python.
 
 ``EDGEPROXY_NO_EXTENSIONS=1`` forces the pure one (as ``AIOHTTP_NO_EXTENSIONS``
@@ -28,7 +30,7 @@ from . import scanner as _pure
 NO_EXTENSIONS = os.environ.get("EDGEPROXY_NO_EXTENSIONS", "") not in ("", "0")
 
 # The ``API`` of ``_scanner.pyx`` this module calls.
-API = 3
+API = 5
 
 _compiled = None
 if not NO_EXTENSIONS:
@@ -65,6 +67,12 @@ attr_values = None
 #: ``contexts_until(buf, pos, opos, limit, final)`` of ``_scanner``, or
 #: ``None`` when the pure ``SlotRewriter._contexts_until`` runs.
 contexts_until = None
+#: ``tokens_end(buf, pos, endpos)`` of ``_scanner`` (``TOKENS.match(buf,
+#: pos, endpos).end()``), or ``None`` when the pattern runs.
+tokens_end = None
+#: ``attr_key(values, descending)`` of ``_scanner`` (``sort._attr_key`` for
+#: numbers in ASCII, else ``None``), or ``None`` when the pure one runs.
+attr_key = None
 
 
 def _end_finder(name: str, start: int):
@@ -82,16 +90,17 @@ def available() -> tuple[str, ...]:
 
 def use(name: str) -> None:
     """Run the ``"compiled"`` or the ``"pure"`` byte loop from now on."""
-    global ACTIVE, EndFinder, walk_children, attr_values, contexts_until
+    global ACTIVE, EndFinder, walk_children, attr_values, contexts_until, tokens_end, attr_key
     if name == "compiled":
         if _compiled is None:
             raise RuntimeError("the compiled scanner is not built (pip install -e . with a C compiler)")
         ACTIVE, EndFinder = "compiled", _end_finder
         walk_children, attr_values = _compiled.walk_children, _compiled.attr_values
-        contexts_until = _compiled.contexts_until
+        contexts_until, tokens_end = _compiled.contexts_until, _compiled.tokens_end
+        attr_key = _compiled.attr_key
     elif name == "pure":
         ACTIVE, EndFinder = "pure", _pure.EndFinder
-        walk_children = attr_values = contexts_until = None
+        walk_children = attr_values = contexts_until = tokens_end = attr_key = None
     else:
         raise ValueError(f"unknown scanner {name!r}")
 

@@ -28,6 +28,7 @@ whose end tag is omitted, such as ``<li>`` without ``</li>``) raises
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 
@@ -330,17 +331,33 @@ def _rank_key(values: list[str | None], order: tuple[str, ...]) -> list[tuple]:
     for i, v in enumerate(order):
         ranks.setdefault(v, i)
     miss = len(order)
+    known: dict[str | None, tuple] = {}  # a grid repeats a few categories
     out = []
     for v in values:
-        toks = v.split() if v else ()
-        if len(toks) == 1:
-            out.append((ranks.get(toks[0], miss),))
-        else:
-            out.append((min((ranks.get(tok, miss) for tok in toks), default=miss),))
+        key = known.get(v)
+        if key is None:
+            toks = v.split() if v else ()
+            if len(toks) == 1:
+                key = (ranks.get(toks[0], miss),)
+            else:
+                key = (min((ranks.get(tok, miss) for tok in toks), default=miss),)
+            known[v] = key
+        out.append(key)
     return out
 
 
 def _attr_key(values: list[str | None], descending: bool) -> list[tuple]:
+    """``_attr_key_pure``, by the compiled loop when it is active and the
+    values are numbers in ASCII (``native``)."""
+    compiled = native.attr_key
+    if compiled is not None:
+        keys = compiled(values, descending)
+        if keys is not None:
+            return keys
+    return _attr_key_pure(values, descending)
+
+
+def _attr_key_pure(values: list[str | None], descending: bool) -> list[tuple]:
     numbers = [None if v is None else _number(v) for v in values]
     out: list[tuple] = []
     if any(x is not None for x in numbers):
@@ -386,24 +403,48 @@ def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, 
 
     ``children`` is ``(elements, spans)`` from ``split_until_end`` when the
     caller already has them."""
+    parts = sort_parts(inner, 0, len(inner), edit, encoding, children)
+    return inner if parts is None else b"".join(parts)
+
+
+def sort_parts(buf, start: int, end: int, edit: SortChildren, encoding: str = "utf-8", children=None):
+    """``sort_children`` of ``buf[start:end]`` as the pieces of its answer,
+    separators and elements in their new order, each a view of ``buf``; or
+    ``None`` when the order does not change.  The streaming rewriter sends
+    the pieces as they are: the body is neither copied out of its buffer
+    nor joined before the page is.
+
+    ``children`` (extents relative to ``start``) are required unless the
+    body runs to the end of ``buf``.  The views are made last, once nothing
+    can raise: a view left alive in a traceback would pin ``buf``."""
     if children is None:
-        seps, els, spans = _split(inner)
+        if end != len(buf):
+            buf, start, end = bytes(memoryview(buf)[start:end]), 0, end - start
+        els, spans, _ = _walk(buf, start, None)
+        if start:
+            els = [(a - start, b - start) for a, b in els]
     else:
         els, spans = children
-        seps = _separators(inner, els)
+        if start:
+            spans = [(a + start, b + start) for a, b in spans]
     if len(els) < 2 or not edit.keys:
-        return inner
+        return None
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
-    attrs = _all_attrs(inner, spans, wanted, encoding)
-    columns = [_keys(k, attrs, edit.affinity) for k in edit.keys]
-    keys = list(zip(*columns, range(len(els))))  # (key 1, key 2, ..., origin index)
-    order = sorted(range(len(els)), key=keys.__getitem__)
-    if order == list(range(len(els))):
-        return inner
-    view = memoryview(inner)  # slices without copies; join copies once
-    parts = [seps[0]]
+    attrs = _all_attrs(buf, spans, wanted, encoding)
+    # By (key 1, key 2, ..., origin index): one stable sort per key, the
+    # last key first, compares flat keys rather than tuples of them.
+    origin = list(range(len(els)))
+    order = origin[:]
+    for key in reversed(edit.keys):
+        order.sort(key=_keys(key, attrs, edit.affinity).__getitem__)
+    if order == origin:
+        return None
+    # The separators keep their places: separator k runs from the end of
+    # element k-1 to the start of element k (offsets relative to start).
+    cuts = [0, *itertools.chain.from_iterable(els), end - start]
+    view = memoryview(buf)[start:end]
+    parts = [view[cuts[0] : cuts[1]]]
     for slot, i in enumerate(order):
-        start, end = els[i]
-        parts.append(view[start:end])
-        parts.append(seps[slot + 1])
-    return b"".join(parts)
+        parts.append(view[cuts[2 * i + 1] : cuts[2 * i + 2]])
+        parts.append(view[cuts[2 * slot + 2] : cuts[2 * slot + 3]])
+    return parts

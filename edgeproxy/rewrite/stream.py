@@ -60,7 +60,7 @@ from ..settings import DEFAULT_MAX_SLOT_BYTES
 from . import native
 from . import scanner as sc
 from .charset import encode_fragment, rewritable
-from .sort import NEED, OnePass, SortError, sort_children, split_until_end
+from .sort import NEED, OnePass, SortError, sort_children, sort_parts, split_until_end
 
 log = logging.getLogger("edgeproxy.rewrite")
 
@@ -270,7 +270,7 @@ class SlotRewriter:
                 self._mpos = max(self._mpos, self._pos)
                 continue
             # No context opens before the marker: is it an attribute name?
-            t = sc.TOKENS.match(buf, self._pos, m).end()
+            t = _tokens_end(buf, self._pos, m)
             if t == m:  # in text
                 self._pos = self._opos = m
                 self._mpos = m + 1
@@ -351,12 +351,11 @@ class SlotRewriter:
 
     def _close(self, buf: bytearray, slot: _Held, q: int, e: int) -> None:
         """The held slot's end tag is ``buf[q:e]``: apply the edit."""
-        inner = bytes(memoryview(buf)[slot.body : q])
         if self._deadline is not None and time.perf_counter() > self._deadline:
             self._leave(slot, DEADLINE)
             return
         try:
-            new = self._apply(slot.name, slot.edit, inner, slot.children)
+            new = self._apply(slot.name, slot.edit, buf, slot.body, q, slot.children)
         except SortError:
             self._leave(slot, UNSORTABLE)
             return
@@ -364,7 +363,10 @@ class SlotRewriter:
             self._leave(slot, FAILED)
             return
         self._out.append(memoryview(buf)[self._emitted : slot.body])
-        self._out.append(new)
+        if type(new) is list:  # views of buf (``sort_parts``)
+            self._out += new
+        else:
+            self._out.append(new)
         self._emitted = q
         self._pos = self._opos = self._mpos = e
         self._note(slot.name, APPLIED)
@@ -375,23 +377,29 @@ class SlotRewriter:
         self._skip.add(self._base + slot.tag)
         self._pos = self._opos = self._mpos = slot.body
 
-    def _apply(self, name: str, edit: Edit, inner: bytes, children=None) -> bytes:
+    def _apply(self, name: str, edit: Edit, buf: bytearray, body: int, q: int, children=None) -> bytes | list:
+        """The new content of the slot whose content is ``buf[body:q]``: bytes,
+        or a list of pieces (views of ``buf``) to send in order."""
         if isinstance(edit, ReplaceInner):
             frag = self._fragments.get(name)
             if frag is None:
                 frag = self._fragments[name] = encode_fragment(edit.html, self._charset)
             return frag
         if isinstance(edit, SortChildren):
+            encoding = self._charset or "latin-1"
             others = {k: v for k, v in self._edits.items() if k != name}
-            if others and inner.find(sc.MARKER) >= 0:
+            if others and buf.find(sc.MARKER, body, q) >= 0:
                 inner, inner_outcomes = rewrite_document(
-                    inner, others, charset=self._charset, max_slot_bytes=self._cap, deadline=self._deadline
+                    bytes(memoryview(buf)[body:q]), others, charset=self._charset, max_slot_bytes=self._cap,
+                    deadline=self._deadline,
                 )
-                children = None  # the extents were of the bytes before
                 for k, v in inner_outcomes.items():
                     if v != ABSENT:
                         self._note(k, v)
-            return sort_children(inner, edit, encoding=self._charset or "latin-1", children=children)
+                # The extents were of the bytes before.
+                return sort_children(inner, edit, encoding=encoding)
+            parts = sort_parts(buf, body, q, edit, encoding, children)
+            return [memoryview(buf)[body:q]] if parts is None else parts
         raise RewriteError(f"unknown edit {edit!r} for slot {name!r}")
 
     def _note(self, name: str, outcome: str) -> None:
@@ -442,7 +450,7 @@ class SlotRewriter:
             return
         if state == "clear":
             self._opos = max(self._opos, len(buf) - sc.LOOKBACK)
-            self._pos = sc.TOKENS.match(buf, self._pos, self._opos).end()
+            self._pos = _tokens_end(buf, self._pos, self._opos)
         self._mpos = max(self._mpos, len(buf) - _TAIL)
         self._trim()
 
@@ -459,6 +467,15 @@ class SlotRewriter:
         self._base += self._emitted
         self._emitted = self._pos = self._opos = self._mpos = 0
         return out
+
+
+def _tokens_end(buf: bytearray, pos: int, endpos: int) -> int:
+    """``TOKENS.match(buf, pos, endpos).end()``, by the compiled loop when it
+    is active (``native``)."""
+    compiled = native.tokens_end
+    if compiled is not None:
+        return compiled(buf, pos, endpos)
+    return sc.TOKENS.match(buf, pos, endpos).end()
 
 
 def rewrite_document(body: bytes, edits: Mapping[str, Edit], **kw) -> tuple[bytes, dict[str, str]]:
