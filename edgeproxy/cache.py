@@ -457,6 +457,7 @@ class UpstreamCache:
             headers=headers,
             body_bytes=entry.body if method == "GET" else None,
             cache_status=status,
+            stored_headers=entry.headers,
         )
 
     async def _from_origin(

@@ -80,6 +80,10 @@ class Upstream:
     response: aiohttp.ClientResponse | None = None
     body_bytes: bytes | None = None
     cache_status: str = "BYPASS"
+    # A cache hit's stored headers, which ``headers`` copies with ``Age``
+    # appended last: the head built from them is memoised per entry
+    # (``respond.prebuilt_head``) instead of per request.
+    stored_headers: tuple[tuple[str, str], ...] | None = dataclasses.field(default=None, repr=False, compare=False)
     _index: dict[str, str] | None = dataclasses.field(default=None, repr=False, compare=False)
     _indexed: list | None = dataclasses.field(default=None, repr=False, compare=False)
 

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from .errors import UpstreamBodyError
 from .fetch import Upstream
+from .http import wire
 from .model import Decision, SetCookie
 from .record import Record
 from .render_cache import RenderCache, render_key
@@ -181,6 +182,58 @@ def response_headers(
     return out
 
 
+_AGE = "\x00age"  # where a hit's per-request Age goes in a prebuilt head
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrebuiltHead:
+    """A cache hit's personalised head, but for the per-request lines: the
+    headers before ``Age`` and after it, as lists and as bytes.  ``stored``
+    is held so the ``id`` it is memoised under stays its own."""
+
+    stored: tuple[tuple[str, str], ...]
+    before: list[tuple[str, str]]
+    before_bytes: bytes
+    after: list[tuple[str, str]]
+    after_bytes: bytes
+    has_date: bool
+
+
+_PREBUILT: dict[tuple[int, str, bool], PrebuiltHead] = {}
+MAX_PREBUILT_HEADS = 4096
+
+
+def prebuilt_head(stored: tuple[tuple[str, str], ...], coding: str, drop_request_id: bool) -> PrebuiltHead | None:
+    """What ``response_headers(personalised=True)``, ``_Client.start`` and
+    ``Request.start_response`` make of a stored entry's headers (with
+    ``Age`` last, no cookies), formatted once per entry and coding rather
+    than per hit.  ``None`` when a header would be refused (the slow path
+    raises as before)."""
+    key = (id(stored), coding, drop_request_id)
+    found = _PREBUILT.get(key)
+    if found is not None and found.stored is stored:
+        return found
+    kept: list[tuple[str, str]] = []
+    has_date = False
+    for name, value in response_headers([*stored, ("Age", _AGE)], personalised=True, coding=coding, cookies=()):
+        lower = name.lower()
+        if lower in _FRAMING or lower == "server-timing" or (drop_request_id and lower == "x-request-id"):
+            continue
+        has_date = has_date or lower == "date"
+        kept.append((name, value))
+    at = kept.index(("Age", _AGE))
+    before, after = kept[:at], kept[at + 1:]
+    try:
+        head = PrebuiltHead(stored, before, wire.header_lines(before), after, wire.header_lines(after), has_date)
+    except ValueError:
+        return None
+    if len(_PREBUILT) >= MAX_PREBUILT_HEADS:
+        _PREBUILT.clear()
+    _PREBUILT[key] = head
+    return head
+
+
 # Stages every HTML response names in Server-Timing (CONTRACT §4).
 HTML_STAGES = ("classify", "choose", "origin", "rewrite")
 
@@ -263,6 +316,20 @@ class _Client:
         resp.headers["Server-Timing"] = server_timing(self.rec)
         self.response = resp
         await resp.prepare(self.request)
+
+    def start_prebuilt(self, status: int, reason: str, head: PrebuiltHead, age: str, cookies: list[str], length: int) -> None:
+        """``start`` on the traffic port for a cache hit: only the
+        per-request lines (Age, Set-Cookie, X-Request-ID, Server-Timing and
+        the framing) are formatted; the bytes are ``start``'s."""
+        rec = self.rec
+        rec.status = status
+        extra = [("Set-Cookie", value) for value in cookies]
+        if rec.request_id:
+            extra.append(("X-Request-ID", rec.request_id))
+        extra.append(("Server-Timing", server_timing(rec)))
+        block = b"".join((head.before_bytes, b"Age: %s\r\n" % age.encode("ascii"), head.after_bytes, wire.header_lines(extra)))
+        headers = [*head.before, ("Age", age), *head.after, *extra]
+        self.response = self.request.start_prebuilt(status, reason, block, headers, length, head.has_date)
 
     async def write(self, data: bytes) -> None:
         if data:
@@ -528,6 +595,19 @@ async def _send_rendered(
     """A whole rewritten body, with an exact Content-Length."""
     _note_outcomes(rec, outcomes)
     all_cookies = cookies + _cap_cookies(plan, outcomes)
+    stored = upstream.stored_headers
+    if stored is not None and plan.explain is None and not isinstance(client.request, web.BaseRequest):
+        # A hit on the traffic port: the head but its per-request lines was
+        # built when this entry was first served (``headers`` is ``stored``
+        # with ``Age`` appended, see ``UpstreamCache._serve``).
+        headers = upstream.headers
+        if len(headers) == len(stored) + 1 and headers[-1][0] == "Age" and headers[-1][1].isdigit():
+            head = prebuilt_head(stored, coding, bool(rec.request_id))
+            if head is not None:
+                client.start_prebuilt(upstream.status, upstream.reason, head, headers[-1][1], all_cookies, len(body))
+                await client.write(body)
+                await client.end()
+                return
     headers = response_headers(upstream.headers, personalised=True, coding=coding, cookies=all_cookies)
     if plan.explain is not None:
         headers.append(("X-Edge-Explain", explain_header(plan.explain())))

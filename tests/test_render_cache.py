@@ -12,7 +12,7 @@ from aiohttp import web
 from edgeproxy.model import ReplaceInner
 from edgeproxy.render_cache import RenderCache, render_key
 
-from proxyharness import BROWSER, run_origin, run_proxy, write_variant
+from proxyharness import BROWSER, raw_request, request_bytes, run_origin, run_proxy, write_variant
 
 BODY = b'<p data-edge-slot="hero">default</p>' * 10
 KEY = render_key({"hero": ReplaceInner("<b>hi</b>")}, "gzip", "text/html")
@@ -90,3 +90,46 @@ async def test_a_cached_origin_page_is_rewritten_once_and_then_served_rendered(t
     assert all('<section data-edge-slot="hero"><h1>Hello</h1></section>' in b for b in bodies)
     assert 'cache;desc="MISS"' in timings[0]
     assert 'cache;desc="HIT+RENDER"' in timings[2]
+
+
+_PER_REQUEST = {"date", "set-cookie", "server-timing", "x-request-id"}
+
+
+def _shape(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    # The head with what differs per request blanked, Age dropped (a miss has none).
+    return [(k, "…" if k.lower() in _PER_REQUEST else v) for k, v in headers if k.lower() != "age"]
+
+
+async def test_a_hit_head_prebuilt_per_entry_is_the_miss_head_but_for_per_request_lines(tmp_path):
+    # A hit's head is formatted once per stored entry (``respond.prebuilt_head``);
+    # the miss still builds it per request: both must come out the same.
+    async def page(request):
+        resp = web.Response(body=BODY, content_type="text/html")
+        resp.headers.add("Cache-Control", "public")
+        resp.headers.add("Cache-Control", "max-age=60")
+        resp.headers["ETag"] = '"v1"'
+        resp.headers["Vary"] = "Cookie"
+        resp.headers["X-Request-ID"] = "origin-id"
+        resp.headers["Server-Timing"] = "db;dur=3"
+        resp.headers["X-Shop"] = "fr"
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    slots = tmp_path / "slots"
+    write_variant(slots, "hero", "everyone", "<h1>Hello</h1>")
+    ask = request_bytes("GET", "/", {**BROWSER, "Accept-Encoding": "gzip"})
+    async with run_origin(app) as origin, run_proxy(origin, slots, cache_bytes=1 << 20) as proxy:
+        got = [await raw_request(proxy.port, ask) for _ in range(3)]
+        old = await raw_request(proxy.port, ask.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+    miss, hit, rendered = got
+    assert 'cache;desc="MISS"' in miss.get("Server-Timing")
+    assert 'cache;desc="HIT+RENDER"' in rendered.get("Server-Timing") and hit.body == rendered.body
+    assert hit.get("Age") is not None and rendered.get("Age") is not None
+    names = [k for k, _ in hit.headers]
+    assert names.index("Age") == names.index("Server") + 1  # after the origin's, before ours
+    assert _shape(hit.headers) == _shape(miss.headers) == _shape(rendered.headers)
+    assert hit.body == miss.body == rendered.body
+    assert hit.get("X-Request-ID") != "origin-id" and hit.get("Content-Encoding") == "gzip"
+    assert old.get("Connection") is None or old.get("Connection") == "close"
+    assert old.body == miss.body and old.get("Content-Length") == str(len(miss.body))

@@ -315,6 +315,42 @@ class Request(_Values):
         conn.cork(head)
         return response
 
+    def start_prebuilt(self, status: int, reason: str, block: bytes, headers: list[tuple[str, str]], length: int, has_date: bool) -> "Response":
+        """``start_response`` for a head whose lines are already bytes.
+
+        ``block`` is ``headers`` written as ``Name: value\\r\\n`` lines (the
+        caller checked them, and left out the framing fields); what is added
+        here, and the bytes on the wire, are ``start_response``'s with the
+        same ``length``.  A cache hit memoises most of its block per stored
+        entry instead of formatting it per request."""
+        assert self.response is None, "the response was already started"
+        tail = [("Content-Length", str(length))]
+        if not has_date:
+            tail.append(("Date", wire.http_date()))
+        via = self._conn.server.limits.via
+        if via:
+            tail.append(("Via", f"1.1 {via}"))
+        conn = self._conn
+        if conn.closing:
+            self.keep_alive = False
+        if not self.keep_alive:
+            tail.append(("Connection", "close"))
+        elif self.version < (1, 1):
+            tail.append(("Connection", "keep-alive"))
+        bodyless = self.method == "HEAD" or status in wire.NO_BODY_STATUSES or 100 <= status < 200
+        version = "HTTP/1.1" if self.version >= (1, 1) else "HTTP/1.0"
+        head = b"".join((
+            f"{version} {status} {reason or wire.reason_for(status)}\r\n".encode("utf-8"),
+            block,
+            wire.header_lines(tail),
+            b"\r\n",
+        ))
+        headers.extend(tail)
+        response = Response(conn, status, False, bodyless, headers)
+        self.response = response
+        conn.cork(head)
+        return response
+
 
 class Response:
     """The body of one response, written to the client's transport as it comes.

@@ -46,6 +46,15 @@ def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> b
     return "\r\n".join(lines).encode("utf-8")
 
 
+def header_lines(headers: list[tuple[str, str]]) -> bytes:
+    """``Name: value\\r\\n`` for each header, as ``response_head`` writes
+    them (and refuses them: ``ValueError`` on a CR or LF)."""
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    if text.count("\r") != len(headers) or text.count("\n") != len(headers):  # one CRLF each
+        raise ValueError(f"newline in a response header among {[n for n, _ in headers]!r}")
+    return text.encode("utf-8")
+
+
 def simple_response(status: int, text: str = "", *, close: bool = True, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     """A whole small response the protocol answers by itself (400, 405, 503…)."""
     body = text.encode("utf-8")
