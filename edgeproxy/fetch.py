@@ -26,6 +26,7 @@ from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from .headers import InvalidOriginHead, checked_origin_head, strip_hop_by_hop
+from .http.wire import header_text
 from .settings import Settings
 
 # Read the origin's body in chunks of up to this size (fewer, larger copies).
@@ -198,21 +199,8 @@ async def fetch(
 
 
 def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
-    # aiohttp's server writes header values as UTF-8, so a value decoded as
-    # UTF-8 goes back out byte for byte (a raw UTF-8 ``Location`` or
-    # ``Content-Disposition``).  (Bug fixed: decoding everything as latin-1
-    # double-encoded such values.)  Bytes that are not UTF-8 are read as
-    # latin-1 (RFC 9110 §5.5) and go out as the same characters in UTF-8.
-    return [(name.decode("latin-1"), _header_text(value)) for name, value in raw]
-
-
-def _header_text(value: bytes) -> str:
-    if value.isascii():
-        return value.decode("ascii")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+    # Values as ``http.wire.header_text`` reads them (UTF-8, else latin-1).
+    return [(name.decode("latin-1"), header_text(value)) for name, value in raw]
 
 
 def request_body(request: web.Request) -> Any:

@@ -57,7 +57,7 @@ from multidict import CIMultiDict
 
 from . import wire
 from .admission import QueueDelay
-from .request import Body, ClientGone, Request, _text  # noqa: F401 - ClientGone, Request: part of this layer's API
+from .request import Body, ClientGone, Request  # noqa: F401 - ClientGone, Request: part of this layer's API
 
 log = logging.getLogger("edgeproxy.http")
 
@@ -256,7 +256,7 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
         version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
-        headers = CIMultiDict((name.decode("latin-1"), _text(value)) for name, value in self._headers)
+        headers = CIMultiDict((name.decode("latin-1"), wire.header_text(value)) for name, value in self._headers)
         request = Request(self, method, self._url.decode("latin-1"), version, headers, parser.should_keep_alive())
         self._url = b""
         self._headers = []

@@ -128,17 +128,6 @@ class Body:
             yield data
 
 
-def _text(value: bytes) -> str:
-    # As aiohttp reads header values: UTF-8 (what goes back out unchanged),
-    # latin-1 for bytes that are not.
-    if value.isascii():
-        return value.decode("ascii")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
-
-
 class _Values:
     """``request[key]``: values stages and hooks attach to a request, as
     aiohttp's requests are mappings."""

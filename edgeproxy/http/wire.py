@@ -27,6 +27,20 @@ def http_date() -> str:
     return _date_text
 
 
+def header_text(value: bytes) -> str:
+    """A header value's bytes as text, the way aiohttp reads them: UTF-8, so
+    a raw UTF-8 ``Location`` or ``Content-Disposition`` goes back out byte for
+    byte (bug fixed: decoding everything as latin-1 double-encoded such
+    values); bytes that are not UTF-8 as latin-1 (RFC 9110 §5.5), which go
+    out as the same characters in UTF-8."""
+    if value.isascii():
+        return value.decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def reason_for(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
@@ -35,7 +49,7 @@ def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> b
     """The status line and header block, CRLF-terminated.
 
     Values are written as UTF-8 (what the origin's bytes decode from, see
-    ``fetch._header_text``).  A CR or LF inside a name or value would split the
+    ``header_text``).  A CR or LF inside a name or value would split the
     response: refused with ``ValueError``, as aiohttp does."""
     lines = [f"HTTP/1.1 {status} {reason or reason_for(status)}"]
     for name, value in headers:
