@@ -48,7 +48,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "fuzz"
@@ -416,12 +417,6 @@ def load_corpus(target: str, root: Path = CORPUS) -> list[bytes]:
 # ---------------------------------------------------------------------------
 # The proxy under test, as a child process
 # ---------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ProxyProcess:
     """``edgeproxy serve`` in front of ``upstream``, on spare ports, with
     short origin timeouts; its log in a temporary file."""
@@ -442,12 +437,12 @@ class ProxyProcess:
         (slots / "hero" / "fuzz.html").write_text('<!--edge\npriority = 1\n-->\n<h1>Fuzzed {{ city | default: "x" }}</h1>\n')
         (slots / "grid").mkdir(exist_ok=True)
         (slots / "grid" / "cheap.toml").write_text('priority = 1\nsort = ["data-price"]\n')
-        self.port = _free_port()
+        self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEPROXY_")}
         env.update(EDGEPROXY_FIRST_BYTE_TIMEOUT="2", EDGEPROXY_IDLE_TIMEOUT="2", EDGEPROXY_CONNECT_TIMEOUT="2",
                    EDGEPROXY_ACCESS_LOG="off", EDGEPROXY_RELOAD_INTERVAL="60")
         argv = [sys.executable, "-m", "edgeproxy", "serve", "--upstream", self.upstream, "--port", str(self.port),
-                "--admin-port", str(_free_port()), "--slots", str(slots), *self.extra]
+                "--admin-port", str(free_port()), "--slots", str(slots), *self.extra]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)

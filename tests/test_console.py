@@ -513,7 +513,7 @@ REACHED = {"visitors_per_arm": 10, "days": 2, "days_so_far": 3.0}
     ],
 )
 def test_each_arm_against_the_control_in_plain_words_by_the_reports_reading_rule(arm, srm, plan, words):
-    from edgeproxy.console.pages import report_html
+    from edgeproxy.console.report_page import report_html
 
     arms = [{"arm": "control", "visitors": 10}, {"arm": "b", "visitors": 10, **arm}]
     report = {"experiments": [{"name": "e", "visitors": 20, "arms": arms, "srm": srm, "plan": plan}]}
@@ -538,7 +538,7 @@ PLAN = {"baseline": 0.03, "mde": 0.1, "arms": 2, "power": 0.8, "alpha": 0.05, "b
     ],
 )
 def test_the_sample_size_in_plain_words(plan, problem, words):
-    from edgeproxy.console.pages import report_html
+    from edgeproxy.console.report_page import report_html
 
     arms = [{"arm": "control", "visitors": 150, "conversions": 5}, {"arm": "b", "visitors": 120, "conversions": 4}]
     exp = {"name": "e", "visitors": 270, "arms": arms, "srm": None, "plan": plan, **({"plan_problem": problem} if problem else {})}
@@ -547,7 +547,7 @@ def test_the_sample_size_in_plain_words(plan, problem, words):
 
 
 def test_without_a_conversion_log_the_report_is_visitors_and_srm_only():
-    from edgeproxy.console.pages import report_html
+    from edgeproxy.console.report_page import report_html
 
     arms = [{"arm": "control", "visitors": 10, "conversions": None}, {"arm": "b", "visitors": 12, "conversions": None}]
     exp = {"name": "e", "visitors": 22, "arms": arms, "srm": {"flagged": False, "p_value": 0.67, "basis": "equal split"}, "plan": None}
@@ -559,7 +559,7 @@ def test_without_a_conversion_log_the_report_is_visitors_and_srm_only():
 
 
 def test_once_the_sequential_test_settles_every_variant_nobody_is_told_to_wait():
-    from edgeproxy.console.pages import report_html
+    from edgeproxy.console.report_page import report_html
 
     plan = {**PLAN, "visitors_per_arm": 53_000, "visitors": 106_000, "visitors_per_day": 270.0, "days": 393, "days_so_far": 6.0}
     arms = [{"arm": "control", "visitors": 800, "conversions": 24},

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -237,15 +238,15 @@ async def render_page(state: Any, form: PreviewForm, decision: Decision | None, 
     try:
         upstream = await fetching.fetch(state.session, settings, method="GET", url=url, headers=headers)
     except UpstreamError as exc:
-        text = f"<!doctype html><meta charset=utf-8><p>The shop could not be reached: {_esc(str(exc))}</p>"
+        text = f"<!doctype html><meta charset=utf-8><p>The shop could not be reached: {html.escape(str(exc))}</p>"
         return RenderedPage(502, "text/html; charset=utf-8", text.encode(), {}, "origin-error")
     location = upstream.header("location")
     if 300 <= upstream.status < 400 and location:
         upstream.release()
         # A frame cannot follow it as this visitor: say where it goes.
         text = (
-            f"<!doctype html><meta charset=utf-8><base href=\"{_esc(base)}\"><p>The shop answers {upstream.status}: "
-            f"this path redirects to <a href=\"{_esc(location)}\">{_esc(location)}</a>. Preview that path instead.</p>"
+            f"<!doctype html><meta charset=utf-8><base href=\"{html.escape(base)}\"><p>The shop answers {upstream.status}: "
+            f"this path redirects to <a href=\"{html.escape(location)}\">{html.escape(location)}</a>. Preview that path instead.</p>"
         )
         return RenderedPage(200, "text/html; charset=utf-8", text.encode(), {}, f"redirect {upstream.status}")
     try:
@@ -284,9 +285,3 @@ async def render_page(state: Any, form: PreviewForm, decision: Decision | None, 
     if is_html(content_type):
         body = with_base(body, base)
     return RenderedPage(upstream.status, content_type, body, MappingProxyType(outcomes), note)
-
-
-def _esc(text: str) -> str:
-    import html
-
-    return html.escape(text, quote=True)

@@ -48,41 +48,34 @@ def _hour(h: int) -> str:
     return f"{h:02d}:00"
 
 
+# What a condition on each key (other than who, hour and consent) reads as:
+# the words before its values ("in GB or IE", "on /c/*").
+_PREFIXES = {
+    "country": "in", "city": "in", "region": "in", "continent": "in",
+    "source": "arriving from", "utm_campaign": "from the campaign",
+    "utm_source": "from utm_source", "utm_medium": "from utm_medium",
+    "affinity": "interested in", "os": "using", "browser": "using",
+    "weekday": "on", "daypart": "in the", "path": "on",
+}
+# Keys whose values read better by name ("EU" -> "Europe", "mon" -> "Monday").
+_NAMES = {"continent": _CONTINENTS, "weekday": _DAYS}
+
+
 def _phrase(key: str, negated: bool, values: list[str], bounds: tuple[int, int] | None) -> str:
     """One condition that is not about who: "in GB or IE", "on /c/*"."""
     no = "not " if negated else ""
-    if key == "country":
-        return f"{no}in {either(values)}"
-    if key in ("city", "region"):
-        return f"{no}in {either(values)}"
-    if key == "continent":
-        return f"{no}in {either([_CONTINENTS.get(v, v) for v in values])}"
-    if key == "source":
-        return f"{no}arriving from {either(values)}"
-    if key == "utm_campaign":
-        return f"{no}from the campaign {either(values)}"
-    if key == "utm_source":
-        return f"{no}from utm_source {either(values)}"
-    if key == "utm_medium":
-        return f"{no}from utm_medium {either(values)}"
-    if key == "affinity":
-        return f"{no}interested in {either(values)}"
-    if key in ("os", "browser"):
-        return f"{no}using {either(values)}"
     if key == "hour":
         if bounds is not None:
             lo, hi = bounds
             return f"{no}between {_hour(lo)} and {hi:02d}:59"
         return f"{no}in the hour of {either([_hour(int(v)) for v in values])}"
-    if key == "weekday":
-        return f"{no}on {either([_DAYS.get(v, v) for v in values])}"
-    if key == "daypart":
-        return f"{no}in the {either(values)}"
-    if key == "path":
-        return f"{no}on {either(values)}"
     if key == "consent":
         return "who gave consent" if (values == ["true"]) != negated else "without consent"
-    return f"{key} {'is not' if negated else 'is'} {either(values)}"  # pragma: no cover - every key is above
+    prefix = _PREFIXES.get(key)
+    if prefix is None:  # pragma: no cover - every key is above
+        return f"{key} {'is not' if negated else 'is'} {either(values)}"
+    names = _NAMES.get(key, {})
+    return f"{no}{prefix} {either([names.get(v, v) for v in values])}"
 
 
 def _who(key: str, negated: bool, values: list[str]) -> tuple[str, str]:
