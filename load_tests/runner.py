@@ -760,7 +760,7 @@ class Session:
         self.args.out.mkdir(parents=True, exist_ok=True)
         stem = self.started.strftime("%Y%m%dT%H%M%SZ")
         for s in self.systems.values():
-            if not (s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT)):
+            if not (s.runnable and s.name in (B.EDGEPROXY, B.EDGEPROXY_CACHED, B.EDGEPROXY_DEFAULT, B.EDGEPROXY_NOMARKERS)):
                 continue
             progress.start(f"profile {LABELS[s.name]} ({page}, py-spy)", max(2.0, self.args.duration) + 1)
             try:
@@ -905,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     children = Children(workdir, server_cpus)
     calibrations = len(pages) * len(wanted) if (args.open_loop and not args.rate and args.generator != "bundled"
                                                 and args.duration >= 1.0 and wrk.wrk_binary()) else 0
-    load_steps = len(pages) * len(wanted) * (args.repeat + (1 if args.open_loop else 0)) + calibrations + (3 if args.profile else 0)
+    load_steps = len(pages) * len(wanted) * (args.repeat + (1 if args.open_loop else 0)) + calibrations + (4 if args.profile else 0)
     steps = load_steps + 2 + (1 if args.soak else 0)  # + TTFB, memory, soak
     planned = load_steps * (args.duration + args.warmup) + len(wanted) * (args.ttfb_count * 0.06 + 1.0) + (args.soak or 0) * 60
     progress = Progress(steps + 1, planned)

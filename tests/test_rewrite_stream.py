@@ -396,6 +396,21 @@ def test_output_is_the_same_when_fed_one_byte_at_a_time(doc):
     assert rewrite_chunked(doc, [1], CHUNKING_EDITS) == rewrite(doc, CHUNKING_EDITS)
 
 
+def test_slot_after_chunks_without_a_marker_is_found_wherever_they_split():
+    # Markerless chunks are searched once as they arrive (not again at the
+    # next scan): a marker right after them, straddling or not, is still found.
+    doc = b"<p>" + b"a<!-- c -->b " * 30 + b"</p><div data-edge-slot=hero>old</div><p>z</p>"
+    whole = rewrite(doc, CHUNKING_EDITS)
+    assert whole[0].count(NEW.encode()) == 1
+    m = doc.index(b"data-edge-slot")
+    for cut in range(m - 20, m + 20):
+        for size in (1, 5, 13, 64):
+            rw = SlotRewriter(CHUNKING_EDITS)
+            pieces = [doc[i : min(i + size, cut)] for i in range(0, cut, size)] + [doc[cut:]]
+            out = b"".join(rw.feed(p) for p in pieces) + rw.finish()
+            assert (out, rw.outcomes) == whole, (cut, size)
+
+
 def test_long_page_streams_in_bounded_memory_and_finds_a_late_slot():
     filler = b"<div class=row><span>item</span><!-- c --></div>\n" * 40000  # ~2 MB
     doc = filler + b"<div data-edge-slot=hero>x</div>" + filler

@@ -171,7 +171,13 @@ class SlotRewriter:
                 self._tail = (tail + chunk[-_TAIL:])[-_TAIL:]
                 if chunk.find(sc.MARKER) < 0 and (tail + chunk[:_TAIL]).find(sc.MARKER) < 0:
                     everything_sent = self._emitted == len(buf)
+                    # Nothing before the chunk is waiting to be searched, so
+                    # the chunk needs no second search at the next scan (in
+                    # ``finish``, that was a second find over the whole page).
+                    searched = self._mpos >= len(buf) - _TAIL
                     buf += chunk
+                    if searched:
+                        self._mpos = max(self._mpos, len(buf) - _TAIL)
                     if len(buf) - self._pos > HISTORY_BYTES:
                         self._compact()
                     if everything_sent:
