@@ -214,6 +214,20 @@ cdef inline Py_ssize_t tag_end(const uchar* b, Py_ssize_t p, Py_ssize_t n, bint 
     return -1
 
 
+cdef inline Py_ssize_t end_tag_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
+    """Past the "</" at ``p``: the end of an end tag, of "</>", or of a bogus
+    comment "</...>"; -1 while it is not all in the buffer."""
+    cdef Py_ssize_t r
+    if p + 2 >= n:
+        return -1
+    if is_alpha(b[p + 2]):
+        return tag_end(b, p, n, True)
+    if b[p + 2] == 62:
+        return p + 3
+    r = find_byte(b, p + 3, n, 62)
+    return -1 if r < 0 else r + 1
+
+
 cdef Py_ssize_t markup_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
     """``MARKUP.match(buf, p, n).end()``: text and complete tags (no comments)."""
     cdef Py_ssize_t e, r
@@ -234,20 +248,10 @@ cdef Py_ssize_t markup_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept 
                 return p
             p = e
         elif d == 47:  # "/"
-            if p + 2 >= n:
+            e = end_tag_end(b, p, n)
+            if e < 0:
                 return p
-            if is_alpha(b[p + 2]):
-                e = tag_end(b, p, n, True)
-                if e < 0:
-                    return p
-                p = e
-            elif b[p + 2] == 62:
-                p += 3
-            else:
-                r = find_byte(b, p + 3, n, 62)
-                if r < 0:
-                    return p
-                p = r + 1
+            p = e
         elif d == 33:  # "<!(?!--)[^>]*+>"
             if p + 3 < n and b[p + 2] == 45 and b[p + 3] == 45:
                 return p
@@ -960,20 +964,10 @@ cdef Py_ssize_t tokens_end_c(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcep
                 return p
             p = e
         elif d == 47:  # "/"
-            if p + 2 >= n:
+            e = end_tag_end(b, p, n)
+            if e < 0:
                 return p
-            if is_alpha(b[p + 2]):
-                e = tag_end(b, p, n, True)
-                if e < 0:
-                    return p
-                p = e
-            elif b[p + 2] == 62:
-                p += 3
-            else:
-                r = find_byte(b, p + 3, n, 62)
-                if r < 0:
-                    return p
-                p = r + 1
+            p = e
         elif d == 33:
             if p + 3 < n and b[p + 2] == 45 and b[p + 3] == 45:
                 e = comment_token_end(b, p, n)
