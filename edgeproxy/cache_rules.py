@@ -60,6 +60,19 @@ def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:
     return directives
 
 
+@lru_cache(maxsize=512)  # an origin sends a handful of distinct values
+def _directives(values: tuple[str, ...]) -> dict[str, str | None]:
+    """``parse_cache_control``, memoised for ``response_policy`` (which only
+    reads the result: never change it)."""
+    return parse_cache_control(values)
+
+
+@lru_cache(maxsize=512)
+def _vary(values: tuple[str, ...], keyed: frozenset[str]) -> tuple[str, ...]:
+    """The sorted, lower-cased field names of ``Vary`` lines, plus ``keyed``."""
+    return tuple(sorted({v.lower() for value in values for v in split_list(value)} | keyed))
+
+
 def split_list(value: str) -> list[str]:
     """The members of a comma-separated field value (RFC 9110 §5.6.1), commas
     inside quoted strings kept (entity-tags, quoted directive arguments)."""
@@ -182,7 +195,9 @@ class _Request:
         )
 
     def vary_values(self, names: tuple[str, ...]) -> tuple[str | None, ...]:
-        return tuple(_normalise_field(name, self.fields.get(name), self.ignored_cookies) for name in names)
+        # Most names (the keyed forwarding fields) are absent: None without a call.
+        fields, ignored = self.fields, self.ignored_cookies
+        return tuple([_normalise_field(name, fields[name], ignored) if name in fields else None for name in names])
 
     def without_conditionals(self) -> Headers:
         return [(n, v) for n, v in self.headers if n.lower() not in CONDITIONAL_FIELDS]
@@ -240,8 +255,8 @@ def response_policy(
             etag = value.strip()
         elif lower == "last-modified" and last_modified is None:
             last_modified = value.strip()
-    cc = parse_cache_control(cc_values)
-    vary = tuple(sorted({v.lower() for value in vary_values for v in split_list(value)} | keyed))
+    cc = _directives(tuple(cc_values))
+    vary = _vary(tuple(vary_values), keyed)
 
     # Freshness lifetime, shared-cache order (§4.2.1).
     explicit = True

@@ -17,7 +17,6 @@ the same buckets, so a Grafana panel over the same window shows the same value.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import dataclasses
 import time
@@ -92,10 +91,11 @@ class History:
             self._seconds.append(_Second(t, total=[0] * (len(self.latency_bounds) + 1), added=[0] * (len(self.latency_bounds) + 1)))
         return self._seconds[-1]
 
-    def add(self, now: float, counts: dict[tuple[Any, tuple], int], observed: Iterable[tuple[Any, tuple, float]]) -> None:
+    def add(self, now: float, counts: dict[tuple[Any, tuple], int], observed: dict[tuple[Any, tuple], list]) -> None:
         """One flush of ``record.Metrics``: ``counts`` maps (metric, label
-        values) to increments, ``observed`` lists (metric, label values,
-        seconds) histogram observations."""
+        values) to increments, ``observed`` maps (metric, label values) of a
+        histogram to its observations already in that metric's buckets
+        (a count per bucket, the last +Inf, then the sum of seconds)."""
         sec = self._current(now)
         for (metric, values), n in counts.items():
             name = metric._name
@@ -112,19 +112,22 @@ class History:
                     sec.cache_hits += n
             elif name == "edgeproxy_slot_decisions":
                 sec.variants[values] += n
-        lat, stage_bounds = self.latency_bounds, self.stage_bounds
+        stage_bounds = self.stage_bounds
         assert sec.total is not None and sec.added is not None
-        for metric, values, secs in observed:
+        for (metric, values), buckets in observed.items():
             name = metric._name
             if name == "edgeproxy_request_duration_seconds":
-                sec.total[bisect.bisect_left(lat, secs)] += 1
+                target = sec.total
             elif name == "edgeproxy_added_latency_seconds":
-                sec.added[bisect.bisect_left(lat, secs)] += 1
+                target = sec.added
             elif name == "edgeproxy_stage_duration_seconds":
-                buckets = sec.stages.get(values[0])
-                if buckets is None:
-                    buckets = sec.stages[values[0]] = [0] * (len(stage_bounds) + 1)
-                buckets[bisect.bisect_left(stage_bounds, secs)] += 1
+                target = sec.stages.get(values[0])
+                if target is None:
+                    target = sec.stages[values[0]] = [0] * (len(stage_bounds) + 1)
+            else:
+                continue
+            for i, n in enumerate(buckets[:-1]):
+                target[i] += n
 
     def series(self, now: float | None = None, step: int = DEFAULT_STEP_S) -> dict[str, Any]:
         """The window as ``step``-second points: requests/s, latency

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote_plus
@@ -199,7 +200,10 @@ async def fetch(
 
 
 def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
-    # Values as ``http.wire.header_text`` reads them (UTF-8, else latin-1).
+    # Values as ``http.wire.header_text`` reads them (UTF-8, else latin-1);
+    # an all-ASCII head (the usual one) decodes without a call per field.
+    if b"".join([value for _, value in raw]).isascii():
+        return [(name.decode("latin-1"), value.decode("ascii")) for name, value in raw]
     return [(name.decode("latin-1"), header_text(value)) for name, value in raw]
 
 
@@ -220,7 +224,12 @@ def request_body(request: web.Request) -> Any:
 
 def upstream_host(settings: Settings) -> str:
     """The ``Host`` the origin expects: the upstream URL's authority."""
-    return URL(settings.upstream).raw_authority
+    return _authority(settings.upstream)
+
+
+@functools.lru_cache(maxsize=16)
+def _authority(upstream: str) -> str:
+    return URL(upstream).raw_authority
 
 
 def strip_query_param(raw_path: str, name: str) -> str:

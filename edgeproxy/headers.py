@@ -152,11 +152,22 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> HeaderPairs:
     """Drop hop-by-hop fields and every field named in ``Connection``
     (RFC 9110 §7.6.1).  Order and duplicates of the rest are kept."""
     pairs = list(headers)
-    listed = set(HOP_BY_HOP)
+    listed = HOP_BY_HOP
     for name, value in pairs:
-        if name.lower() == "connection":
-            listed.update(token.strip().lower() for token in value.split(",") if token.strip())
+        if len(name) == 10 and name.lower() == "connection":
+            listed = _with_connection_tokens(listed, value)
     return [(name, value) for name, value in pairs if name.lower() not in listed]
+
+
+# Connection options that name no field ("close" is reserved as a field name, RFC 9110 §7.6.1).
+_NOT_FIELDS = frozenset({"", "close"})
+
+
+def _with_connection_tokens(listed: frozenset[str], value: str) -> frozenset[str]:
+    """``listed`` and the field names a ``Connection`` value lists."""
+    tokens = {token.strip().lower() for token in value.split(",")}
+    tokens -= _NOT_FIELDS
+    return listed | tokens if not tokens <= listed else listed
 
 
 @lru_cache(maxsize=4096)
@@ -217,6 +228,7 @@ def forward_request_headers(
     host: str,
     upstream_host: str,
     request_id: str | None = None,
+    drop: frozenset[str] = frozenset(),
 ) -> HeaderPairs:
     """The headers to send the origin for one client request.
 
@@ -226,42 +238,63 @@ def forward_request_headers(
     origin its own ``Host`` (as nginx's ``proxy_pass`` does), the visitor's
     in ``X-Forwarded-Host``.  With ``request_id``, that is the
     ``X-Request-ID`` the origin gets (the client's own, if any, replaced).
+    ``drop``: more lower-case names the caller leaves out (it adds its own).
+
+    One pass over the headers (this runs on every request): the names to
+    skip are one set, and only a ``Connection`` that lists other fields
+    costs a second look.
     """
-    out: HeaderPairs = []
+    skip = _FORWARD_SKIP | drop if drop else _FORWARD_SKIP
+    if request_id is not None:
+        skip = skip | _REQUEST_ID_SKIP
+    out: list[tuple[str, str, str]] = []
     prior_xff: list[str] = []
     prior_proto = prior_host = None
-    for name, value in strip_hop_by_hop(headers):
+    connection = None
+    for name, value in headers:
         lower = name.lower()
-        if lower in OVERRIDE:
+        if lower in skip:
+            if lower == "connection":
+                connection = _with_connection_tokens(HOP_BY_HOP, value) if connection is None else _with_connection_tokens(connection, value)
             continue
-        if request_id is not None and lower == "x-request-id":
-            continue
-        if forgeable(lower):
-            if peer_trusted:
-                if lower == "x-forwarded-for":
-                    prior_xff.append(value)
-                    continue
-                if lower == "x-forwarded-proto":
-                    prior_proto = value
-                    continue
-                if lower == "x-forwarded-host":
-                    prior_host = value
-                    continue
-                out.append((name, value))
-            continue
-        if lower == "host" or lower in PROXY_ONLY_REQUEST or lower == "expect":
-            continue
-        out.append((name, value))
-    chain = ", ".join(prior_xff + ([peer] if peer else []))
+        if lower in FORWARDING or lower.startswith(CDN_PREFIXES):
+            if not peer_trusted:
+                continue
+            if lower == "x-forwarded-for":
+                prior_xff.append(value)
+                continue
+            if lower == "x-forwarded-proto":
+                prior_proto = value
+                continue
+            if lower == "x-forwarded-host":
+                prior_host = value
+                continue
+        out.append((lower, name, value))
+    if connection is not None and connection is not HOP_BY_HOP:
+        # Fields the client's Connection names are hop-by-hop too; of the
+        # forwarding ones, a listed X-Forwarded-* taken above is dropped.
+        out = [item for item in out if item[0] not in connection]
+        prior_xff = [] if "x-forwarded-for" in connection else prior_xff
+        prior_proto = None if "x-forwarded-proto" in connection else prior_proto
+        prior_host = None if "x-forwarded-host" in connection else prior_host
+    result: HeaderPairs = [(name, value) for _, name, value in out]
+    chain = ", ".join(prior_xff + [peer]) if peer else ", ".join(prior_xff)
     if chain:
-        out.append(("X-Forwarded-For", chain))
-    out.append(("X-Forwarded-Proto", prior_proto or scheme))
+        result.append(("X-Forwarded-For", chain))
+    result.append(("X-Forwarded-Proto", prior_proto or scheme))
     if prior_host or host:
-        out.append(("X-Forwarded-Host", prior_host or host))
+        result.append(("X-Forwarded-Host", prior_host or host))
     if request_id is not None:
-        out.append((REQUEST_ID_HEADER, request_id))
-    out.append(("Host", upstream_host))
-    return out
+        result.append((REQUEST_ID_HEADER, request_id))
+    result.append(("Host", upstream_host))
+    return result
+
+
+# What forward_request_headers never passes on: hop-by-hop fields, the
+# override headers, the proxy's own, Host (the origin gets its own) and
+# Expect (the proxy answers 100-continue itself).
+_FORWARD_SKIP = HOP_BY_HOP | OVERRIDE | PROXY_ONLY_REQUEST | {"host", "expect"}
+_REQUEST_ID_SKIP = frozenset({"x-request-id"})
 
 
 # RFC 9110 §5.5: a field value is VCHAR, SP, HTAB and obs-text; a reason
@@ -269,6 +302,8 @@ def forward_request_headers(
 # or LF, DEL…) in what the origin sent must not reach the client.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# Every name at once: tokens joined by ":" (never in a token).
+_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*\Z")
 
 
 class InvalidOriginHead(ValueError):
@@ -286,11 +321,19 @@ def checked_origin_head(status: int, reason: str, headers: HeaderPairs) -> tuple
     such heads made the HTTP layer raise, and the client got a 500."""
     if not 200 <= status <= 599:
         raise InvalidOriginHead(f"status {status} is not a final HTTP status")
-    for name, value in headers:
-        if not _TOKEN.match(name):
-            raise InvalidOriginHead(f"header name {name[:40]!r} is not a token")
-        if _BAD_VALUE.search(value):
-            raise InvalidOriginHead(f"control character in the {name[:40]} header")
+    # One search over all names and one over all values (TAB, allowed in a
+    # value, joins them); the per-field loop only names the culprit.
+    names = ":".join([name for name, _ in headers])
+    if headers and (
+        not _TOKENS.match(names)
+        or names.count(":") != len(headers) - 1  # a name with ":" in it is no token
+        or _BAD_VALUE.search("\t".join([value for _, value in headers]))
+    ):
+        for name, value in headers:
+            if not _TOKEN.match(name):
+                raise InvalidOriginHead(f"header name {name[:40]!r} is not a token")
+            if _BAD_VALUE.search(value):
+                raise InvalidOriginHead(f"control character in the {name[:40]} header")
     return ("" if _BAD_VALUE.search(reason) else reason), headers
 
 
@@ -336,13 +379,22 @@ def request_facts(
     xff: list[str] = []
     for name, value in headers:
         lower = name.lower()
-        if lower == "cookie":
-            cookie_values.append(value)
-        elif lower in OVERRIDE or (not trusted and forgeable(lower)):
+        if lower in lowered:
+            if lower == "cookie":
+                cookie_values.append(value)
+            elif lower == "x-forwarded-for" and trusted:
+                xff.append(value)
             continue
-        elif lower == "x-forwarded-for":
-            xff.append(value)
-        lowered.setdefault(lower, value)
+        if lower in OVERRIDE:
+            continue
+        if lower in FORWARDING or lower.startswith(CDN_PREFIXES):
+            if not trusted:
+                continue
+            if lower == "x-forwarded-for":
+                xff.append(value)
+        elif lower == "cookie":
+            cookie_values.append(value)
+        lowered[lower] = value
     if trusted:
         scheme = lowered.get("x-forwarded-proto", "").split(",")[0].strip().lower() or scheme
         host = lowered.get("x-forwarded-host", "").split(",")[0].strip() or host

@@ -266,6 +266,14 @@ def upstream_accept_encoding(client_value: str | None) -> str | None:
     return ", ".join(ok) if ok else "identity"
 
 
+# Request fields the proxy sets itself for the origin: only codings it can
+# decode (CONTRACT §4), so any body can still be rewritten or read; and, when
+# the page will be rewritten, no validators or ranges: it needs the full
+# body, not a 304/206 of a copy the visitor has.
+_DROP = frozenset({"accept-encoding"})
+_DROP_REWRITTEN = _DROP | {"if-none-match", "if-modified-since", "if-range", "range"}
+
+
 def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, settings: Settings) -> list[tuple[str, str]]:
     headers = forward_request_headers(
         request.headers.items(),
@@ -275,21 +283,16 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
         host=facts.host,
         upstream_host=fetching.upstream_host(settings),
         request_id=facts.request_id,
+        drop=_DROP_REWRITTEN if plan.edits else _DROP,
     )
-    # Only codings the proxy can decode (and the client accepts) are asked
-    # for (CONTRACT §4), so any body can still be rewritten or read.
-    drop = {"accept-encoding"}
-    if plan.edits:
-        # The page will be rewritten: get a full body, not a 304/206 of a
-        # copy the visitor has.
-        drop |= {"if-none-match", "if-modified-since", "if-range", "range"}
-    headers = [(n, v) for n, v in headers if n.lower() not in drop]
-    wanted = upstream_accept_encoding(request.headers.get("Accept-Encoding"))
+    wanted = upstream_accept_encoding(facts.headers.get("accept-encoding"))
     if wanted:
         headers.append(("Accept-Encoding", wanted))
     if settings.via:  # RFC 9110 §7.6.3: after any Via the client sent
         headers.append(("Via", f"{request.version[0]}.{request.version[1]} {settings.via}"))
-    return fetching.without_preview_cookie(headers, PREVIEW_COOKIE)
+    if PREVIEW_COOKIE in facts.cookies:
+        headers = fetching.without_preview_cookie(headers, PREVIEW_COOKIE)
+    return headers
 
 
 async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: Plan, rec: Record):

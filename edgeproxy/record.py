@@ -9,6 +9,7 @@ Nothing on the request path talks to Prometheus or the log directly.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import time
 from collections import deque
@@ -24,9 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Latency buckets in seconds: fine-grained below 10 ms, where the proxy lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-# Gathered observations are moved into the Prometheus series at every scrape
-# and at least every this many requests.
-FLUSH_EVERY = 256
+# Gathered counts are moved into the Prometheus series at every scrape and
+# at least every this many requests.
+FLUSH_EVERY = 64
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 STAGE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
 
@@ -165,7 +166,10 @@ class Metrics:
         self.build_info.labels(version=__version__, scanner=native.ACTIVE).set(1)
         self._children: dict[tuple, object] = {}
         self._counts: dict[tuple, int] = {}
-        self._observed: list[tuple] = []
+        # Histogram observations, already in buckets: (metric, label values)
+        # -> [count per bucket (the last one +Inf)..., sum of seconds].
+        self._observed: dict[tuple, list] = {}
+        self._requests = 0
         self._bytes_out = 0
         # A short in-memory window of recent latencies (kept for callers of the old dashboard data).
         self.recent: deque[tuple[float, float, bool]] = deque(maxlen=4096)
@@ -175,17 +179,21 @@ class Metrics:
         self.active = 0
         # The last 15 minutes per second, for /dashboard (fed by flush()).
         self.history = History(LATENCY_BUCKETS, STAGE_BUCKETS)
+        self._bounds = {id(self.latency): LATENCY_BUCKETS, id(self.added): LATENCY_BUCKETS, id(self.stage): STAGE_BUCKETS}
 
     def flush(self) -> None:
-        """Move the counts gathered by ``observe`` into the Prometheus series."""
+        """Move the counts gathered by ``observe`` into the Prometheus series:
+        one locked ``inc`` per series and bucket touched since the last flush,
+        not one ``observe`` per request and stage."""
         counts, self._counts = self._counts, {}
-        observed, self._observed = self._observed, []
+        observed, self._observed = self._observed, {}
+        self._requests = 0
         self.history.add(time.time(), counts, observed)
         child = self._child
         for (metric, values), n in counts.items():
             child(metric, *values).inc(n)
-        for metric, values, secs in observed:
-            child(metric, *values).observe(secs)
+        for (metric, values), buckets in observed.items():
+            _add_buckets(child(metric, *values), buckets)
         if self._bytes_out:
             self.bytes_out.inc(self._bytes_out)
             self._bytes_out = 0
@@ -200,11 +208,23 @@ class Metrics:
             child = self._children[key] = metric.labels(*values) if values else metric
         return child
 
+    def _observe(self, metric, values: tuple, secs: float) -> None:
+        key = (metric, values)
+        buckets = self._observed.get(key)
+        if buckets is None:
+            bounds = self._bounds[id(metric)]
+            buckets = self._observed[key] = [0] * (len(bounds) + 2)
+        else:
+            bounds = self._bounds[id(metric)]
+        buckets[bisect.bisect_left(bounds, secs)] += 1
+        buckets[-1] += secs
+
     def observe(self, rec: Record) -> None:
-        """Count one finished request.  Plain dictionary increments here;
-        ``flush()`` moves them into the Prometheus series (at each scrape and
-        every ``FLUSH_EVERY`` requests), because prometheus_client takes a
-        lock per ``inc``/``observe`` and a request touches a dozen series."""
+        """Count one finished request.  Plain dictionary and list increments
+        here; ``flush()`` moves them into the Prometheus series (at each
+        scrape and every ``FLUSH_EVERY`` requests), because prometheus_client
+        takes a lock per ``inc``/``observe`` and a request touches a dozen
+        series."""
         total = time.perf_counter() - rec.started
         personalised = "yes" if rec.personalised else "no"
         # A client may send any method token: keep the label set bounded.
@@ -212,14 +232,14 @@ class Metrics:
         counts = self._counts
         key = (self.requests, (method, str(rec.status), personalised))
         counts[key] = counts.get(key, 0) + 1
-        observed = self._observed
-        observed.append((self.latency, (personalised,), total))
+        observe = self._observe
+        observe(self.latency, (personalised,), total)
         timings = rec.timings
         for stage, secs in timings.items():
-            observed.append((self.stage, (stage,), secs))
+            observe(self.stage, (stage,), secs)
         if "classify" in timings:  # a page load: the proxy's own share of its latency
             added = timings["classify"] + timings.get("choose", 0.0) + timings.get("rewrite", 0.0)
-            observed.append((self.added, (), added))
+            observe(self.added, (), added)
         for slot, variant in rec.variants.items():
             key = (self.slots, (slot, variant or "default"))
             counts[key] = counts.get(key, 0) + 1
@@ -233,7 +253,8 @@ class Metrics:
             key = (self.cache, (rec.cache,))
             counts[key] = counts.get(key, 0) + 1
         self._bytes_out += rec.bytes_out
-        if len(observed) >= FLUSH_EVERY:
+        self._requests += 1
+        if self._requests >= FLUSH_EVERY:
             self.flush()
         self.recent.append((time.time(), total, rec.personalised))
         if self.access_log is not None:
@@ -254,3 +275,15 @@ class Metrics:
         """Write out the access log (at shutdown, after the last request)."""
         if self.access_log is not None:
             self.access_log.close()
+
+
+def _add_buckets(histogram, buckets: list) -> None:
+    """Add bucketed observations (``Metrics._observe``'s lists) to a
+    prometheus_client ``Histogram`` child: what ``observe()`` once per
+    observation would have added.  Uses its ``_buckets`` and ``_sum`` values
+    (prometheus_client's layout since 0.4; a test checks the exposition
+    equals per-observation ``observe()``)."""
+    for i, n in enumerate(buckets[:-1]):
+        if n:
+            histogram._buckets[i].inc(n)
+    histogram._sum.inc(buckets[-1])

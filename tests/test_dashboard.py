@@ -90,7 +90,7 @@ def test_the_ring_keeps_the_last_15_minutes_per_second():
         rec.variants["hero"] = "a" if i else None
         m.observe(rec)
     m.history.add(now, m._counts, m._observed)
-    m._counts, m._observed = {}, []
+    m._counts, m._observed = {}, {}
     rec = Record(method="GET", path="/")
     rec.status = 502
     rec.fail_open("origin-UpstreamTimeout")

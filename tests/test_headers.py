@@ -13,6 +13,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from aiohttp import web
 
 from edgeproxy.headers import client_ip, forward_request_headers, request_facts, strip_hop_by_hop
@@ -458,3 +460,30 @@ def test_a_reason_phrase_with_control_characters_is_dropped_not_fatal():
     from edgeproxy.headers import checked_origin_head
 
     assert checked_origin_head(204, "No Conten\x00", []) == ("", [])
+
+
+_FIELD_CHARS = "aZ09-_!~: \t\r\n\x00\x7f\u00e9"
+
+
+@given(st.lists(st.tuples(st.text(_FIELD_CHARS, max_size=6), st.text(_FIELD_CHARS, max_size=6)), max_size=5))
+@settings(max_examples=400, deadline=None)
+def test_checked_origin_head_checks_all_fields_at_once_as_one_by_one(headers):
+    """The batched name and value searches accept exactly the heads the
+    per-field rule accepts (a name must be a token, a value free of
+    control characters but TAB), and name the same first bad field."""
+    from edgeproxy.headers import _BAD_VALUE, _TOKEN, InvalidOriginHead, checked_origin_head
+
+    expected = None
+    for name, value in headers:
+        if not _TOKEN.match(name):
+            expected = f"header name {name[:40]!r} is not a token"
+            break
+        if _BAD_VALUE.search(value):
+            expected = f"control character in the {name[:40]} header"
+            break
+    try:
+        checked_origin_head(200, "OK", headers)
+        got = None
+    except InvalidOriginHead as exc:
+        got = str(exc)
+    assert got == expected

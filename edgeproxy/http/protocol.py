@@ -104,6 +104,9 @@ class HttpProtocol(asyncio.Protocol):
         self._upgraded: Request | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_for_head = False  # the running timer is the head deadline (else the keep-alive one)
+        limits = server.limits
+        self._max_headers = limits.max_headers or 1 << 62  # 0 = no limit
+        self._max_header_bytes = limits.max_header_bytes or 1 << 62
 
     # -- transport callbacks -------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -242,12 +245,17 @@ class HttpProtocol(asyncio.Protocol):
             self._limit_hit = (414, f"the request target is over {limit} bytes", "target_too_long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.server.limits
+        # Called per header field: kept to the bare minimum.
+        headers = self._headers
         self._head_bytes += len(name) + len(value) + 4
-        if len(self._headers) >= limits.max_headers or self._head_bytes > limits.max_header_bytes:
-            self._limit_hit = (431, f"request headers over {limits.max_headers} fields or {limits.max_header_bytes} bytes", "headers_too_large")
+        if len(headers) >= self._max_headers or self._head_bytes > self._max_header_bytes:
+            self._headers_too_large()
             return
-        self._headers.append((name, value))
+        headers.append((name, value))
+
+    def _headers_too_large(self) -> None:
+        limits = self.server.limits
+        self._limit_hit = (431, f"request headers over {limits.max_headers} fields or {limits.max_header_bytes} bytes", "headers_too_large")
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -256,7 +264,11 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
         version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
-        headers = CIMultiDict((name.decode("latin-1"), wire.header_text(value)) for name, value in self._headers)
+        raw = self._headers
+        if b"".join([value for _, value in raw]).isascii():  # the usual head: no call per field
+            headers = CIMultiDict([(name.decode("latin-1"), value.decode("ascii")) for name, value in raw])
+        else:
+            headers = CIMultiDict([(name.decode("latin-1"), wire.header_text(value)) for name, value in raw])
         request = Request(self, method, self._url.decode("latin-1"), version, headers, parser.should_keep_alive())
         self._url = b""
         self._headers = []

@@ -434,12 +434,11 @@ class OriginPool:
         if body is not None and hasattr(body, "iter_any"):
             body = body.iter_any()  # aiohttp's StreamReader (the aiohttp traffic server)
         chunked = body is not None and not any(n.lower() == "content-length" for n, _ in headers)
-        lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
-        lines.extend(f"{n}: {v}" for n, v in headers)
-        if chunked:
-            lines.append("Transfer-Encoding: chunked")
-        lines.append("\r\n")
-        head = "\r\n".join(lines).encode("utf-8")
+        head = "".join([
+            f"{method} {url.raw_path_qs} HTTP/1.1\r\n",
+            *[f"{n}: {v}\r\n" for n, v in headers],
+            "Transfer-Encoding: chunked\r\n\r\n" if chunked else "\r\n",
+        ]).encode("utf-8")
         conn: OriginConnection | None = None
         try:
             async with asyncio.timeout(settings.first_byte_timeout):

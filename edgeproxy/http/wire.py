@@ -51,21 +51,16 @@ def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> b
     Values are written as UTF-8 (what the origin's bytes decode from, see
     ``header_text``).  A CR or LF inside a name or value would split the
     response: refused with ``ValueError``, as aiohttp does."""
-    lines = [f"HTTP/1.1 {status} {reason or reason_for(status)}"]
-    for name, value in headers:
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise ValueError(f"newline in response header {name!r}")
-        lines.append(f"{name}: {value}")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8")
+    return f"HTTP/1.1 {status} {reason or reason_for(status)}\r\n".encode("utf-8") + header_lines(headers) + b"\r\n"
 
 
 def header_lines(headers: list[tuple[str, str]]) -> bytes:
     """``Name: value\\r\\n`` for each header, as ``response_head`` writes
     them (and refuses them: ``ValueError`` on a CR or LF)."""
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers])
     if text.count("\r") != len(headers) or text.count("\n") != len(headers):  # one CRLF each
-        raise ValueError(f"newline in a response header among {[n for n, _ in headers]!r}")
+        bad = [name for name, value in headers if "\r" in name or "\n" in name or "\r" in value or "\n" in value]
+        raise ValueError(f"newline in response header {bad[0] if bad else '?'!r}")
     return text.encode("utf-8")
 
 
