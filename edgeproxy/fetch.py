@@ -26,7 +26,7 @@ from aiohttp import web
 from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from .headers import InvalidOriginHead, checked_origin_head, strip_hop_by_hop
+from .headers import HOP_BY_HOP, InvalidOriginHead, with_connection_tokens, checked_origin_head
 from .http.wire import header_text
 from .settings import Settings
 
@@ -192,11 +192,36 @@ async def fetch(
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"upstream request failed: {exc!r}") from exc
     try:
-        reason, headers = checked_origin_head(response.status, response.reason or "", _decode_raw(response.raw_headers))
+        return origin_upstream(response.status, response.reason or "", response.raw_headers, response)
     except InvalidOriginHead as exc:
         response.close()
         raise UpstreamConnectError(f"invalid response from the origin: {exc}") from exc
-    return Upstream(status=response.status, reason=reason, headers=strip_hop_by_hop(headers), response=response)
+
+
+def origin_upstream(status: int, reason: str, raw, response: Any) -> Upstream:
+    """The ``Upstream`` for an origin response head given as raw
+    ``(name, value)`` bytes: decoded, checked (``InvalidOriginHead``),
+    hop-by-hop fields dropped, and the lower-cased index ``header()`` reads
+    built in the same pass (this runs on every proxied response)."""
+    text_reason, pairs = checked_origin_head(status, reason, _decode_raw(raw))
+    index: dict[str, str] = {}
+    kept: list[tuple[str, str]] = []
+    listed = HOP_BY_HOP
+    for name, value in pairs:
+        lower = name.lower()
+        if lower in listed:
+            if lower == "connection":
+                listed = with_connection_tokens(listed, value)
+            continue
+        kept.append((name, value))
+        if lower not in index:
+            index[lower] = value
+    if listed is not HOP_BY_HOP:  # Connection named other fields: those go too
+        kept = [(name, value) for name, value in kept if name.lower() not in listed]
+        index = {}
+        for name, value in kept:
+            index.setdefault(name.lower(), value)
+    return Upstream(status=status, reason=text_reason, headers=kept, response=response, _index=index, _indexed=kept)
 
 
 def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:

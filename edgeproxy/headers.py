@@ -155,7 +155,7 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> HeaderPairs:
     listed = HOP_BY_HOP
     for name, value in pairs:
         if len(name) == 10 and name.lower() == "connection":
-            listed = _with_connection_tokens(listed, value)
+            listed = with_connection_tokens(listed, value)
     return [(name, value) for name, value in pairs if name.lower() not in listed]
 
 
@@ -163,7 +163,7 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> HeaderPairs:
 _NOT_FIELDS = frozenset({"", "close"})
 
 
-def _with_connection_tokens(listed: frozenset[str], value: str) -> frozenset[str]:
+def with_connection_tokens(listed: frozenset[str], value: str) -> frozenset[str]:
     """``listed`` and the field names a ``Connection`` value lists."""
     tokens = {token.strip().lower() for token in value.split(",")}
     tokens -= _NOT_FIELDS
@@ -255,7 +255,7 @@ def forward_request_headers(
         lower = name.lower()
         if lower in skip:
             if lower == "connection":
-                connection = _with_connection_tokens(HOP_BY_HOP, value) if connection is None else _with_connection_tokens(connection, value)
+                connection = with_connection_tokens(HOP_BY_HOP, value) if connection is None else with_connection_tokens(connection, value)
             continue
         if lower in FORWARDING or lower.startswith(CDN_PREFIXES):
             if not peer_trusted:

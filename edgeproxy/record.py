@@ -28,6 +28,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 # Gathered counts are moved into the Prometheus series at every scrape and
 # at least every this many requests.
 FLUSH_EVERY = 64
+_bisect = bisect.bisect_left
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 STAGE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
 
@@ -208,6 +209,11 @@ class Metrics:
             child = self._children[key] = metric.labels(*values) if values else metric
         return child
 
+    def _buckets_for(self, key: tuple) -> list:
+        """A new bucket list for the series ``key`` = (metric, label values)."""
+        buckets = self._observed[key] = [0] * (len(self._bounds[id(key[0])]) + 2)
+        return buckets
+
     def _observe(self, metric, values: tuple, secs: float) -> None:
         key = (metric, values)
         buckets = self._observed.get(key)
@@ -232,14 +238,21 @@ class Metrics:
         counts = self._counts
         key = (self.requests, (method, str(rec.status), personalised))
         counts[key] = counts.get(key, 0) + 1
-        observe = self._observe
-        observe(self.latency, (personalised,), total)
+        observed = self._observed
+        key = (self.latency, (personalised,))
+        buckets = observed.get(key) or self._buckets_for(key)
+        buckets[_bisect(LATENCY_BUCKETS, total)] += 1
+        buckets[-1] += total
         timings = rec.timings
-        for stage, secs in timings.items():
-            observe(self.stage, (stage,), secs)
+        stage = self.stage
+        for name, secs in timings.items():
+            key = (stage, (name,))
+            buckets = observed.get(key) or self._buckets_for(key)
+            buckets[_bisect(STAGE_BUCKETS, secs)] += 1
+            buckets[-1] += secs
         if "classify" in timings:  # a page load: the proxy's own share of its latency
             added = timings["classify"] + timings.get("choose", 0.0) + timings.get("rewrite", 0.0)
-            observe(self.added, (), added)
+            self._observe(self.added, (), added)
         for slot, variant in rec.variants.items():
             key = (self.slots, (slot, variant or "default"))
             counts[key] = counts.get(key, 0) + 1

@@ -182,6 +182,10 @@ def response_headers(
     return out
 
 
+# Response fields the proxy writes itself on the traffic port.
+_OWN = frozenset({"server-timing"})
+_OWN_WITH_ID = _OWN | {"x-request-id"}
+
 _AGE = "\x00age"  # where a hit's per-request Age goes in a prebuilt head
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -298,16 +302,20 @@ class _Client:
 
     async def start(self, status: int, reason: str, headers: list[tuple[str, str]], *, length: int | None = None) -> None:
         self.rec.status = status
-        if self.rec.request_id:  # ours replaces any the origin echoed
-            headers = [h for h in headers if h[0].lower() != "x-request-id"]
-            headers.append(("X-Request-ID", self.rec.request_id))
         if not isinstance(self.request, web.BaseRequest):
             # The traffic port's own request (edgeproxy.http): the head goes
-            # out as prebuilt bytes; our Server-Timing replaces the origin's.
-            headers = [h for h in headers if h[0].lower() != "server-timing"]
+            # out as prebuilt bytes; our request id and Server-Timing replace
+            # any the origin sent (one pass).
+            own = _OWN_WITH_ID if self.rec.request_id else _OWN
+            headers = [h for h in headers if h[0].lower() not in own]
+            if self.rec.request_id:
+                headers.append(("X-Request-ID", self.rec.request_id))
             headers.append(("Server-Timing", server_timing(self.rec)))
             self.response = self.request.start_response(status, reason, headers, length)
             return
+        if self.rec.request_id:  # ours replaces any the origin echoed
+            headers = [h for h in headers if h[0].lower() != "x-request-id"]
+            headers.append(("X-Request-ID", self.rec.request_id))
         resp = web.StreamResponse(status=status, reason=reason or None)
         for name, value in headers:
             resp.headers.add(name, value)

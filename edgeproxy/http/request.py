@@ -151,6 +151,10 @@ class _Values:
         return default if self._state is None else self._state.get(key, default)
 
 
+# Response fields start_response looks at: framing (its own) and Date.
+_FRAMING_OR_DATE = frozenset({"content-length", "date", "transfer-encoding", "connection", "keep-alive"})
+
+
 class Request(_Values):
     """One request, as the pipeline reads it.
 
@@ -262,17 +266,18 @@ class Request(_Values):
         out: list[tuple[str, str]] = []
         declared = False
         has_date = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower == "content-length":
-                if length is not None:
+        for item in headers:
+            lower = item[0].lower()
+            if lower in _FRAMING_OR_DATE:  # rare: one set lookup for the usual field
+                if lower == "content-length":
+                    if length is not None:
+                        continue
+                    declared = True
+                elif lower == "date":
+                    has_date = True
+                else:
                     continue
-                declared = True
-            elif lower == "date":
-                has_date = True
-            elif lower in ("transfer-encoding", "connection", "keep-alive"):
-                continue
-            out.append((name, value))
+            out.append(item)
         if length is not None:
             out.append(("Content-Length", str(length)))
             declared = True

@@ -51,7 +51,7 @@ from typing import Any
 import httptools
 
 from ..errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from ..headers import InvalidOriginHead, checked_origin_head, strip_hop_by_hop
+from ..headers import InvalidOriginHead
 from . import wire
 
 log = logging.getLogger("edgeproxy.upstream")
@@ -428,7 +428,7 @@ class OriginPool:
 
     async def fetch(self, settings, *, method: str, url: Any, headers: list[tuple[str, str]], body: Any = None):
         """Send one request; the ``fetch.Upstream`` once its head is in."""
-        from ..fetch import Upstream, _decode_raw
+        from ..fetch import origin_upstream
 
         key = (url.host, url.port, url.scheme == "https")
         if body is not None and hasattr(body, "iter_any"):
@@ -469,11 +469,10 @@ class OriginPool:
                 conn.abort()
             raise
         try:
-            text_reason, headers = checked_origin_head(status, reason.decode("latin-1"), _decode_raw(raw))
+            return origin_upstream(status, reason.decode("latin-1"), raw, response)
         except InvalidOriginHead as exc:
             conn.abort()
             raise UpstreamConnectError(f"invalid response from the origin: {exc}") from exc
-        return Upstream(status=status, reason=text_reason, headers=strip_hop_by_hop(headers), response=response)
 
     async def _exchange(self, conn: OriginConnection, settings, method: str, head: bytes, body: Any, chunked: bool):
         if conn.closed:  # lost between being handed out and now
