@@ -450,7 +450,11 @@ class UpstreamCache:
         ``body_bytes`` nor ``response`` is set (a head without a body), so
         ``content_length`` is the stored ``Content-Length``, as the GET's."""
         headers = list(entry.headers)
-        headers.append(("Age", str(int(entry.age(now)))))
+        age = str(int(entry.age(now)))
+        headers.append(("Age", age))
+        index = entry.index
+        if "age" not in index:
+            index = {**index, "age": age}
         return Upstream(
             status=entry.status,
             reason=entry.reason,
@@ -458,6 +462,8 @@ class UpstreamCache:
             body_bytes=entry.body if method == "GET" else None,
             cache_status=status,
             stored_headers=entry.headers,
+            _index=index,
+            _indexed=headers,
         )
 
     async def _from_origin(

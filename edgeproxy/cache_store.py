@@ -39,6 +39,14 @@ class _Entry:
     vary: tuple[str, ...]
     vary_values: tuple[str | None, ...]
     size: int = 0
+    # The lower-cased first value of each header (``fetch.Upstream.header``
+    # reads it), built once per stored response, not per hit.
+    index: dict[str, str] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = self.index
+        for name, value in self.headers:
+            index.setdefault(name.lower(), value)
 
     def age(self, now: float) -> float:
         return self.initial_age + max(0.0, now - self.stored_at)
