@@ -83,6 +83,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, server) -> None:
         self.server = server
+        # Kept: asyncio.get_running_loop() costs a getpid() system call per
+        # call on Python 3.11; a request would make several.
+        self.loop = asyncio.get_running_loop()
         self.handler: Handler = server.handler
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -157,11 +160,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.transport is None or self.transport.is_closing():
             raise ClientGone("the client closed the connection")
-        self._drain_waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiter = waiter = self.loop.create_future()
         timeout = self.server.limits.send_timeout
         try:
-            async with asyncio.timeout(timeout or None):
-                await self._drain_waiter
+            await wire.wait(self.loop, waiter, timeout)
         except TimeoutError:
             # The client reads nothing: it would hold this in-flight slot and
             # an origin connection for as long as it likes (nginx's send_timeout).
@@ -186,7 +188,7 @@ class HttpProtocol(asyncio.Protocol):
         already in hand leaves in the same segment, a streamed one does not
         delay the head."""
         self.corked = head
-        asyncio.get_running_loop().call_soon(self.uncork)
+        self.loop.call_soon(self.uncork)
 
     def uncork(self) -> None:
         head = self.corked
@@ -319,7 +321,7 @@ class HttpProtocol(asyncio.Protocol):
         if len(self.queue) > MAX_PIPELINED:
             self.pause_reading("pipeline")
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._serve())
+            self.task = self.loop.create_task(self._serve())
 
     def on_body(self, body: bytes) -> None:
         request = self._parsing
@@ -431,13 +433,13 @@ class HttpProtocol(asyncio.Protocol):
         self._disarm()
         if seconds > 0:
             self._timer_for_head = True
-            self._timer = asyncio.get_running_loop().call_later(seconds, self._head_timeout)
+            self._timer = self.loop.call_later(seconds, self._head_timeout)
 
     def _arm_idle(self, seconds: float) -> None:
         self._disarm()
         if seconds > 0:
             self._timer_for_head = False
-            self._timer = asyncio.get_running_loop().call_later(seconds, self._idle_timeout)
+            self._timer = self.loop.call_later(seconds, self._idle_timeout)
 
     def _disarm(self) -> None:
         if self._timer is not None:

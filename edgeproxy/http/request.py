@@ -97,11 +97,11 @@ class Body:
                 raise self._exc
             if self._eof:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._conn.loop
+            self._waiter = waiter = loop.create_future()
             timeout = self._conn.server.limits.body_timeout
             try:
-                async with asyncio.timeout(timeout or None):
-                    await self._waiter
+                await wire.wait(loop, waiter, timeout)
             except TimeoutError:
                 self._conn.refuse(408, "the request body did not arrive in time", "body_timeout")
                 raise ClientGone(f"no request body bytes for {timeout:g}s") from None

@@ -114,10 +114,11 @@ class OriginBody:
                 raise self._exc
             if self._eof:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            conn = self._conn
+            loop = conn.loop if conn is not None and conn.loop is not None else asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
             try:
-                async with asyncio.timeout(self._idle):
-                    await self._waiter
+                await wire.wait(loop, waiter, self._idle)
             except TimeoutError:
                 raise UpstreamBodyError(f"origin body stalled for {self._idle:g}s") from None
             finally:
@@ -176,6 +177,7 @@ class OriginConnection(asyncio.Protocol):
         self.pool = pool
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._response: weakref.ref | None = None  # see the response property
         self.head: asyncio.Future | None = None
         self.is_head = False
@@ -216,6 +218,9 @@ class OriginConnection(asyncio.Protocol):
     # -- transport callbacks -------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        # Kept: asyncio.get_running_loop() costs a getpid() system call per
+        # call on Python 3.11, and the hot path would call it several times.
+        self.loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -250,7 +255,7 @@ class OriginConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self.write_paused and not self.closed:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = (self.loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._drain
             finally:
@@ -391,14 +396,23 @@ class OriginPool:
         conn.idle_since = time.monotonic()
         self._idle.setdefault(conn.key, deque()).append(conn)
 
-    async def _acquire(self, key: tuple, settings) -> tuple[OriginConnection, bool]:
+    def _take_idle(self, key: tuple) -> OriginConnection | None:
+        """A pooled connection to ``key`` still worth reusing, or None."""
         idle = self._idle.get(key)
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
-                return conn, True
+                return conn
             conn.abort()
+        return None
+
+    async def _acquire(self, key: tuple, settings) -> tuple[OriginConnection, bool]:
+        conn = self._take_idle(key)
+        if conn is not None:
+            return conn, True
         host, port, ssl = key
         loop = asyncio.get_running_loop()
         try:
@@ -440,26 +454,36 @@ class OriginPool:
             "Transfer-Encoding: chunked\r\n\r\n" if chunked else "\r\n",
         ]).encode("utf-8")
         conn: OriginConnection | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.first_byte_timeout
         try:
-            async with asyncio.timeout(settings.first_byte_timeout):
-                for attempt in (0, 1):
-                    conn = None
-                    await self._slot()
-                    try:
-                        conn, reused = await self._acquire(key, settings)
-                    finally:
-                        if conn is None:
-                            self._unslot()
-                    conn.reused = reused
-                    conn.slotted = True  # given back when the connection is pooled or closed
-                    try:
-                        status, reason, raw, response = await self._exchange(conn, settings, method, head, body, chunked)
-                        break
-                    except _Stale:
-                        # A pooled connection the origin had closed: once more
-                        # on a fresh one (a body already sent cannot be resent).
-                        if attempt or body is not None:
-                            raise UpstreamConnectError("the origin closed the connection") from None
+            for attempt in (0, 1):
+                conn = None
+                reused = True
+                if self._busy < self.limit:
+                    # The usual case: a free slot and a pooled connection,
+                    # taken without waiting (no timeout context needed).
+                    conn = self._take_idle(key)
+                    if conn is not None:
+                        self._busy += 1
+                if conn is None:
+                    async with asyncio.timeout_at(deadline):
+                        await self._slot()
+                        try:
+                            conn, reused = await self._acquire(key, settings)
+                        finally:
+                            if conn is None:
+                                self._unslot()
+                conn.reused = reused
+                conn.slotted = True  # given back when the connection is pooled or closed
+                try:
+                    status, reason, raw, response = await self._exchange(loop, conn, settings, method, head, body, chunked, deadline)
+                    break
+                except _Stale:
+                    # A pooled connection the origin had closed: once more
+                    # on a fresh one (a body already sent cannot be resent).
+                    if attempt or body is not None:
+                        raise UpstreamConnectError("the origin closed the connection") from None
         except TimeoutError as exc:
             if conn is not None:
                 conn.abort()
@@ -474,24 +498,21 @@ class OriginPool:
             conn.abort()
             raise UpstreamConnectError(f"invalid response from the origin: {exc}") from exc
 
-    async def _exchange(self, conn: OriginConnection, settings, method: str, head: bytes, body: Any, chunked: bool):
+    async def _exchange(self, loop, conn: OriginConnection, settings, method: str, head: bytes, body: Any, chunked: bool, deadline: float):
         if conn.closed:  # lost between being handed out and now
             self.release_slot(conn)
             if conn.reused:
                 raise _Stale()
             raise UpstreamConnectError("the origin closed the connection")
-        loop = asyncio.get_running_loop()
-        conn.head = loop.create_future()
+        conn.head = waiter = loop.create_future()
         conn.is_head = method == "HEAD"
         conn.idle_timeout = settings.idle_timeout
         conn.got_bytes = False
         conn._sender = None
-        if body is None:
-            conn.transport.write(head)
-        else:
-            conn.transport.write(head)
+        conn.transport.write(head)
+        if body is not None:
             conn._sender = loop.create_task(_send_body(conn, body, chunked))
-        return await conn.head
+        return await wire.wait_until(loop, waiter, deadline)
 
     async def close(self) -> None:
         for idle in self._idle.values():

@@ -5,6 +5,7 @@ Pure functions over bytes and header lists; nothing here touches a socket.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -79,3 +80,36 @@ def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+# ---------------------------------------------------------------------------
+# Waiting on one future with a deadline.  ``asyncio.timeout`` costs a
+# Timeout object, two coroutine calls and three ``get_running_loop()`` calls
+# (each a getpid() system call on Python 3.11); the hot path waits on a
+# single future, for which one timer that fails it is enough.
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def wait(loop: asyncio.AbstractEventLoop, future: asyncio.Future, seconds: float | None):
+    """``await future``, or ``TimeoutError`` after ``seconds`` (0 or None:
+    no limit)."""
+    if not seconds:
+        return await future
+    timer = loop.call_later(seconds, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+async def wait_until(loop: asyncio.AbstractEventLoop, future: asyncio.Future, deadline: float):
+    """``await future``, or ``TimeoutError`` at ``loop.time()`` ``deadline``."""
+    timer = loop.call_at(deadline, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
