@@ -32,6 +32,7 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 from .model import RequestFacts, frozen_map
 
@@ -159,8 +160,9 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> HeaderPairs:
     return [(name, value) for name, value in pairs if name.lower() not in listed]
 
 
-# Connection options that name no field ("close" is reserved as a field name, RFC 9110 §7.6.1).
-_NOT_FIELDS = frozenset({"", "close"})
+# Empty list members name no field.  ("close" does: a field named Close is
+# stripped with the option, as RFC 9110 §7.6.1 and §18.4 keep that name reserved.)
+_NOT_FIELDS = frozenset({""})
 
 
 def with_connection_tokens(listed: frozenset[str], value: str) -> frozenset[str]:
@@ -219,6 +221,68 @@ def client_ip(peer: str | None, forwarded_for: Sequence[str], networks: Sequence
     return current
 
 
+class ReadHeaders(NamedTuple):
+    """A request's header fields sorted once (``read_request_headers``), for
+    both what the stages may read and what the origin may get.
+
+    ``fields``: lower-cased name -> first value, without ``OVERRIDE`` and,
+    from an untrusted peer, forwarding and CDN headers (``RequestFacts``).
+    ``cookies``: every ``Cookie`` line.  ``xff``: a trusted peer's
+    ``X-Forwarded-For`` lines.  ``forward``: (lower, name, value) of the
+    fields that may go to the origin as they are (no hop-by-hop, override,
+    proxy-own, ``Host``, ``Expect`` or forwarding fields the proxy sets
+    itself).  ``proto``/``host``: a trusted peer's last
+    ``X-Forwarded-Proto``/``-Host``.  ``listed``: the hop-by-hop names with
+    those the client's ``Connection`` lists."""
+
+    fields: dict[str, str]
+    cookies: list[str]
+    xff: list[str]
+    forward: list[tuple[str, str, str]]
+    proto: str | None
+    host: str | None
+    listed: frozenset[str]
+
+
+def read_request_headers(headers: Iterable[tuple[str, str]], trusted: bool) -> ReadHeaders:
+    """One pass over a request's header fields (this runs on every request:
+    each field costs one ``lower()`` and a few set lookups)."""
+    fields: dict[str, str] = {}
+    cookies: list[str] = []
+    xff: list[str] = []
+    forward: list[tuple[str, str, str]] = []
+    proto = host = None
+    listed = HOP_BY_HOP
+    for name, value in headers:
+        lower = name.lower()
+        if lower in OVERRIDE:
+            continue
+        forged = lower in FORWARDING or lower.startswith(CDN_PREFIXES)
+        if forged and not trusted:
+            continue
+        if lower not in fields:
+            fields[lower] = value
+        if lower in _FORWARD_SKIP:
+            if lower == "connection":
+                listed = with_connection_tokens(listed, value)
+            elif lower == "cookie":
+                cookies.append(value)
+                forward.append((lower, name, value))
+            continue
+        if forged:
+            if lower == "x-forwarded-for":
+                xff.append(value)
+                continue
+            if lower == "x-forwarded-proto":
+                proto = value
+                continue
+            if lower == "x-forwarded-host":
+                host = value
+                continue
+        forward.append((lower, name, value))
+    return ReadHeaders(fields, cookies, xff, forward, proto, host, listed)
+
+
 def forward_request_headers(
     headers: Iterable[tuple[str, str]],
     *,
@@ -229,6 +293,7 @@ def forward_request_headers(
     upstream_host: str,
     request_id: str | None = None,
     drop: frozenset[str] = frozenset(),
+    read: ReadHeaders | None = None,
 ) -> HeaderPairs:
     """The headers to send the origin for one client request.
 
@@ -239,46 +304,24 @@ def forward_request_headers(
     in ``X-Forwarded-Host``.  With ``request_id``, that is the
     ``X-Request-ID`` the origin gets (the client's own, if any, replaced).
     ``drop``: more lower-case names the caller leaves out (it adds its own).
-
-    One pass over the headers (this runs on every request): the names to
-    skip are one set, and only a ``Connection`` that lists other fields
-    costs a second look.
+    ``read``: the fields already sorted by ``read_request_headers`` (with
+    the same trust), so the pipeline reads them once for facts and origin.
     """
-    skip = _FORWARD_SKIP | drop if drop else _FORWARD_SKIP
+    if read is None:
+        read = read_request_headers(headers, peer_trusted)
+    listed = read.listed
+    prior_xff, prior_proto, prior_host = read.xff, read.proto, read.host
+    skip = listed | drop if drop else listed
     if request_id is not None:
         skip = skip | _REQUEST_ID_SKIP
-    out: list[tuple[str, str, str]] = []
-    prior_xff: list[str] = []
-    prior_proto = prior_host = None
-    connection = None
-    for name, value in headers:
-        lower = name.lower()
-        if lower in skip:
-            if lower == "connection":
-                connection = with_connection_tokens(HOP_BY_HOP, value) if connection is None else with_connection_tokens(connection, value)
-            continue
-        if lower in FORWARDING or lower.startswith(CDN_PREFIXES):
-            if not peer_trusted:
-                continue
-            if lower == "x-forwarded-for":
-                prior_xff.append(value)
-                continue
-            if lower == "x-forwarded-proto":
-                prior_proto = value
-                continue
-            if lower == "x-forwarded-host":
-                prior_host = value
-                continue
-        out.append((lower, name, value))
-    if connection is not None and connection is not HOP_BY_HOP:
-        # Fields the client's Connection names are hop-by-hop too; of the
-        # forwarding ones, a listed X-Forwarded-* taken above is dropped.
-        out = [item for item in out if item[0] not in connection]
-        prior_xff = [] if "x-forwarded-for" in connection else prior_xff
-        prior_proto = None if "x-forwarded-proto" in connection else prior_proto
-        prior_host = None if "x-forwarded-host" in connection else prior_host
-    result: HeaderPairs = [(name, value) for _, name, value in out]
-    chain = ", ".join(prior_xff + [peer]) if peer else ", ".join(prior_xff)
+    result: HeaderPairs = [(name, value) for lower, name, value in read.forward if lower not in skip]
+    if listed is not HOP_BY_HOP:
+        # Fields the client's Connection names are hop-by-hop too, the
+        # forwarding ones the proxy would take from a trusted peer among them.
+        prior_xff = [] if "x-forwarded-for" in listed else prior_xff
+        prior_proto = None if "x-forwarded-proto" in listed else prior_proto
+        prior_host = None if "x-forwarded-host" in listed else prior_host
+    chain = ", ".join([*prior_xff, peer]) if peer else ", ".join(prior_xff)
     if chain:
         result.append(("X-Forwarded-For", chain))
     result.append(("X-Forwarded-Proto", prior_proto or scheme))
@@ -293,7 +336,7 @@ def forward_request_headers(
 # What forward_request_headers never passes on: hop-by-hop fields, the
 # override headers, the proxy's own, Host (the origin gets its own) and
 # Expect (the proxy answers 100-continue itself).
-_FORWARD_SKIP = HOP_BY_HOP | OVERRIDE | PROXY_ONLY_REQUEST | {"host", "expect"}
+_FORWARD_SKIP = HOP_BY_HOP | OVERRIDE | PROXY_ONLY_REQUEST | {"host", "expect", "cookie"}  # cookie: noted, then forwarded
 _REQUEST_ID_SKIP = frozenset({"x-request-id"})
 
 
@@ -364,6 +407,8 @@ def request_facts(
     networks: Sequence[Network],
     scheme: str,
     host: str,
+    read: ReadHeaders | None = None,
+    read_trusted: bool = False,
 ) -> RequestFacts:
     """Everything classify needs, as plain frozen data.
 
@@ -372,29 +417,13 @@ def request_facts(
     them, as its ``X-Forwarded-For`` gives ``client_ip``.  An untrusted
     peer's forwarding and CDN headers, and everyone's ``OVERRIDE`` headers,
     are left out of ``headers``: no stage can read a forged one.
-    ``request_id`` is the client's ``X-Request-ID`` if well-formed, else new."""
-    trusted = is_trusted(peer, networks)
-    lowered: dict[str, str] = {}
-    cookie_values: list[str] = []
-    xff: list[str] = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower in lowered:
-            if lower == "cookie":
-                cookie_values.append(value)
-            elif lower == "x-forwarded-for" and trusted:
-                xff.append(value)
-            continue
-        if lower in OVERRIDE:
-            continue
-        if lower in FORWARDING or lower.startswith(CDN_PREFIXES):
-            if not trusted:
-                continue
-            if lower == "x-forwarded-for":
-                xff.append(value)
-        elif lower == "cookie":
-            cookie_values.append(value)
-        lowered[lower] = value
+    ``request_id`` is the client's ``X-Request-ID`` if well-formed, else new.
+    ``read``: the fields already sorted by ``read_request_headers`` for a
+    peer whose trust was ``read_trusted`` (the pipeline reads them once)."""
+    trusted = is_trusted(peer, networks) if read is None else read_trusted
+    if read is None:
+        read = read_request_headers(headers, trusted)
+    lowered, cookie_values, xff = read.fields, read.cookies, read.xff
     if trusted:
         scheme = lowered.get("x-forwarded-proto", "").split(",")[0].strip().lower() or scheme
         host = lowered.get("x-forwarded-host", "").split(",")[0].strip() or host

@@ -38,7 +38,7 @@ from .classify import cookies as cookie_rules
 from . import fetch as fetching
 from .catalog.watch import CatalogStore
 from .errors import UpstreamError
-from .headers import forward_request_headers, request_facts
+from .headers import ReadHeaders, forward_request_headers, is_trusted, read_request_headers, request_facts
 from .model import NO_DECISION, Observe, RequestFacts, SetCookie, Visitor
 from .record import Metrics, Record
 from .respond import Plan, send
@@ -96,14 +96,14 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
     try:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await tunnel_websocket(request, state.session, state.settings, rec)
-        facts = _facts(request, state.settings)
+        facts, read = _facts(request, state.settings)
         rec.identify(facts)  # request id and client, for the access log
         if facts.path == BEACON_PATH and state.events is not None:
             return await _beacon(state, request, facts, rec)
         now = dt.datetime.now(dt.timezone.utc)
         visitor = _classify(state, facts, now, rec)  # 1
         plan = _choose(state, request, facts, visitor, now, rec)  # 2
-        upstream = await _fetch(state, request, facts, plan, rec)  # 3
+        upstream = await _fetch(state, request, facts, plan, rec, read)  # 3
         if isinstance(upstream, web.StreamResponse):  # the origin failed
             return upstream
         if upstream.body_bytes is not None and not plan.edits and not plan.cookies:
@@ -124,17 +124,24 @@ async def handle(request: web.BaseRequest, state: State) -> web.StreamResponse:
 # ---------------------------------------------------------------------------
 # 1. classify
 # ---------------------------------------------------------------------------
-def _facts(request: web.Request, settings: Settings) -> RequestFacts:
-    return request_facts(
+def _facts(request: web.Request, settings: Settings) -> tuple[RequestFacts, ReadHeaders]:
+    """The request's facts, and its header fields sorted once (the fetch
+    stage builds the origin's headers from the same pass)."""
+    trusted = is_trusted(request.remote, settings.trust_proxy)
+    read = read_request_headers(request.headers.items(), trusted)
+    facts = request_facts(
         method=request.method,
         path=request.path,
         query=request.query.items(),
-        headers=request.headers.items(),
+        headers=(),
         peer=request.remote,
         networks=settings.trust_proxy,
         scheme="https" if request.transport is not None and request.transport.get_extra_info("sslcontext") else "http",
         host=request.headers.get("Host", ""),
+        read=read,
+        read_trusted=trusted,
     )
+    return facts, read
 
 
 def wants_page(facts: RequestFacts) -> bool:
@@ -274,9 +281,9 @@ _DROP = frozenset({"accept-encoding"})
 _DROP_REWRITTEN = _DROP | {"if-none-match", "if-modified-since", "if-range", "range"}
 
 
-def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, settings: Settings) -> list[tuple[str, str]]:
+def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, settings: Settings, read: ReadHeaders) -> list[tuple[str, str]]:
     headers = forward_request_headers(
-        request.headers.items(),
+        (),
         peer=request.remote,
         peer_trusted=facts.peer_trusted,
         scheme=facts.scheme,
@@ -284,6 +291,7 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
         upstream_host=fetching.upstream_host(settings),
         request_id=facts.request_id,
         drop=_DROP_REWRITTEN if plan.edits else _DROP,
+        read=read,
     )
     wanted = upstream_accept_encoding(facts.headers.get("accept-encoding"))
     if wanted:
@@ -295,10 +303,10 @@ def _origin_headers(request: web.Request, facts: RequestFacts, plan: Plan, setti
     return headers
 
 
-async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: Plan, rec: Record):
+async def _fetch(state: State, request: web.Request, facts: RequestFacts, plan: Plan, rec: Record, read: ReadHeaders):
     settings = state.settings
     url = fetching.upstream_url(settings, fetching.strip_query_param(request.raw_path, PREVIEW_TOKEN_PARAM))
-    headers = _origin_headers(request, facts, plan, settings)
+    headers = _origin_headers(request, facts, plan, settings, read)
     started = time.perf_counter()
     try:
         if state.cache is not None and request.method in ("GET", "HEAD"):

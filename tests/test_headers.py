@@ -13,7 +13,7 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from aiohttp import web
 
@@ -487,3 +487,74 @@ def test_checked_origin_head_checks_all_fields_at_once_as_one_by_one(headers):
     except InvalidOriginHead as exc:
         got = str(exc)
     assert got == expected
+
+
+def _forward_reference(headers, *, peer, peer_trusted, scheme, host, upstream_host, request_id):
+    """forward_request_headers as it was written before the one-pass reader
+    (strip hop-by-hop first, then each rule in turn): the reference the
+    differential test holds the fast one to."""
+    from edgeproxy.headers import HOP_BY_HOP, OVERRIDE, PROXY_ONLY_REQUEST, REQUEST_ID_HEADER, forgeable
+
+    listed = set(HOP_BY_HOP)
+    for name, value in headers:
+        if name.lower() == "connection":
+            listed.update(t.strip().lower() for t in value.split(",") if t.strip())
+    out, prior_xff, prior_proto, prior_host = [], [], None, None
+    for name, value in [(n, v) for n, v in headers if n.lower() not in listed]:
+        lower = name.lower()
+        if lower in OVERRIDE or (request_id is not None and lower == "x-request-id"):
+            continue
+        if forgeable(lower):
+            if peer_trusted:
+                if lower == "x-forwarded-for":
+                    prior_xff.append(value)
+                elif lower == "x-forwarded-proto":
+                    prior_proto = value
+                elif lower == "x-forwarded-host":
+                    prior_host = value
+                else:
+                    out.append((name, value))
+            continue
+        if lower == "host" or lower in PROXY_ONLY_REQUEST or lower == "expect":
+            continue
+        out.append((name, value))
+    chain = ", ".join(prior_xff + ([peer] if peer else []))
+    if chain:
+        out.append(("X-Forwarded-For", chain))
+    out.append(("X-Forwarded-Proto", prior_proto or scheme))
+    if prior_host or host:
+        out.append(("X-Forwarded-Host", prior_host or host))
+    if request_id is not None:
+        out.append((REQUEST_ID_HEADER, request_id))
+    out.append(("Host", upstream_host))
+    return out
+
+
+_NAMES = st.sampled_from([
+    "Host", "Cookie", "cookie", "Connection", "Keep-Alive", "TE", "Upgrade", "X-Forwarded-For", "x-forwarded-proto",
+    "X-Forwarded-Host", "X-Real-IP", "CF-IPCountry", "X-Original-URL", "X-HTTP-Method-Override", "Expect",
+    "X-Edge-Preview-Token", "X-Request-ID", "Accept", "User-Agent", "X-Custom", "close", "Forwarded",
+])
+_CONNECTION_VALUES = st.sampled_from(["close", "keep-alive", "X-Custom", "x-forwarded-for, X-Custom", "cookie", "upgrade", " , ", "X-Real-IP"])
+
+
+@given(
+    st.lists(st.tuples(_NAMES, st.one_of(_CONNECTION_VALUES, st.text("abc ,;=", max_size=5))), max_size=8),
+    st.booleans(),
+    st.sampled_from([None, "rid-1"]),
+)
+@example([("Connection", "close"), ("close", "x"), ("Connection", "keep-alive, X-Custom"), ("X-Custom", "1")], False, None)
+@example([("Connection", "x-forwarded-for"), ("X-Forwarded-For", "203.0.113.9"), ("Cookie", "a=1"), ("Connection", "cookie")], True, "rid-1")
+@settings(max_examples=1500, deadline=None)
+def test_forward_and_facts_from_one_pass_match_the_rule_by_rule_reference(headers, trusted, rid):
+    from edgeproxy.headers import read_request_headers, request_facts
+
+    args = dict(peer="198.51.100.7", peer_trusted=trusted, scheme="https", host="shop.example", upstream_host="origin:8080", request_id=rid)
+    assert forward_request_headers(headers, **args) == _forward_reference(headers, **args)
+    # The pipeline's path: one read for both, same answers.
+    read = read_request_headers(headers, trusted)
+    assert forward_request_headers((), read=read, **args) == _forward_reference(headers, **args)
+    nets = [ipaddress.ip_network("198.51.100.0/24")] if trusted else []
+    kw = dict(method="GET", path="/", query=(), peer="198.51.100.7", networks=nets, scheme="http", host="shop.example")
+    a, b = request_facts(headers=headers, **kw), request_facts(headers=(), read=read, read_trusted=trusted, **kw)
+    assert (dict(a.headers), dict(a.cookies), a.client_ip, a.scheme, a.host) == (dict(b.headers), dict(b.cookies), b.client_ip, b.scheme, b.host)
