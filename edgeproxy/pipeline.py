@@ -26,6 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -49,6 +50,9 @@ from .websocket import tunnel_websocket
 log = logging.getLogger("edgeproxy.pipeline")
 
 OBSERVE = Observe()
+# The plan of every request that is not personalised (nothing reads it but
+# to see there is nothing to do, so one frozen instance serves them all).
+NO_PLAN = Plan(decision=NO_DECISION, edits=MappingProxyType({}))
 # The conversion beacon (CONTRACT §7), answered by the proxy itself:
 # GET or POST /_edge/convert?value=12.50 -> 204, one conversion line; a body
 # over ``beacon_max_body_bytes`` gets 413 unread (issue 10: it took 10 MB).
@@ -203,7 +207,7 @@ def preview_digest(settings: Settings) -> str | None:
 
 def _choose(state: State, request: web.Request, facts: RequestFacts, visitor: Visitor | None, now: dt.datetime, rec: Record) -> Plan:
     if visitor is None:
-        return Plan(decision=NO_DECISION, edits={})
+        return NO_PLAN
     started = time.perf_counter()
     preview = preview_allowed(state, facts)
     catalog = state.catalog.current

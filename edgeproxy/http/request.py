@@ -10,14 +10,13 @@ connection (``conn``) to write, pause or resume reading, or refuse.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote
 
 from multidict import CIMultiDict, MultiDict
 
 from . import wire
+from .chunks import Chunks
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocol import HttpProtocol
@@ -32,24 +31,20 @@ class ClientGone(ConnectionResetError):
     """The client closed the connection while its response was being written."""
 
 
-class Body:
+class Body(Chunks):
     """A request body as it arrives; ``async for chunk in body`` reads it.
 
     Fed by the protocol's parser callbacks, read by the handler (usually as
     the payload of the origin request).  Reading from the socket pauses while
     more than ``BODY_HIGH`` bytes wait here."""
 
-    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_discard", "_received", "limit")
+    __slots__ = ("_conn", "_discard", "_received", "limit")
 
     def __init__(self, conn: "HttpProtocol", limit: int = 0) -> None:
+        super().__init__()
         self._conn = conn
         self._received = 0
         self.limit = limit  # bytes (0: none); past it the request gets a 413
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._eof = False
-        self._exc: BaseException | None = None
-        self._waiter: asyncio.Future | None = None
         self._discard = False
 
     def feed(self, data: bytes) -> None:
@@ -59,20 +54,9 @@ class Body:
             return
         if self._discard:
             return
-        self._chunks.append(data)
-        self._size += len(data)
-        self._wake()
+        self._append(data)
         if self._size > BODY_HIGH:
             self._conn.pause_reading("body")
-
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self._eof:
-            self._exc = exc
-            self._wake()
 
     def discard(self) -> None:
         """The handler is done without reading it all: drop the rest as it comes."""
@@ -85,32 +69,17 @@ class Body:
     def complete(self) -> bool:
         return self._eof
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     async def read(self) -> bytes:
         """The next chunk; ``b""`` at the end of the body."""
-        while not self._chunks:
-            if self._exc is not None:
-                raise self._exc
-            if self._eof:
-                return b""
-            loop = self._conn.loop
-            self._waiter = waiter = loop.create_future()
-            timeout = self._conn.server.limits.body_timeout
-            try:
-                await wire.wait(loop, waiter, timeout)
-            except TimeoutError:
-                self._conn.refuse(408, "the request body did not arrive in time", "body_timeout")
-                raise ClientGone(f"no request body bytes for {timeout:g}s") from None
-            finally:
-                self._waiter = None
-        data = self._chunks.popleft()
-        self._size -= len(data)
-        if self._size < BODY_LOW:
-            self._conn.resume_reading("body")
+        conn = self._conn
+        timeout = conn.server.limits.body_timeout
+        try:
+            data = await self._take(conn.loop, timeout)
+        except TimeoutError:
+            conn.refuse(408, "the request body did not arrive in time", "body_timeout")
+            raise ClientGone(f"no request body bytes for {timeout:g}s") from None
+        if data and self._size < BODY_LOW:
+            conn.resume_reading("body")
         return data
 
     def __aiter__(self):
@@ -251,7 +220,8 @@ class Request(_Values):
 
                 self._query = MultiDict(URL(raw, encoded=True).query)
             else:
-                self._query = MultiDict(parse_qsl(raw.partition("?")[2], keep_blank_values=True))
+                query = raw.partition("?")[2]
+                self._query = MultiDict(parse_qsl(query, keep_blank_values=True) if query else ())
         return self._query
 
     def start_response(self, status: int, reason: str, headers: list[tuple[str, str]], length: int | None = None) -> "Response":

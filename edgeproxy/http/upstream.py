@@ -53,6 +53,7 @@ import httptools
 from ..errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from ..headers import InvalidOriginHead
 from . import wire
+from .chunks import Chunks
 
 log = logging.getLogger("edgeproxy.upstream")
 
@@ -68,63 +69,38 @@ class _Stale(Exception):
     """A pooled connection was closed by the origin before answering."""
 
 
-class OriginBody:
+class OriginBody(Chunks):
     """One response body as it arrives from the origin (see module docstring)."""
 
-    __slots__ = ("_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_idle")
+    __slots__ = ("_conn", "_idle")
 
     def __init__(self, conn: "OriginConnection | None", idle_timeout: float) -> None:
+        super().__init__()
         self._conn = conn
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._eof = False
-        self._exc: BaseException | None = None
-        self._waiter: asyncio.Future | None = None
         self._idle = idle_timeout
 
     def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        self._wake()
+        self._append(data)
         if self._size > BODY_HIGH and self._conn is not None:
             self._conn.pause()
 
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self._eof:
-            self._exc = exc
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def _taken(self, n: int) -> None:
         self._size -= n
+        self._resume_if_low()
+
+    def _resume_if_low(self) -> None:
         if self._size < BODY_LOW and self._conn is not None:
             self._conn.resume()
 
     async def readany(self) -> bytes:
-        while not self._chunks:
-            if self._exc is not None:
-                raise self._exc
-            if self._eof:
-                return b""
-            conn = self._conn
-            loop = conn.loop if conn is not None and conn.loop is not None else asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            try:
-                await wire.wait(loop, waiter, self._idle)
-            except TimeoutError:
-                raise UpstreamBodyError(f"origin body stalled for {self._idle:g}s") from None
-            finally:
-                self._waiter = None
-        data = self._chunks.popleft()
-        self._taken(len(data))
+        conn = self._conn
+        loop = conn.loop if conn is not None and conn.loop is not None else asyncio.get_running_loop()
+        try:
+            data = await self._take(loop, self._idle)
+        except TimeoutError:
+            raise UpstreamBodyError(f"origin body stalled for {self._idle:g}s") from None
+        if data:
+            self._resume_if_low()
         return data
 
     def read_nowait(self, n: int = -1) -> bytes:
