@@ -170,13 +170,15 @@ class _Request:
     def parse(
         cls, headers: Sequence[tuple[str, str]], honour_no_cache: bool, ignored_cookies: frozenset[str] = frozenset()
     ) -> _Request:
-        fields: dict[str, str] = {}
-        for name, value in headers:
-            lower = name.lower()
-            if lower in fields:  # repeated field lines: one list (RFC 9110 §5.3); Cookie lines join with "; "
-                fields[lower] = f"{fields[lower]}{'; ' if lower == 'cookie' else ', '}{value}"
-            else:
-                fields[lower] = value
+        fields = dict(zip([name.lower() for name, _ in headers], [value for _, value in headers]))
+        if len(fields) != len(headers):  # repeated field lines: one list (RFC 9110 §5.3); Cookie lines join with "; "
+            fields = {}
+            for name, value in headers:
+                lower = name.lower()
+                if lower in fields:
+                    fields[lower] = f"{fields[lower]}{'; ' if lower == 'cookie' else ', '}{value}"
+                else:
+                    fields[lower] = value
         cc = parse_cache_control([fields["cache-control"]]) if "cache-control" in fields else {}
         no_cache = False
         if honour_no_cache:
@@ -195,9 +197,15 @@ class _Request:
         )
 
     def vary_values(self, names: tuple[str, ...]) -> tuple[str | None, ...]:
-        # Most names (the keyed forwarding fields) are absent: None without a call.
-        fields, ignored = self.fields, self.ignored_cookies
-        return tuple([_normalise_field(name, fields[name], ignored) if name in fields else None for name in names])
+        # Most names (the keyed forwarding fields) are absent: only the
+        # present ones are normalised, the rest are None (C-level loops).
+        fields = self.fields
+        present = fields.keys() & names
+        if not present:
+            return (None,) * len(names)
+        ignored = self.ignored_cookies
+        values = {name: _normalise_field(name, fields[name], ignored) for name in present}
+        return tuple(map(values.get, names))
 
     def without_conditionals(self) -> Headers:
         return [(n, v) for n, v in self.headers if n.lower() not in CONDITIONAL_FIELDS]

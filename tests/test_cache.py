@@ -1226,3 +1226,28 @@ def test_cache_control_parsing(values, expected):
 )
 def test_freshness_edge_cases(headers, lifetime):
     assert response_policy(200, headers).lifetime == lifetime
+
+
+# ---------------------------------------------------------------------------
+# cache_rules._Request: the fields and Vary key read in C-level passes
+# agree with the field-by-field rules (repeated lines joined, Cookie with
+# "; ", absent names None).
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+from edgeproxy.cache_rules import _normalise_field, _Request  # noqa: E402
+from edgeproxy.headers import KEYED  # noqa: E402
+
+_FIELD_NAMES = st.sampled_from(["Accept-Encoding", "accept-encoding", "Cookie", "cookie", "X-Forwarded-Host", "Forwarded", "Accept", "X-A"])
+_VARY = tuple(sorted({"accept-encoding", "cookie", "accept", "x-a", "forwarded", *KEYED}))
+
+
+@given(st.lists(st.tuples(_FIELD_NAMES, st.text("ab; ,=gzipbr", max_size=8)), max_size=6))
+@hsettings(max_examples=400, deadline=None)
+def test_request_fields_and_vary_key_match_the_field_by_field_rules(headers):
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        lower = name.lower()
+        fields[lower] = f"{fields[lower]}{'; ' if lower == 'cookie' else ', '}{value}" if lower in fields else value
+    req = _Request.parse(headers, honour_no_cache=True, ignored_cookies=frozenset({"edge_vid"}))
+    assert req.fields == fields
+    assert req.vary_values(_VARY) == tuple(_normalise_field(n, fields.get(n), frozenset({"edge_vid"})) for n in _VARY)
