@@ -170,7 +170,14 @@ class _Request:
     def parse(
         cls, headers: Sequence[tuple[str, str]], honour_no_cache: bool, ignored_cookies: frozenset[str] = frozenset()
     ) -> _Request:
-        fields = dict(zip([name.lower() for name, _ in headers], [value for _, value in headers]))
+        # Names lower-cased in one C call over all of them (a name is a
+        # token: never a line feed); repeated names take the slow path.
+        fields: dict[str, str] = {}
+        if headers:
+            names, values = zip(*headers)
+            lowered = "\n".join(names).lower().split("\n")
+            if len(lowered) == len(names):
+                fields = dict(zip(lowered, values))
         if len(fields) != len(headers):  # repeated field lines: one list (RFC 9110 §5.3); Cookie lines join with "; "
             fields = {}
             for name, value in headers:

@@ -27,7 +27,7 @@ from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from .headers import HOP_BY_HOP, InvalidOriginHead, with_connection_tokens, checked_origin_head
-from .http.wire import header_text
+from .http.wire import decode_fields
 from .settings import Settings
 
 # Read the origin's body in chunks of up to this size (fewer, larger copies).
@@ -225,11 +225,8 @@ def origin_upstream(status: int, reason: str, raw, response: Any) -> Upstream:
 
 
 def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
-    # Values as ``http.wire.header_text`` reads them (UTF-8, else latin-1);
-    # an all-ASCII head (the usual one) decodes without a call per field.
-    if b"".join([value for _, value in raw]).isascii():
-        return [(name.decode("latin-1"), value.decode("ascii")) for name, value in raw]
-    return [(name.decode("latin-1"), header_text(value)) for name, value in raw]
+    # Values as ``http.wire.header_text`` reads them (UTF-8, else latin-1).
+    return decode_fields(raw)
 
 
 def request_body(request: web.Request) -> Any:

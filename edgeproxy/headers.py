@@ -245,8 +245,68 @@ class ReadHeaders(NamedTuple):
 
 
 def read_request_headers(headers: Iterable[tuple[str, str]], trusted: bool) -> ReadHeaders:
-    """One pass over a request's header fields (this runs on every request:
-    each field costs one ``lower()`` and a few set lookups)."""
+    """A request's header fields sorted for the stages and the origin.
+
+    This runs on every request, so the usual head (no repeated name, no CDN
+    header) is read in C-level passes (one join, ``lower()`` and split for
+    all names; the few special names found by one set intersection) and
+    only the rest field by field (``_read_each``, the reference the fast
+    path is tested against)."""
+    pairs = headers if isinstance(headers, (list, tuple)) else list(headers)
+    if pairs:
+        names, values = zip(*pairs)
+        text = "\n".join(names).lower()
+        lowers = text.split("\n")
+        if len(lowers) == len(names) and len(set(lowers)) == len(lowers) and not _CDN_NAME.search(text):
+            return _read_unique(names, values, lowers, trusted)
+    return _read_each(pairs, trusted)
+
+
+# A CDN header name at the start of a line of the joined lower-case names.
+_CDN_NAME = re.compile("(?:^|\n)(?:" + "|".join(re.escape(p) for p in CDN_PREFIXES) + ")")
+
+
+def _read_unique(names: tuple[str, ...], values: tuple[str, ...], lowers: list[str], trusted: bool) -> ReadHeaders:
+    """``_read_each`` for a head whose names are unique and none a CDN's."""
+    fields = dict(zip(lowers, values))
+    forward = list(zip(lowers, names, values))
+    cookies: list[str] = []
+    xff: list[str] = []
+    proto = host = None
+    listed = HOP_BY_HOP
+    special = _SPECIAL.intersection(lowers)
+    if special:
+        gone: list[int] = []  # positions not forwarded as they are
+        for lower in special:
+            i = lowers.index(lower)
+            value = values[i]
+            if lower in OVERRIDE:
+                del fields[lower]
+            elif lower in FORWARDING:
+                if not trusted:
+                    del fields[lower]
+                elif lower == "x-forwarded-for":
+                    xff.append(value)
+                elif lower == "x-forwarded-proto":
+                    proto = value
+                elif lower == "x-forwarded-host":
+                    host = value
+                else:
+                    continue  # another trusted forwarding field: forwarded
+            elif lower == "cookie":
+                cookies.append(value)
+                continue  # forwarded
+            elif lower == "connection":
+                listed = with_connection_tokens(listed, value)
+            gone.append(i)
+        for i in sorted(gone, reverse=True):
+            del forward[i]
+    return ReadHeaders(fields, cookies, xff, forward, proto, host, listed)
+
+
+def _read_each(headers: Iterable[tuple[str, str]], trusted: bool) -> ReadHeaders:
+    """``read_request_headers`` field by field: any head (repeated names,
+    CDN headers)."""
     fields: dict[str, str] = {}
     cookies: list[str] = []
     xff: list[str] = []
@@ -338,6 +398,8 @@ def forward_request_headers(
 # Expect (the proxy answers 100-continue itself).
 _FORWARD_SKIP = HOP_BY_HOP | OVERRIDE | PROXY_ONLY_REQUEST | {"host", "expect", "cookie"}  # cookie: noted, then forwarded
 _REQUEST_ID_SKIP = frozenset({"x-request-id"})
+# Names read_request_headers looks at one by one.
+_SPECIAL = _FORWARD_SKIP | FORWARDING
 
 
 # RFC 9110 §5.5: a field value is VCHAR, SP, HTAB and obs-text; a reason

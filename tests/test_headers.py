@@ -558,3 +558,16 @@ def test_forward_and_facts_from_one_pass_match_the_rule_by_rule_reference(header
     kw = dict(method="GET", path="/", query=(), peer="198.51.100.7", networks=nets, scheme="http", host="shop.example")
     a, b = request_facts(headers=headers, **kw), request_facts(headers=(), read=read, read_trusted=trusted, **kw)
     assert (dict(a.headers), dict(a.cookies), a.client_ip, a.scheme, a.host) == (dict(b.headers), dict(b.cookies), b.client_ip, b.scheme, b.host)
+
+
+@given(
+    st.lists(st.tuples(_NAMES, st.one_of(_CONNECTION_VALUES, st.text("abc ,;=", max_size=5))), max_size=8, unique_by=lambda h: h[0].lower()),
+    st.booleans(),
+)
+@settings(max_examples=800, deadline=None)
+def test_the_batched_header_read_equals_the_field_by_field_one(headers, trusted):
+    """Unique names and no CDN header: the C-level fast path; it must give
+    what the field-by-field reader gives (field order included)."""
+    from edgeproxy.headers import _read_each, read_request_headers
+
+    assert read_request_headers(headers, trusted) == _read_each(headers, trusted)

@@ -266,11 +266,7 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
         version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
-        raw = self._headers
-        if b"".join([value for _, value in raw]).isascii():  # the usual head: no call per field
-            headers = CIMultiDict([(name.decode("latin-1"), value.decode("ascii")) for name, value in raw])
-        else:
-            headers = CIMultiDict([(name.decode("latin-1"), wire.header_text(value)) for name, value in raw])
+        headers = CIMultiDict(wire.decode_fields(self._headers))
         request = Request(self, method, self._url.decode("latin-1"), version, headers, parser.should_keep_alive())
         self._url = b""
         self._headers = []

@@ -42,6 +42,24 @@ def header_text(value: bytes) -> str:
         return value.decode("latin-1")
 
 
+def decode_fields(raw: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
+    """Header fields as text: names as latin-1, values as ``header_text``
+    reads them.  An all-ASCII head (the usual one) is decoded in C-level
+    passes over all fields at once, not a call per field."""
+    if not raw:
+        return []
+    names, values = zip(*raw)
+    text_values = b"\n".join(values)
+    if text_values.isascii():
+        # A value holds no line feed (the parsers refuse one), so splitting
+        # on it gives the fields back; the count is checked all the same.
+        decoded = text_values.decode("ascii").split("\n")
+        texts = b"\n".join(names).decode("latin-1").split("\n")
+        if len(decoded) == len(raw) == len(texts):
+            return list(zip(texts, decoded))
+    return [(name.decode("latin-1"), header_text(value)) for name, value in raw]
+
+
 def reason_for(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
