@@ -596,3 +596,19 @@ def test_help_renders():
     from load_tests.runner import build_parser
 
     assert "--soak" in build_parser().format_help()
+
+
+def test_bytecodes_counts_the_python_work_of_a_request_per_function(tmp_path):
+    """load_tests.bytecodes on two cases: a real edgeproxy under the tracer,
+    real requests; the counts land on edgeproxy's own functions, and a page
+    load runs more Python than an image request (it is classified, chosen
+    for and rewritten)."""
+    from load_tests import bytecodes
+
+    root = Path(bytecodes.__file__).resolve().parents[1]
+    asset = bytecodes.run_case(root, "asset", count=5, warmup=3, workdir=tmp_path)
+    page = bytecodes.run_case(root, "page", count=5, warmup=3, workdir=tmp_path)
+    assert 1000 < asset["total"] < page["total"]
+    assert any(name.startswith("edgeproxy/pipeline.py:handle") for name in asset["functions"])
+    assert any(name.startswith("edgeproxy/classify/") for name in page["functions"])
+    assert not any(name.startswith("edgeproxy/classify/") for name in asset["functions"])
