@@ -26,6 +26,8 @@ Error tree (below ``errors.RewriteError``)::
 
 from __future__ import annotations
 
+import functools
+
 import zlib
 from typing import Protocol
 
@@ -330,6 +332,20 @@ def parse_accept(value: str) -> dict[str, float]:
 
 
 def negotiate(accept_encoding: str | None, available: frozenset[str] | set[str] = AVAILABLE) -> str:
+    """The content coding to send (RFC 9110 §12.5.3); see ``_negotiate``.
+    Memoised for the codings this process has (browsers send a handful of
+    distinct values)."""
+    if available is AVAILABLE:
+        return _negotiate_here(accept_encoding)
+    return _negotiate(accept_encoding, available)
+
+
+@functools.lru_cache(maxsize=512)
+def _negotiate_here(accept_encoding: str | None) -> str:
+    return _negotiate(accept_encoding, AVAILABLE)
+
+
+def _negotiate(accept_encoding: str | None, available: frozenset[str] | set[str]) -> str:
     """The content coding to send (RFC 9110 §12.5.3).
 
     The highest qvalue wins; ``*`` rates every coding not listed; among equal
