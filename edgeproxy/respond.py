@@ -152,34 +152,64 @@ def response_headers(
     re-encodes (``None`` = the origin's body and framing are kept).
     ``cookies`` are ``Set-Cookie`` values; adding any also makes the response
     private, so no shared cache hands one visitor's cookie to another.
+
+    One pass over the origin's fields: the names this response changes are
+    one set (``_CHANGED``), everything else is copied as it is.
     """
-    out: list[tuple[str, str]] = []
     private = personalised or bool(cookies)
-    seen_cc = False
-    for name, value in origin:
-        lower = name.lower()
-        if coding is not None and lower in _REPRESENTATION:
-            continue
-        if personalised and lower in _VALIDATORS:
-            continue
-        if lower == "cache-control" and private:
-            if not seen_cc:
-                # Every Cache-Control line is one list (RFC 9110 §5.3).  (Bug
-                # fixed: lines after the first were dropped with their max-age.)
-                lines = [v for k, v in origin if k.lower() == "cache-control"]
-                out.append((name, private_cache_control(", ".join(lines))))
-                seen_cc = True
-            continue
-        out.append((name, value))
-    if private and not seen_cc:
-        out.append(("Cache-Control", "private"))
+    changed = _CHANGED[(coding is not None, personalised, private)]
+    out: list[tuple[str, str]] = []
+    cache_control: list[str] | None = None
+    vary_at = -1
+    for item in origin:
+        lower = item[0].lower()
+        if lower not in changed:
+            out.append(item)
+        elif lower == "cache-control":
+            # Every Cache-Control line is one list (RFC 9110 §5.3).  (Bug
+            # fixed: lines after the first were dropped with their max-age.)
+            if cache_control is None:
+                cache_control = [item[1]]
+                out.append(item)  # its place; replaced below
+                cc_at = len(out) - 1
+            else:
+                cache_control.append(item[1])
+        elif lower == "vary":
+            if vary_at < 0:
+                vary_at = len(out)
+            out.append(item)
+        # else: a representation header or a validator, dropped
+    if private:
+        if cache_control is not None:
+            out[cc_at] = (out[cc_at][0], private_cache_control(", ".join(cache_control)))
+        else:
+            out.append(("Cache-Control", "private"))
     if coding is not None:
         if coding != "identity":
             out.append(("Content-Encoding", coding))
-        add_vary(out, "Accept-Encoding")
+        if vary_at < 0:
+            out.append(("Vary", "Accept-Encoding"))
+        else:
+            key, value = out[vary_at]
+            tokens = [t.strip().lower() for t in value.split(",")]
+            if "accept-encoding" not in tokens and "*" not in tokens:
+                out[vary_at] = (key, f"{value}, Accept-Encoding")
     for value in cookies:
         out.append(("Set-Cookie", value))
     return out
+
+
+# The origin's fields response_headers changes, by (re-encoded, personalised,
+# private): representation headers when re-encoded (Vary gains
+# Accept-Encoding), validators when personalised, Cache-Control when private.
+_CHANGED = {
+    (recoded, personalised, private): frozenset(
+        (_REPRESENTATION | {"vary"} if recoded else set()) | (_VALIDATORS if personalised else set()) | ({"cache-control"} if private else set())
+    )
+    for recoded in (False, True)
+    for personalised in (False, True)
+    for private in (False, True)
+}
 
 
 # Response fields the proxy writes itself on the traffic port.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeproxy.fetch import Upstream
 from edgeproxy.model import NO_DECISION, ReplaceInner, SetCookie
@@ -247,3 +249,54 @@ def upstream(status=200, **headers):
 )
 def test_rewrite_reason(up, method, plan, expected):
     assert rewrite_reason(up, method, plan, max_rewrite_bytes=1000) == expected
+
+
+def _response_headers_reference(origin, *, personalised, coding, cookies):
+    """response_headers as written before its one-pass form: each rule a
+    check per field, Vary fixed afterwards by add_vary."""
+    from edgeproxy.respond import _REPRESENTATION, _VALIDATORS, private_cache_control
+
+    out = []
+    private = personalised or bool(cookies)
+    seen_cc = False
+    for name, value in origin:
+        lower = name.lower()
+        if coding is not None and lower in _REPRESENTATION:
+            continue
+        if personalised and lower in _VALIDATORS:
+            continue
+        if lower == "cache-control" and private:
+            if not seen_cc:
+                lines = [v for k, v in origin if k.lower() == "cache-control"]
+                out.append((name, private_cache_control(", ".join(lines))))
+                seen_cc = True
+            continue
+        out.append((name, value))
+    if private and not seen_cc:
+        out.append(("Cache-Control", "private"))
+    if coding is not None:
+        if coding != "identity":
+            out.append(("Content-Encoding", coding))
+        add_vary(out, "Accept-Encoding")
+    for value in cookies:
+        out.append(("Set-Cookie", value))
+    return out
+
+
+_ORIGIN_FIELDS = st.sampled_from([
+    ("Content-Type", "text/html"), ("Content-Length", "120"), ("content-encoding", "gzip"), ("ETag", '"x"'),
+    ("Last-Modified", "Mon"), ("Cache-Control", "public, max-age=60"), ("cache-control", "s-maxage=5, must-revalidate"),
+    ("Vary", "Cookie"), ("vary", "accept-encoding"), ("Vary", "*"), ("Accept-Ranges", "bytes"), ("X-A", "1"), ("Set-Cookie", "s=1"),
+])
+
+
+@given(
+    st.lists(_ORIGIN_FIELDS, max_size=8),
+    st.booleans(),
+    st.sampled_from([None, "identity", "gzip", "br"]),
+    st.lists(st.sampled_from(["edge_vid=1; Path=/", "edge_sid=2"]), max_size=2),
+)
+@settings(max_examples=800, deadline=None)
+def test_response_headers_in_one_pass_equal_the_rule_by_rule_reference(origin, personalised, coding, cookies):
+    got = response_headers(origin, personalised=personalised, coding=coding, cookies=cookies)
+    assert got == _response_headers_reference(origin, personalised=personalised, coding=coding, cookies=cookies)

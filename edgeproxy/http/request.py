@@ -122,6 +122,7 @@ class _Values:
 
 # Response fields start_response looks at: framing (its own) and Date.
 _FRAMING_OR_DATE = frozenset({"content-length", "date", "transfer-encoding", "connection", "keep-alive"})
+_KEPT_AS_IS = frozenset({"content-length", "date"})
 
 
 class Request(_Values):
@@ -236,6 +237,16 @@ class Request(_Values):
         out: list[tuple[str, str]] = []
         declared = False
         has_date = False
+        # The usual head has none of the framing fields and at most its
+        # Date and Content-Length (kept): found by one C-level pass over all
+        # names, and the list copied as it is.
+        lowers = "\n".join([item[0] for item in headers]).lower().split("\n") if headers else []
+        present = _FRAMING_OR_DATE.intersection(lowers)
+        if len(lowers) == len(headers) and present <= _KEPT_AS_IS and (length is None or "content-length" not in present):
+            out = list(headers)
+            declared = "content-length" in present
+            has_date = "date" in present
+            headers = ()
         for item in headers:
             lower = item[0].lower()
             if lower in _FRAMING_OR_DATE:  # rare: one set lookup for the usual field
