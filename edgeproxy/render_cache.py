@@ -76,23 +76,26 @@ class RenderCache:
         self.overflows = 0
 
     def get(self, url: str, body: bytes, key: tuple) -> tuple[bytes, dict[str, str]] | None:
-        full = (url, len(body), hash(body), key)
+        # The store is keyed by the decision key's hash (hashing the edits
+        # walks their dataclasses, and an LRU lookup hashes its key several
+        # times); the key itself is kept with the output and compared once.
+        full = (url, len(body), hash(body), hash(key))
         found = self._store.get(full)
-        if found is None:
+        if found is None or found[2] != key:
             self.misses += 1
             return None
         self.hits += 1
         keys = self._per_url.get(url)
         if keys is not None and full in keys:
             keys.move_to_end(full)
-        return found
+        return found[0], found[1]
 
     def put(self, url: str, body: bytes, key: tuple, out: bytes, outcomes: Mapping[str, str]) -> None:
         if any(o in _UNCACHEABLE_OUTCOMES for o in outcomes.values()):
             return
         if len(out) + 256 > self._store.maxsize:
             return
-        full = (url, len(body), hash(body), key)
+        full = (url, len(body), hash(body), hash(key))
         keys = self._per_url.setdefault(url, OrderedDict())
         if full not in keys:
             while len(keys) >= self.keys_per_url:
@@ -101,7 +104,7 @@ class RenderCache:
                 self.overflows += 1
         keys[full] = None
         keys.move_to_end(full)
-        self._store[full] = (out, dict(outcomes))
+        self._store[full] = (out, dict(outcomes), key)
         if full not in self._store:  # evicted at once (it was the LRU)
             keys.pop(full, None)
 

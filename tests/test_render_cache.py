@@ -133,3 +133,16 @@ async def test_a_hit_head_prebuilt_per_entry_is_the_miss_head_but_for_per_reques
     assert hit.get("X-Request-ID") != "origin-id" and hit.get("Content-Encoding") == "gzip"
     assert old.get("Connection") is None or old.get("Connection") == "close"
     assert old.body == miss.body and old.get("Content-Length") == str(len(miss.body))
+
+
+def test_two_decisions_whose_keys_hash_alike_never_get_each_others_page(monkeypatch):
+    """The store is keyed by the decision key's hash; the key itself is
+    compared on a hit, so a collision is a miss, never another page."""
+    from edgeproxy import render_cache
+
+    monkeypatch.setattr(render_cache, "hash", lambda value: 1, raising=False)
+    rc = render_cache.RenderCache(1 << 20)
+    body = b"<html>origin</html>"
+    rc.put("/p", body, ("br", "text/html", (("hero", "a"),)), b"page A", {"hero": "applied"})
+    assert rc.get("/p", body, ("br", "text/html", (("hero", "b"),))) is None
+    assert rc.get("/p", body, ("br", "text/html", (("hero", "a"),))) == (b"page A", {"hero": "applied"})
