@@ -192,6 +192,18 @@ class ProxyServer:
         await site.start()
         admission.queue_delay.start()
 
+    def reopen_logs(self) -> None:
+        """Reopen the access log and the exposure and conversion logs by path
+        at their next write (SIGHUP, after logrotate moved them)."""
+        state = self.state
+        if state is None:
+            return
+        if state.metrics.access_log is not None:
+            state.metrics.access_log.reopen()
+        if state.events is not None:
+            state.events.reopen()
+        log.info("SIGHUP: reopening the log files")
+
     async def stop(self) -> None:
         """Drain in-flight requests (up to ``drain_timeout``), then close."""
         if self.state is not None:
@@ -292,6 +304,13 @@ async def _flush_metrics(state: State, traffic=None, admission=None, interval: f
     behind for any worker; the traffic port's open connections, its loop lag
     and its in-flight limit."""
     lag_gauge, limit_gauge = _overload_gauges(state.metrics)
+
+    def set_limit() -> None:
+        limit = admission.limit
+        limit_gauge.set(0 if limit is None or limit.value >= NO_LIMIT else limit.value)
+
+    if admission is not None:
+        set_limit()  # from the start, not a second later
     loop = asyncio.get_running_loop()
     while True:
         due = loop.time() + interval
@@ -303,8 +322,7 @@ async def _flush_metrics(state: State, traffic=None, admission=None, interval: f
             state.metrics.open_connections.set(len(traffic.connections))
         if admission is not None:
             lag = max(lag, admission.take_peak())
-            limit = admission.limit
-            limit_gauge.set(0 if limit is None or limit.value >= NO_LIMIT else limit.value)
+            set_limit()
         lag_gauge.set(lag)
 
 
@@ -340,10 +358,9 @@ class _AiohttpAdmission:
                 shed = "queue_delay"
             if shed is not None:
                 self.refused.labels(shed).inc()
-                return web.Response(
-                    status=503, text="503 Service Unavailable: the proxy is at capacity\n",
-                    headers={"Retry-After": self.retry_after, "Connection": "close"},
-                )
+                busy = web.Response(status=503, text="503 Service Unavailable: the proxy is at capacity\n", headers={"Retry-After": self.retry_after})
+                busy.force_close()  # Connection: close
+                return busy
             self.in_flight += 1
             try:
                 return await handler(request)
@@ -403,12 +420,12 @@ async def _run(settings: Settings, *, reuse_port: bool, admin: bool, parent: int
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    events = server.state.events if server.state is not None else None
-    if events is not None:  # logrotate: SIGHUP reopens the exposure/conversion logs
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, events.reopen)
+    # logrotate's postrotate: SIGHUP reopens the log files (always handled:
+    # its default action would stop the proxy).
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, server.reopen_logs)
     # Signals that arrived during start-up were held back (see _worker).
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
     watchdog = asyncio.ensure_future(_orphan_watch(parent, stop)) if parent is not None else None
     print(
         f"edgeproxy: proxying http://{settings.host}:{server.port} -> {settings.upstream}"
@@ -446,10 +463,15 @@ def setup_logging(settings: Settings, worker: int | None = None) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s")
 
 
+# Held back while a worker starts, until its loop handles them.
+_HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
 def _worker(settings: Settings, index: int, parent: int) -> None:
     # Hold SIGTERM/SIGINT until the loop's handlers are in place, so a stop
-    # during start-up is a clean drain, not a kill.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # during start-up is a clean drain, not a kill (and SIGHUP, a reopen,
+    # not an exit).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     setup_logging(settings, index)
     sys.exit(run_one(settings, reuse_port=True, admin=index == 0, parent=parent))
 
@@ -474,8 +496,15 @@ def serve(settings: Settings) -> int:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def forward_hup(signum, _frame):
+        # logrotate signals the process it knows (this one): each worker reopens its logs.
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_hup)
     code = 0
     try:
         for proc in procs:

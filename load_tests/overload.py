@@ -472,6 +472,8 @@ def _parse_args(argv):
     ap.add_argument("--rss-growth", type=float, default=0.10, help="RSS growth allowed, last vs second quarter (default 0.10)")
     ap.add_argument("--fd-growth", type=int, default=32, help="open-FD growth allowed, last vs second quarter (default 32)")
     ap.add_argument("--edgeproxy-arg", action="append", default=[], metavar="ARG", help="extra argument for `edgeproxy serve`")
+    ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                    help="a proxy setting, as EDGEPROXY_<KEY> (repeatable), e.g. in_flight_lag_target_ms=2")
     ap.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     ap.add_argument("--out", type=Path, help="where to write the JSON result (default load_tests/results/overload-<time>.json)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no line per sample")
@@ -511,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_in_flight:
             env["EDGEPROXY_MAX_IN_FLIGHT"] = str(args.max_in_flight)
             env["EDGEPROXY_IN_FLIGHT_LAG_TARGET_MS"] = "0"
+        for item in args.setting:
+            key, _, value = item.partition("=")
+            env["EDGEPROXY_" + key.strip().upper()] = value.strip()
         slots = write_slots(workdir / "slots")
         proxy = children.spawn("edgeproxy", [
             sys.executable, "-m", "edgeproxy", "serve", "--upstream", f"http://{HOST}:{origin_port}", "--host", HOST,
@@ -523,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         result["proxy_faults"]["tracebacks"] = tracebacks(proxy.log)
         result["proxy_faults"]["total"] += result["proxy_faults"]["tracebacks"]
         result["minutes"] = args.minutes
+        result["settings"] = args.setting
         result["at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         result["cpus"] = {"generator": sorted(gen_cpus or ()), "servers": sorted(server_cpus or ())}
         failed = verdict(result, args)

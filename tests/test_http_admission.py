@@ -166,7 +166,8 @@ async def blocked_loop(every_turn: float):
         await task
 
 
-async def test_while_the_loop_stays_late_new_requests_get_a_503_that_closes_and_never_reach_the_origin(tmp_path):
+@pytest.mark.parametrize("server", ["protocols", "aiohttp"])
+async def test_while_the_loop_stays_late_new_requests_get_a_503_that_closes_and_never_reach_the_origin(tmp_path, server):
     seen = []
 
     async def page(request: web.Request) -> web.Response:
@@ -175,8 +176,10 @@ async def test_while_the_loop_stays_late_new_requests_get_a_503_that_closes_and_
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", page)
-    async with run_origin(app) as url, run_proxy(url, tmp_path / "slots", queue_delay_target_ms=5, queue_delay_interval_ms=50, retry_after=4) as proxy:
-        rule = proxy._traffic.queue_delay
+    async with run_origin(app) as url, run_proxy(
+        url, tmp_path / "slots", queue_delay_target_ms=5, queue_delay_interval_ms=50, retry_after=4, traffic_server=server,
+    ) as proxy:
+        rule = proxy._admission  # the traffic server's probe, or the aiohttp server's
         assert (await raw_request(proxy.port, request_bytes("GET", "/before", BROWSER), timeout=GENEROUS)).status == 200
         async with blocked_loop(0.06):
             deadline = time.monotonic() + GENEROUS
@@ -212,3 +215,33 @@ async def test_a_burst_of_connections_is_accepted_and_answered(tmp_path):
     async with run_origin(app) as url, run_proxy(url, tmp_path / "slots") as proxy:
         answers = await asyncio.gather(*(raw_request(proxy.port, request_bytes("GET", f"/{i}", BROWSER), timeout=GENEROUS) for i in range(300)))
         assert [a.status for a in answers] == [200] * 300
+
+
+async def test_while_the_loop_is_late_the_in_flight_limit_falls_to_its_floor_and_the_excess_gets_a_503(tmp_path):
+    release = asyncio.Event()
+    seen = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        await release.wait()
+        return web.Response(text="ok", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    async with run_origin(app) as url, run_proxy(url, tmp_path / "slots", in_flight_lag_target_ms=5, min_in_flight=2, max_in_flight=100) as proxy:
+        limit = proxy._traffic.in_flight_limit
+        assert limit.value == START_LIMIT
+        async with blocked_loop(0.02):
+            deadline = time.monotonic() + GENEROUS
+            while limit.value > 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        assert limit.value == 2  # the floor; on time again it stays (nothing refused yet)
+        held = [asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", f"/{i}", BROWSER), timeout=GENEROUS)) for i in range(2)]
+        deadline = time.monotonic() + GENEROUS
+        while len(seen) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        shed = await raw_request(proxy.port, request_bytes("GET", "/third", BROWSER), timeout=GENEROUS)
+        assert shed.status == 503 and shed.get("retry-after") == "1"
+        release.set()
+        assert [r.status for r in await asyncio.gather(*held)] == [200, 200]
+        assert seen == ["/0", "/1"] and await metric(proxy, "in_flight") == 1

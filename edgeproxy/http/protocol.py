@@ -278,7 +278,8 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
         server = self.server
-        if server.in_flight >= server.in_flight_limit.value or server.queue_delay.shedding:
+        busy = server.in_flight >= server.in_flight_limit.value or server.queue_delay.shedding
+        if busy:
             if self.task is None and not self.queue and method not in REFUSED_METHODS:
                 # Load shedding, before any work on the request (no header
                 # decoded, no Request): nothing is owed before it, so it is
@@ -296,7 +297,7 @@ class HttpProtocol(asyncio.Protocol):
         elif method == "OPTIONS" and request.raw_path == "*":
             request.refused = wire.response_head(200, "OK", [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"), ("Content-Length", "0"), ("Date", wire.http_date())])
         limits = server.limits
-        if request.refused is None and (server.in_flight >= server.in_flight_limit.value or server.queue_delay.shedding):
+        if busy and request.refused is None:
             # Shed behind pipelined requests: answered in its turn.
             reason = server.shed_reason()
             server.refused(reason)
