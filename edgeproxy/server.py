@@ -336,7 +336,7 @@ class _AiohttpAdmission:
     """The traffic port's admission for ``traffic_server = "aiohttp"`` (the
     rollback server): the same in-flight cap (adaptive or fixed) and
     queueing-delay shedding as ``edgeproxy.http``, the same 503 +
-    ``Retry-After`` + ``Connection: close``, counted in
+    ``Retry-After`` (the connection kept), counted in
     ``edgeproxy_refused_total`` (``in_flight``, ``queue_delay``).  A shed
     request never reaches the pipeline.  (aiohttp has no connection cap
     nor head limits of ours: those stay with the default server.)"""
@@ -358,9 +358,8 @@ class _AiohttpAdmission:
                 shed = "queue_delay"
             if shed is not None:
                 self.refused.labels(shed).inc()
-                busy = web.Response(status=503, text="503 Service Unavailable: the proxy is at capacity\n", headers={"Retry-After": self.retry_after})
-                busy.force_close()  # Connection: close
-                return busy
+                # The connection is kept (aiohttp reads any body past it).
+                return web.Response(status=503, text="503 Service Unavailable: the proxy is at capacity\n", headers={"Retry-After": self.retry_after})
             self.in_flight += 1
             try:
                 return await handler(request)

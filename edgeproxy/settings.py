@@ -90,7 +90,7 @@ DEFAULT_QUEUE_DELAY_INTERVAL_MS = 100.0
 # between min_in_flight and max_in_flight, keeping the loop less than
 # in_flight_lag_target_ms late: admitted requests keep their latency at any
 # load; the rest get the 503.  0: a fixed cap at max_in_flight.
-DEFAULT_IN_FLIGHT_LAG_TARGET_MS = 5.0
+DEFAULT_IN_FLIGHT_LAG_TARGET_MS = 2.0
 DEFAULT_MIN_IN_FLIGHT = 4
 # Connections the kernel may hold unaccepted on the traffic port (listen(2)
 # backlog; nginx's default).  Also capped by net.core.somaxconn.

@@ -14,14 +14,17 @@ for server request queues (Maurer, "Fail at scale", ACM Queue 2015): a queue
 is not bad when it is long, only when it *stays* above a small target for a
 whole interval (a single slow turn, a GC pause, is not overload).  So:
 
-* a probe timer every ``target`` seconds records how late it ran;
+* a probe timer records how late it ran, every ``target`` seconds (or
+  every ``lag_target`` of the in-flight limit below, when that is shorter);
 * when every sample for ``interval`` seconds was above ``target``, the
-  server sheds: each new request gets a 503 + ``Retry-After`` +
-  ``Connection: close`` right after its head is parsed (no handler, no
-  origin: microseconds), counted as ``queue_delay``;
+  server sheds: each new request gets a 503 + ``Retry-After`` right after
+  its head is parsed (no handler, no origin: microseconds), counted as
+  ``queue_delay``;
 * the first sample back under ``target`` admits again.
 
-The in-flight limit follows the same probe (:class:`InFlightLimit`).  Why:
+The in-flight limit follows the same probe (:class:`InFlightLimit`); it
+acts first (it refuses only the excess), the queueing-delay rule (every new
+request) is the stronger action behind it.  Why:
 measured at twice capacity (``load_tests/README.md``, overload), admitted
 requests did not wait in the kernel's listen queue nor in the load
 generator (sent p50 0.6 ms late) but *inside the proxy*: the event loop

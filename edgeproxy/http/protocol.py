@@ -301,8 +301,7 @@ class HttpProtocol(asyncio.Protocol):
             # Shed behind pipelined requests: answered in its turn.
             reason = server.shed_reason()
             server.refused(reason)
-            keep = (reason == "in_flight" and request.keep_alive and method != "HEAD"
-                    and "content-length" not in headers and "transfer-encoding" not in headers)
+            keep = request.keep_alive and method != "HEAD" and "content-length" not in headers and "transfer-encoding" not in headers
             request.refused = server.busy_response(keep)
         if "content-length" in headers or "transfer-encoding" in headers:
             length = headers.get("content-length")
@@ -402,17 +401,17 @@ class HttpProtocol(asyncio.Protocol):
     def _shed(self, method: str) -> None:
         """Load shedding (``on_headers_complete``): admitted requests keep
         their latency; this one is told to come back, at once and without
-        touching the origin.  Past the in-flight cap a request without a
-        body keeps its connection (as nginx's limit_req): a reconnect per
-        shed request costs the proxy more than the request (an accept, a
-        transport, a close).  While the loop runs late (``queue_delay``) the
-        503 closes, so clients behind a balancer move to another instance
-        (Envoy's overload manager: disabling keep-alive is the stronger action)."""
+        touching the origin.  A request without a body keeps its connection
+        (as nginx's limit_req does): a reconnect per shed request costs the
+        overloaded proxy more than the request (an accept, a transport, a
+        close), and a burst of reconnects after a stall can fill the listen
+        queue (a client then waits for its SYN's 1 s retransmission).  A
+        body, or a HEAD (whose answer must have none), closes gracefully."""
         server = self.server
         reason = server.shed_reason()
         server.refused(reason)
         body = any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self._headers)
-        keep = reason == "in_flight" and method != "HEAD" and not body and self.parser.should_keep_alive()
+        keep = method != "HEAD" and not body and self.parser.should_keep_alive()
         self._url = b""
         self._headers = []
         if keep:
