@@ -40,8 +40,13 @@ whole lines (each ``os.write`` carries whole lines, at most ``PIPE_BUF``
 bytes to a pipe or terminal so ``--workers`` processes sharing stdout never
 interleave inside a line); bounded memory (at most ``max_buffer`` queued
 lines; past that the newest are dropped and counted in ``stats.dropped``,
-as are lines a failing sink refused).  A log file renamed away by logrotate
-is noticed at the next flush and reopened by path (no SIGHUP needed).
+as are lines a failing sink refused).  Rotation: a log file renamed away by
+logrotate is noticed at the next flush and reopened by path (no signal
+needed); SIGHUP (``reopen()``, logrotate's ``postrotate``) reopens it at the
+next flush whatever happened to it; ``copytruncate`` works too (the file is
+written with ``O_APPEND``, so lines after the truncation start at offset 0,
+not in a hole), losing what is written between logrotate's copy and its
+truncate, as with any program.
 """
 
 from __future__ import annotations
@@ -148,6 +153,7 @@ class _Sink:
     def __init__(self, target: str) -> None:
         self.target = target
         self.path: Path | None = None
+        self.reopen_requested = False  # set from a signal handler: reopen at the next flush
         if target == "stdout":
             self.fd: int | None = sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
         elif target == "stderr":
@@ -169,9 +175,10 @@ class _Sink:
         if self.path is None or self.fd is None:
             return
         try:
-            moved = os.stat(self.path).st_ino != os.fstat(self.fd).st_ino
+            moved = self.reopen_requested or os.stat(self.path).st_ino != os.fstat(self.fd).st_ino
         except FileNotFoundError:
             moved = True
+        self.reopen_requested = False
         if moved:
             os.close(self.fd)
             self.fd = None
@@ -353,6 +360,12 @@ class AccessLog:
                 except OSError as exc:
                     self._fail(exc, len(lines))
                     return
+
+    def reopen(self) -> None:
+        """Reopen a log file by path at the next flush (SIGHUP, logrotate's
+        ``postrotate``); nothing for stdout/stderr.  Safe to call from a
+        signal handler: it only sets a flag the writer thread reads."""
+        self._sink.reopen_requested = True
 
     def _fail(self, exc: OSError, lost: int) -> None:
         self.stats.dropped += lost

@@ -32,6 +32,8 @@ CACHE_HITS = frozenset({"HIT", "STALE", "COALESCED", "REVALIDATED"})
 # Fallback reasons the pipeline sets when the origin failed (502/504):
 # origin errors, not personalisation failing open.
 ORIGIN_ERROR_PREFIX = "origin-Upstream"
+# edgeproxy_refused_total reasons that are load shedding (503 + Retry-After).
+SHED_REASONS = frozenset({"in_flight", "queue_delay", "connections"})
 
 
 def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[float]) -> float | None:
@@ -247,4 +249,9 @@ def totals(families: Iterable[Any], latency_bounds: Sequence[float], stage_bound
             for stage in STAGES
         },
         "variants": _shares(variants),
+        # Overload: the worst loop lag of the last second (the largest of the
+        # workers'), the in-flight limits summed, the 503s of load shedding.
+        "loop_lag_ms": round(max((s.value for s in by_name.get("edgeproxy_event_loop_lag_seconds", ())), default=0.0) * 1000, 3),
+        "in_flight_limit": int(total("edgeproxy_in_flight_limit")),
+        "shed": int(total("edgeproxy_refused_total", lambda l: l["reason"] in SHED_REASONS)),
     }

@@ -30,7 +30,9 @@ svg{width:100%;height:auto;display:block}.legend{font-size:12px;color:var(--mute
   <span>budget <b data-testid="budget">–</b> ms</span>
   <span>workers <b data-testid="workers">–</b></span>
   <span class="badge" data-testid="draining">–</span>
-  <span>in flight <b data-testid="in-flight">–</b></span>
+  <span>in flight <b data-testid="in-flight">–</b> of <b data-testid="in-flight-limit" title="the in-flight limit (adaptive; 0 = none)">–</b></span>
+  <span>loop lag <b data-testid="loop-lag">–</b> ms</span>
+  <span>shed <b data-testid="shed" title="503s of load shedding since start">–</b></span>
   <span class="note">charts: <span id="scope">–</span>, last 15 minutes, <span id="step">10</span> s points</span>
   <span class="note" id="status" role="status">loading…</span>
 </header>
@@ -149,6 +151,9 @@ function render(d) {
     return `<div><b>${esc(slot)}</b><div class="bar">${bar}</div><div class="legend">${legend}</div></div>`;
   }).join("") : '<p class="note">no page loads yet</p>';
   const tt = d.totals;
+  setNumber("in-flight-limit", tt.in_flight_limit);
+  setNumber("loop-lag", tt.loop_lag_ms, 1);
+  setNumber("shed", tt.shed);
   setNumber("total-requests", tt.requests);
   setNumber("total-fail-open", tt.fail_open);
   setNumber("total-origin-errors", tt.origin_errors);

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+from prometheus_client import Gauge
 
 from . import classify as classifying
 from .accesslog import open_access_log
@@ -43,6 +45,7 @@ from .pipeline import BEACON_PATH, State, handle, preview_digest
 from .record import Metrics
 from .render_cache import RenderCache
 from .errors import SettingsError
+from .http.admission import NO_LIMIT, InFlightLimit, QueueDelay
 from .settings import Settings, build_settings
 
 log = logging.getLogger("edgeproxy.server")
@@ -81,6 +84,9 @@ class ProxyServer:
         self._admin_runner: web.AppRunner | None = None
         self._watcher: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
+        # The loop-lag probe (queueing-delay shedding, the adaptive in-flight
+        # limit): the traffic server's, or this one for traffic_server = "aiohttp".
+        self._admission = None
 
     @property
     def port(self) -> int:
@@ -132,7 +138,7 @@ class ProxyServer:
             await self._close()
             raise
         self._watcher = asyncio.ensure_future(watch(catalog, s.reload_interval))
-        self._flusher = asyncio.ensure_future(_flush_metrics(state, self._traffic))
+        self._flusher = asyncio.ensure_future(_flush_metrics(state, self._traffic, self._admission))
         log.info(
             "edgeproxy on %s:%d -> %s (admin %s), %d slots, %d variants",
             s.host, self.port, s.upstream, f"{s.admin_host}:{self.admin_port}" if self.with_admin else "off",
@@ -160,14 +166,20 @@ class ProxyServer:
                 via=s.via,
                 queue_delay_target=s.queue_delay_target_ms / 1000.0,
                 queue_delay_interval=s.queue_delay_interval_ms / 1000.0,
+                min_in_flight=s.min_in_flight,
+                in_flight_lag_target=s.in_flight_lag_target_ms / 1000.0,
             )
             refused = state.metrics.refused
             traffic = TrafficServer(_bind(state), limits, on_refuse=lambda reason: refused.labels(reason).inc())
             self._traffic = traffic
+            self._admission = traffic.queue_delay
             await traffic.start(s.host, s.port, reuse_port=self.reuse_port, backlog=s.backlog)
             return
+        admission = _AiohttpAdmission(s, state)
+        self._admission = admission.queue_delay
         server = web.Server(
-            _bind(state),
+            admission.wrap(_bind(state)),
+            request_factory=_via_request_factory(s.via),
             handler_cancellation=True,
             access_log=None,
             max_line_size=16 * 1024,
@@ -178,6 +190,19 @@ class ProxyServer:
         self._runner = runner
         site = web.TCPSite(runner, s.host, s.port, reuse_port=self.reuse_port or None, backlog=s.backlog)
         await site.start()
+        admission.queue_delay.start()
+
+    def reopen_logs(self) -> None:
+        """Reopen the access log and the exposure and conversion logs by path
+        at their next write (SIGHUP, after logrotate moved them)."""
+        state = self.state
+        if state is None:
+            return
+        if state.metrics.access_log is not None:
+            state.metrics.access_log.reopen()
+        if state.events is not None:
+            state.events.reopen()
+        log.info("SIGHUP: reopening the log files")
 
     async def stop(self) -> None:
         """Drain in-flight requests (up to ``drain_timeout``), then close."""
@@ -186,6 +211,9 @@ class ProxyServer:
         await self._close()
 
     async def _close(self) -> None:
+        if self._admission is not None:
+            self._admission.stop()
+            self._admission = None
         if self._traffic is not None:
             await self._traffic.close(self.settings.drain_timeout)  # stops listening, drains
             self._traffic = None
@@ -253,21 +281,114 @@ def warm_up() -> None:
     rewrite_document(page, edits)
 
 
-async def _flush_metrics(state: State, traffic=None, interval: float = 1.0) -> None:
+def _overload_gauges(metrics) -> tuple[Gauge, Gauge]:
+    """The two gauges of the traffic port's admission (set by ``_flush_metrics``)."""
+    r = metrics.registry
+    return (
+        Gauge(
+            "edgeproxy_event_loop_lag_seconds",
+            "How late the event loop ran a timer: the largest sample of the last second (admission.QueueDelay's probe and the flusher)",
+            registry=r, multiprocess_mode="max",
+        ),
+        Gauge(
+            "edgeproxy_in_flight_limit",
+            "The in-flight cap now (adaptive: in_flight_lag_target_ms; fixed: max_in_flight; 0 = none)",
+            registry=r, multiprocess_mode="livesum",
+        ),
+    )
+
+
+async def _flush_metrics(state: State, traffic=None, admission=None, interval: float = 1.0) -> None:
     """Move gathered request counts into the Prometheus series every second,
     so with ``--workers`` the admin port's sum is never more than a second
-    behind for any worker; and the traffic port's open connections."""
+    behind for any worker; the traffic port's open connections, its loop lag
+    and its in-flight limit."""
+    lag_gauge, limit_gauge = _overload_gauges(state.metrics)
+
+    def set_limit() -> None:
+        limit = admission.limit
+        limit_gauge.set(0 if limit is None or limit.value >= NO_LIMIT else limit.value)
+
+    if admission is not None:
+        set_limit()  # from the start, not a second later
+    loop = asyncio.get_running_loop()
     while True:
+        due = loop.time() + interval
         await asyncio.sleep(interval)
+        # This sleep's own lateness is a sample too (the probe may be off).
+        lag = max(0.0, loop.time() - due)
         state.metrics.flush()
         if traffic is not None:
             state.metrics.open_connections.set(len(traffic.connections))
+        if admission is not None:
+            lag = max(lag, admission.take_peak())
+            set_limit()
+        lag_gauge.set(lag)
 
 
 def _close_unanswered(request: web.BaseRequest) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.abort()
     return web.Response(status=400)
+
+
+class _AiohttpAdmission:
+    """The traffic port's admission for ``traffic_server = "aiohttp"`` (the
+    rollback server): the same in-flight cap (adaptive or fixed) and
+    queueing-delay shedding as ``edgeproxy.http``, the same 503 +
+    ``Retry-After`` (the connection kept), counted in
+    ``edgeproxy_refused_total`` (``in_flight``, ``queue_delay``).  A shed
+    request never reaches the pipeline.  (aiohttp has no connection cap
+    nor head limits of ours: those stay with the default server.)"""
+
+    def __init__(self, settings: Settings, state: State) -> None:
+        self.limit = InFlightLimit(settings.max_in_flight, settings.min_in_flight, settings.in_flight_lag_target_ms / 1000.0)
+        self.queue_delay = QueueDelay(settings.queue_delay_target_ms / 1000.0, settings.queue_delay_interval_ms / 1000.0, limit=self.limit)
+        self.retry_after = str(settings.retry_after)
+        self.refused = state.metrics.refused
+        self.in_flight = 0
+
+    def wrap(self, handler):
+        async def admitted(request: web.BaseRequest) -> web.StreamResponse:
+            shed = None
+            if self.in_flight >= self.limit.value:
+                self.limit.saturated = True
+                shed = "in_flight"
+            elif self.queue_delay.shedding:
+                shed = "queue_delay"
+            if shed is not None:
+                self.refused.labels(shed).inc()
+                # The connection is kept (aiohttp reads any body past it).
+                return web.Response(status=503, text="503 Service Unavailable: the proxy is at capacity\n", headers={"Retry-After": self.retry_after})
+            self.in_flight += 1
+            try:
+                return await handler(request)
+            finally:
+                self.in_flight -= 1
+
+        return admitted
+
+
+def _via_request_factory(via: str):
+    """aiohttp's requests, but their responses go out as the traffic port's
+    do: ``Via`` appended (RFC 9110 §7.6.3) and no ``Server`` of aiohttp's
+    own (the origin's is passed on).  ``StreamResponse.prepare`` calls
+    ``_prepare_hook`` after it has filled in its default headers."""
+
+    class ProxyRequest(web.BaseRequest):
+        async def _prepare_hook(self, response: web.StreamResponse) -> None:
+            headers = response.headers
+            # aiohttp's setdefault put this very string object there: an
+            # origin's Server header is another object, even when equal.
+            if headers.get("Server") is SERVER_SOFTWARE:
+                del headers["Server"]
+            if via:
+                headers.add("Via", f"1.1 {via}")
+
+    def factory(message, payload, protocol, payload_writer, task, _cls=ProxyRequest):
+        return _cls(message, payload, protocol, payload_writer, task, asyncio.get_running_loop())
+
+    return factory
 
 
 def _bind(state: State):
@@ -298,12 +419,12 @@ async def _run(settings: Settings, *, reuse_port: bool, admin: bool, parent: int
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    events = server.state.events if server.state is not None else None
-    if events is not None:  # logrotate: SIGHUP reopens the exposure/conversion logs
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, events.reopen)
+    # logrotate's postrotate: SIGHUP reopens the log files (always handled:
+    # its default action would stop the proxy).
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, server.reopen_logs)
     # Signals that arrived during start-up were held back (see _worker).
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
     watchdog = asyncio.ensure_future(_orphan_watch(parent, stop)) if parent is not None else None
     print(
         f"edgeproxy: proxying http://{settings.host}:{server.port} -> {settings.upstream}"
@@ -341,10 +462,15 @@ def setup_logging(settings: Settings, worker: int | None = None) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s")
 
 
+# Held back while a worker starts, until its loop handles them.
+_HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
 def _worker(settings: Settings, index: int, parent: int) -> None:
     # Hold SIGTERM/SIGINT until the loop's handlers are in place, so a stop
-    # during start-up is a clean drain, not a kill.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # during start-up is a clean drain, not a kill (and SIGHUP, a reopen,
+    # not an exit).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     setup_logging(settings, index)
     sys.exit(run_one(settings, reuse_port=True, admin=index == 0, parent=parent))
 
@@ -369,8 +495,15 @@ def serve(settings: Settings) -> int:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def forward_hup(signum, _frame):
+        # logrotate signals the process it knows (this one): each worker reopens its logs.
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_hup)
     code = 0
     try:
         for proc in procs:

@@ -86,6 +86,12 @@ DEFAULT_RETRY_AFTER = 1
 # of CPU; work is waiting where max_in_flight cannot see it).  0: off.
 DEFAULT_QUEUE_DELAY_TARGET_MS = 20.0
 DEFAULT_QUEUE_DELAY_INTERVAL_MS = 100.0
+# The in-flight cap adapts (AIMD on the event loop's lag: admission.InFlightLimit)
+# between min_in_flight and max_in_flight, keeping the loop less than
+# in_flight_lag_target_ms late: admitted requests keep their latency at any
+# load; the rest get the 503.  0: a fixed cap at max_in_flight.
+DEFAULT_IN_FLIGHT_LAG_TARGET_MS = 2.0
+DEFAULT_MIN_IN_FLIGHT = 4
 # Connections the kernel may hold unaccepted on the traffic port (listen(2)
 # backlog; nginx's default).  Also capped by net.core.somaxconn.
 DEFAULT_BACKLOG = 511
@@ -269,6 +275,8 @@ class Settings:
     retry_after: int = DEFAULT_RETRY_AFTER
     queue_delay_target_ms: float = DEFAULT_QUEUE_DELAY_TARGET_MS
     queue_delay_interval_ms: float = DEFAULT_QUEUE_DELAY_INTERVAL_MS
+    in_flight_lag_target_ms: float = DEFAULT_IN_FLIGHT_LAG_TARGET_MS
+    min_in_flight: int = DEFAULT_MIN_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_headers: int = DEFAULT_MAX_HEADERS
@@ -353,6 +361,8 @@ _PARSERS: dict[str, Any] = {
     "retry_after": lambda k, v: _parse_int(k, v, 0, 3600),
     "queue_delay_target_ms": lambda k, v: _parse_float(k, v, 0.0, 60_000),
     "queue_delay_interval_ms": lambda k, v: _parse_float(k, v, 1.0, 600_000),
+    "in_flight_lag_target_ms": lambda k, v: _parse_float(k, v, 0.0, 60_000),
+    "min_in_flight": lambda k, v: _parse_int(k, v, 1, 10_000_000),
     "backlog": lambda k, v: _parse_int(k, v, 1, 65535),
     "max_header_bytes": lambda k, v: _parse_int(k, v, 1024, 1 << 24),
     "max_headers": lambda k, v: _parse_int(k, v, 8, 100_000),

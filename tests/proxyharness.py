@@ -84,6 +84,7 @@ def proxy_settings(upstream: str, slots: Path, **overrides):
         # No queueing-delay shedding unless a test asks: here the proxy shares
         # its loop with the test's clients and origin on a busy CI machine.
         "queue_delay_target_ms": 0,
+        "in_flight_lag_target_ms": 0,  # and a fixed in-flight cap (max_in_flight)
     }
     flags.update(overrides)
     return build_settings(flags, env={})

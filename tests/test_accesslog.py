@@ -401,3 +401,34 @@ def test_close_does_not_hang_on_a_pipe_nobody_reads(tmp_path):
     finally:
         os.close(read_end)  # the stuck writer now gets EPIPE and ends
         os.close(write_end)
+
+
+def test_reopen_asks_for_a_new_descriptor_by_path_at_the_next_flush(tmp_path):
+    # SIGHUP (logrotate's postrotate): reopened even when the path still
+    # names the same file (a rename is noticed without it).
+    out = tmp_path / "a.jsonl"
+    log = AccessLog(str(out), fmt="json", flush_interval=60)
+    log.add(record(request_id="one"), 0.001)
+    log.flush()
+    fd = log._sink.fd
+    log.reopen()
+    log.add(record(request_id="two"), 0.001)
+    log.flush()
+    assert log._sink.fd is not None and not log._sink.reopen_requested
+    log.close()
+    assert [l["id"] for l in read_lines(out)] == ["one", "two"]
+    assert fd is not None
+
+
+def test_after_copytruncate_lines_start_at_the_top_of_the_file_not_after_a_hole(tmp_path):
+    out = tmp_path / "a.jsonl"
+    log = AccessLog(str(out), fmt="json", flush_interval=60)
+    log.add(record(request_id="before"), 0.001)
+    log.flush()
+    (tmp_path / "a.jsonl.1").write_bytes(out.read_bytes())  # logrotate's copytruncate: copy ...
+    os.truncate(out, 0)  # ... then truncate in place
+    log.add(record(request_id="after"), 0.001)
+    log.close()
+    data = out.read_bytes()
+    assert not data.startswith(b"\0")  # O_APPEND: no sparse hole where the old lines were
+    assert [l["id"] for l in read_lines(out)] == ["after"]

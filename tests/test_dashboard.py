@@ -179,6 +179,8 @@ def from_metrics(text: str) -> dict:
         "origin_errors": total("edgeproxy_upstream_errors_total"),
         "cache_hits": total("edgeproxy_cache_lookups_total", hit),
         "cache_lookups": total("edgeproxy_cache_lookups_total"),
+        "in_flight_limit": total("edgeproxy_in_flight_limit"),
+        "shed": total("edgeproxy_refused_total", lambda labels: labels["reason"] in ("in_flight", "queue_delay", "connections")),
     }
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         out["total-" + name] = quantile("edgeproxy_request_duration_seconds", q)
@@ -219,6 +221,10 @@ async def test_dashboard_json_equals_metrics(slots):
     assert round(sum(r * s["step_s"] for r in s["rps"])) == 11
     assert set(s["variants"]["hero"]) <= {"big-hero", "default"} and math.isclose(sum(s["variants"]["hero"].values()), 1, abs_tol=0.001)
     assert data["budget_ms"] == 10_000 and data["workers"] == 1 and data["draining"] is False
+    # Overload, from the same scrape's gauges and counter.
+    assert t["in_flight_limit"] == expected["in_flight_limit"] > 0
+    assert t["shed"] == expected["shed"] == 0
+    assert t["loop_lag_ms"] >= 0  # a gauge the flusher moves every second: not compared across two fetches
 
 
 async def test_dashboard_page_is_self_contained(slots):

@@ -256,6 +256,95 @@ async def test_past_the_connection_cap_each_new_connection_gets_a_fast_503_with_
     assert origin["seen"] == 1
 
 
+async def test_over_the_connection_cap_the_503_follows_the_request_head_and_the_close_is_graceful(origin, tmp_path):
+    # Bug fixed: the 503 was written as soon as the connection was accepted
+    # and the socket closed, so the request arriving after it met a closed
+    # socket, and the client could read a reset instead of the 503.  Now:
+    # nothing before the head, the 503 after it, then a half-close (FIN)
+    # while the proxy keeps reading and dropping what the client still
+    # sends (nginx's lingering close), so the client's writes never fail.
+    async with run_proxy(origin["url"], tmp_path / "slots", max_connections=3, retry_after=5) as proxy:
+        async with connections(proxy.port, 3):
+            await asyncio.sleep(0.1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                with pytest.raises(asyncio.TimeoutError):  # nothing is written before the request
+                    await asyncio.wait_for(reader.read(1), 0.3)
+                # A head with a large body behind it, as an upload would send.
+                writer.write(request_bytes("POST", "/x", {**BROWSER, "Content-Length": str(4 << 20)}) + b"b" * 65536)
+                await writer.drain()
+                resp = await asyncio.wait_for(read_response(reader), GENEROUS)
+                assert resp.status == 503 and resp.get("retry-after") == "5" and resp.get("connection") == "close"
+                assert await asyncio.wait_for(reader.read(), GENEROUS) == b""  # then EOF: the proxy half-closed
+                for _ in range(16):  # the rest of the body is read and dropped, not answered with a reset
+                    writer.write(b"b" * 65536)
+                    await asyncio.wait_for(writer.drain(), GENEROUS)
+            finally:
+                writer.close()
+            assert await metric(proxy, "connections") == 1
+    assert origin["seen"] == 0
+
+
+async def test_a_client_that_sends_no_head_over_the_connection_cap_still_gets_its_503_soon(origin, tmp_path):
+    async with run_proxy(origin["url"], tmp_path / "slots", max_connections=1) as proxy:
+        async with connections(proxy.port, 1):
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                data = await asyncio.wait_for(until_closed(reader), GENEROUS)
+            finally:
+                writer.close()
+        assert data.startswith(b"HTTP/1.1 503 ") and time.monotonic() - started < 3  # REFUSE_HEAD_TIMEOUT, not the header deadline
+        deadline = time.monotonic() + GENEROUS
+        while proxy._traffic.lingering and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert proxy._traffic.lingering == 0  # every refused connection is gone once its client closed
+
+
+async def test_past_the_in_flight_cap_a_request_without_a_body_gets_its_503_and_keeps_its_connection(origin, tmp_path):
+    # No reconnect per shed request (as nginx's limit_req): the same
+    # connection is answered 503 twice, then 200 once there is room.
+    async with run_proxy(origin["url"], tmp_path / "slots", max_in_flight=1, retry_after=2) as proxy:
+        held = asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", "/slow", BROWSER), timeout=GENEROUS))
+        deadline = time.monotonic() + GENEROUS
+        while origin["seen"] < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            for _ in range(2):
+                writer.write(request_bytes("GET", "/x", {**BROWSER, "Connection": "keep-alive"}))
+                shed = await asyncio.wait_for(read_response(reader), GENEROUS)
+                assert shed.status == 503 and shed.get("retry-after") == "2" and shed.get("connection") is None
+            origin["release"].set()
+            assert (await held).status == 200
+            writer.write(request_bytes("GET", "/x", {**BROWSER, "Connection": "keep-alive"}))
+            assert (await asyncio.wait_for(read_response(reader), GENEROUS)).status == 200
+        finally:
+            writer.close()
+        assert await metric(proxy, "in_flight") == 2
+    assert origin["seen"] == 2
+
+
+async def test_past_the_in_flight_cap_a_head_request_or_one_with_a_body_is_shed_with_a_close(origin, tmp_path):
+    async with run_proxy(origin["url"], tmp_path / "slots", max_in_flight=1) as proxy:
+        held = asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", "/slow", BROWSER), timeout=GENEROUS))
+        deadline = time.monotonic() + GENEROUS
+        while origin["seen"] < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for raw in (request_bytes("HEAD", "/x", {**BROWSER, "Connection": "keep-alive"}),
+                    request_bytes("POST", "/x", {**BROWSER, "Connection": "keep-alive"}, b"abc")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                writer.write(raw)
+                data = await asyncio.wait_for(until_closed(reader), GENEROUS)  # answered, then EOF
+            finally:
+                writer.close()
+            assert data.startswith(b"HTTP/1.1 503 ") and b"\r\nConnection: close\r\n" in data
+        origin["release"].set()
+        assert (await held).status == 200
+
+
 async def test_past_the_in_flight_cap_requests_get_a_fast_503_and_never_reach_the_origin(origin, tmp_path):
     async with run_proxy(origin["url"], tmp_path / "slots", max_in_flight=5, retry_after=2) as proxy:
         held = [asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", "/slow", BROWSER), timeout=GENEROUS)) for _ in range(5)]

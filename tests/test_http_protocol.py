@@ -316,6 +316,56 @@ async def test_the_aiohttp_traffic_server_is_still_selectable(origin, tmp_path):
     assert json.loads(resp.body) == {"method": "POST", "path": "/echo?q=1", "body": "abc"}
 
 
+@pytest.fixture
+async def named_origin():
+    """``/named`` says ``Server: shop/1.0``; ``/anonymous`` sends no Server
+    (aiohttp's own is taken off before its head goes out)."""
+
+    async def named(request: web.Request) -> web.Response:
+        return web.Response(text="named", headers={"Server": "shop/1.0"})
+
+    async def anonymous(request: web.Request) -> web.Response:
+        return web.Response(text="anonymous")
+
+    async def no_server(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path == "/anonymous":
+            response.headers.popall("Server", None)
+
+    app = web.Application()
+    app.on_response_prepare.append(no_server)
+    app.router.add_get("/named", named)
+    app.router.add_get("/anonymous", anonymous)
+    async with run_origin(app) as url:
+        yield url
+
+
+@pytest.mark.parametrize("server", ["protocols", "aiohttp"])
+async def test_both_traffic_servers_append_via_pass_the_origins_server_and_add_none(named_origin, tmp_path, server):
+    async with run_proxy(named_origin, tmp_path / "slots", traffic_server=server) as proxy:
+        named = await raw_request(proxy.port, request_bytes("GET", "/named"))
+        anonymous = await raw_request(proxy.port, request_bytes("GET", "/anonymous"))
+    assert named.status == anonymous.status == 200
+    assert named.get_all("server") == ["shop/1.0"]
+    assert anonymous.get_all("server") == []  # aiohttp's "Python/… aiohttp/…" is not added
+    assert named.get_all("via") == anonymous.get_all("via") == ["1.1 edgeproxy"]
+
+
+async def test_the_aiohttp_traffic_server_sheds_past_max_in_flight_with_a_503_and_retry_after(origin, tmp_path):
+    async with run_proxy(origin[0], tmp_path / "slots", traffic_server="aiohttp", max_in_flight=1, retry_after=2) as proxy:
+        first = asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", "/slow")))
+        for _ in range(250):  # until the first one is in the pipeline
+            await asyncio.sleep(0.02)
+            if proxy.state.metrics.active >= 1:
+                break
+        shed = await raw_request(proxy.port, request_bytes("GET", "/x"))
+        origin[2].set()
+        assert (await first).status == 200
+        metrics = await raw_request(proxy.admin_port, b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert shed.status == 503 and shed.get("retry-after") == "2"
+    assert ("GET", "/x") not in origin[1]
+    assert b'edgeproxy_refused_total{reason="in_flight"} 1.0' in metrics.body
+
+
 async def test_a_burst_of_pipelined_requests_is_answered_in_order(proxy):
     raw = b"".join(keep_alive("GET", f"/p{i}") for i in range(40))
     responses, _closed = await exchange(proxy.port, raw, responses=40, timeout=0.5)

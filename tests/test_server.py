@@ -345,3 +345,48 @@ async def test_sigterm_while_a_worker_is_still_starting_is_a_clean_stop(origin, 
         assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
         await _kill(proc)
+
+
+# ---------------------------------------------------------------------------
+# logrotate: SIGHUP reopens the log files and stops nothing
+# ---------------------------------------------------------------------------
+async def _lines(path: Path, count: int) -> list[str]:
+    """The file's lines once it has ``count`` of them (the access log is
+    written every 0.5 s by its thread)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text.count("\n") >= count:
+            break
+        await asyncio.sleep(0.05)
+    return text.splitlines()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sighup_after_logrotate_moved_the_access_log_reopens_it_and_the_proxy_serves_on(origin, slots, tmp_path, workers):
+    # Bug fixed: without an exposure log SIGHUP was not handled, and its
+    # default action stopped the proxy (with --workers, the supervisor).
+    access = tmp_path / "logs" / "access.jsonl"
+    proc = await _start_cli(
+        "--upstream", origin.url, "--port", "0", "--admin-port", "0", "--slots", str(slots), "--access-log", str(access), "--workers", str(workers),
+    )
+    try:
+        ports = [(await _banner(proc, admin=False))[0] for _ in range(workers)]
+        for p in ports:
+            assert (await raw_get(p, "/before", BROWSER)).status == 200
+        assert len(await _lines(access, workers)) == workers
+        access.rename(access.with_suffix(".jsonl.1"))
+        # A file rename alone is noticed too; SIGHUP asks for it whatever
+        # happened to the file: write into the rotated one until reopened.
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.3)
+        for p in ports:
+            assert (await raw_get(p, "/after", BROWSER)).status == 200
+        after = await _lines(access, workers)
+        assert proc.returncode is None
+        assert len(after) == workers and all('"/after"' in line for line in after)
+        assert all('"/before"' in line for line in access.with_suffix(".jsonl.1").read_text().splitlines())
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await _kill(proc)

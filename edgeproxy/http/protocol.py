@@ -56,7 +56,7 @@ import httptools
 from multidict import CIMultiDict
 
 from . import wire
-from .admission import QueueDelay
+from .admission import InFlightLimit, QueueDelay
 from .request import Body, ClientGone, Request  # noqa: F401 - ClientGone, Request: part of this layer's API
 
 log = logging.getLogger("edgeproxy.http")
@@ -71,6 +71,16 @@ ACCEPT_BATCH = 128
 # Accept errors that mean "out of descriptors or memory": stop accepting for
 # a second rather than spin (asyncio's ACCEPT_RETRY_DELAY).
 _ACCEPT_PAUSE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Refusing a connection gracefully (nginx's lingering_close): a connection
+# over max_connections gets this long to send its request head before its
+# 503; after a 503 + Connection: close the proxy half-closes and reads (and
+# drops) what the client still sends for up to LINGER_TIMEOUT, so the close
+# does not reset the connection before the client has read the answer.
+# Past LINGER_MAX such connections at once, the 503 goes out at once and
+# the connection is closed (a flood must not hold descriptors).
+REFUSE_HEAD_TIMEOUT = 1.0
+LINGER_TIMEOUT = 2.0
+LINGER_MAX = 1024
 # Methods answered by the proxy itself and never forwarded (CONTRACT §6).
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 
@@ -119,17 +129,27 @@ class HttpProtocol(asyncio.Protocol):
         server = self.server
         limits = server.limits
         if limits.max_connections and len(server.connections) >= limits.max_connections:
-            # Over the cap: a fast 503 rather than a slow queue.
+            # Over the cap: a fast 503 rather than a slow queue, after the
+            # request head (written before it, the close would race the
+            # request's arrival and the client could read a reset instead).
             server.refused("connections")
             self._failed = True
-            transport.write(wire.simple_response(503, "503 Service Unavailable: too many connections\n", extra=(("Retry-After", str(limits.retry_after)),)))
-            transport.close()
+            answer = wire.simple_response(503, "503 Service Unavailable: too many connections\n", extra=(("Retry-After", str(limits.retry_after)),))
+            if server.lingering >= LINGER_MAX:
+                transport.write(answer)
+                transport.close()
+                return
+            self._linger_start(answer)
+            self._timer = asyncio.get_running_loop().call_later(REFUSE_HEAD_TIMEOUT, self._linger_answer)
             return
         server.connections.add(self)
         self._arm(self.server.limits.head_timeout)
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
+        if self._linger is not None:
+            self._linger = None
+            self.server.lingering -= 1
         self._disarm()
         gone = ClientGone("the client closed the connection")
         for request in self.queue:
@@ -216,6 +236,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._upgraded.upgrade_data += data  # rare: the tunnel is not attached yet
             return
         if self._failed:
+            if self._linger is not None:
+                self._linger_read(data)
             return
         if self._raw_left:
             self._take_raw(data)
@@ -265,6 +287,15 @@ class HttpProtocol(asyncio.Protocol):
             return  # refused in data_received, once llhttp returns
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
+        server = self.server
+        busy = server.in_flight >= server.in_flight_limit.value or server.queue_delay.shedding
+        if busy:
+            if self.task is None and not self.queue and method not in REFUSED_METHODS:
+                # Load shedding, before any work on the request (no header
+                # decoded, no Request): nothing is owed before it, so it is
+                # answered now, without a task (a shed costs microseconds).
+                self._shed(method)
+                return
         version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
         headers = CIMultiDict(wire.decode_fields(self._headers))
         request = Request(self, method, self._url.decode("latin-1"), version, headers, parser.should_keep_alive())
@@ -275,26 +306,13 @@ class HttpProtocol(asyncio.Protocol):
             request.refused = wire.simple_response(405, f"405 Method Not Allowed: {method} is not served here\n", extra=(("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),))
         elif method == "OPTIONS" and request.raw_path == "*":
             request.refused = wire.response_head(200, "OK", [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"), ("Content-Length", "0"), ("Date", wire.http_date())])
-        server = self.server
         limits = server.limits
-        shed = None
-        if request.refused is None:
-            if limits.max_in_flight and server.in_flight >= limits.max_in_flight:
-                shed = "in_flight"
-            elif server.queue_delay.shedding:
-                shed = "queue_delay"  # the loop is late: the process is short of CPU
-        if shed is not None:
-            # Load shedding: admitted requests keep their latency; this one
-            # is told to come back, at once and without touching the origin.
-            server.refused(shed)
-            request.refused = server.busy_response()
-            if self.task is None and not self.queue:
-                # Nothing owed before it: answer and close now, no task, no
-                # body read (the cheapest point; a shed costs microseconds).
-                self._failed = True
-                self.transport.write(request.refused)
-                self.transport.close()
-                return
+        if busy and request.refused is None:
+            # Shed behind pipelined requests: answered in its turn.
+            reason = server.shed_reason()
+            server.refused(reason)
+            keep = request.keep_alive and method != "HEAD" and "content-length" not in headers and "transfer-encoding" not in headers
+            request.refused = server.busy_response(keep)
         if "content-length" in headers or "transfer-encoding" in headers:
             length = headers.get("content-length")
             request.body_exists = length is None or length.strip() != "0"
@@ -390,6 +408,28 @@ class HttpProtocol(asyncio.Protocol):
             request.upgrade_data = b""
         return early
 
+    def _shed(self, method: str) -> None:
+        """Load shedding (``on_headers_complete``): admitted requests keep
+        their latency; this one is told to come back, at once and without
+        touching the origin.  A request without a body keeps its connection
+        (as nginx's limit_req does): a reconnect per shed request costs the
+        overloaded proxy more than the request (an accept, a transport, a
+        close), and a burst of reconnects after a stall can fill the listen
+        queue (a client then waits for its SYN's 1 s retransmission).  A
+        body, or a HEAD (whose answer must have none), closes gracefully."""
+        server = self.server
+        reason = server.shed_reason()
+        server.refused(reason)
+        body = any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self._headers)
+        keep = method != "HEAD" and not body and self.parser.should_keep_alive()
+        self._url = b""
+        self._headers = []
+        if keep:
+            self.transport.write(server.busy_response(True))
+            self._arm_idle(server.limits.keepalive_timeout)
+        else:
+            self._close_with(server.busy_response(False))
+
     def _bad_request(self, why: str) -> None:
         """Unparseable framing: 400 and close, never read further."""
         self.refuse(400, why, "bad_request")
@@ -421,8 +461,68 @@ class HttpProtocol(asyncio.Protocol):
             if current is not None and current.response is not None:
                 self.transport.abort()
                 return
-        self.write(text)
-        self.transport.close()
+        self._close_with(text)
+
+    # -- refusing gracefully (lingering close) ---------------------------------
+    _linger: bytearray | None = None  # set while refusing: the head read so far
+    _linger_reply: bytes | None = None  # the answer, until it is sent
+
+    def _close_with(self, reply: bytes) -> None:
+        """Answer ``reply`` (it says ``Connection: close``) and close
+        gracefully: nothing more is read as a request."""
+        self._failed = True
+        if self.server.lingering >= LINGER_MAX:
+            self.write(reply)
+            self.transport.close()
+            return
+        self._linger_start(None)
+        self._linger_answer(reply)
+
+    def _linger_start(self, reply: bytes | None) -> None:
+        """Refuse this connection: ``reply`` once the request head is in
+        (``_linger_read``) or its short deadline passes, then a lingering
+        close.  ``None``: the caller answers at once (``_linger_answer``)."""
+        self._disarm()
+        self._linger = bytearray()
+        self._linger_reply = reply
+        self.server.lingering += 1
+
+    def _linger_read(self, data: bytes) -> None:
+        """Bytes from a connection being refused: the rest of its head, then
+        whatever it still sends after the answer (dropped)."""
+        buf = self._linger
+        if self._linger_reply is None or buf is None:
+            return
+        start = max(0, len(buf) - 3)
+        buf += data
+        if buf.find(b"\r\n\r\n", start) >= 0 or len(buf) > self.server.limits.max_header_bytes:
+            self._linger_answer()
+
+    def _linger_answer(self, reply: bytes | None = None) -> None:
+        """Send the answer, half-close (FIN after it), drop what arrives
+        until the client closes or ``LINGER_TIMEOUT`` passes."""
+        self._disarm()
+        reply = reply or self._linger_reply
+        self._linger_reply = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._linger is not None:
+            self._linger.clear()
+        if reply:
+            self.write(reply)
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(LINGER_TIMEOUT, transport.close)
+        else:
+            transport.close()
+
+    def eof_received(self) -> bool | None:
+        # The client closed its side: a refused connection is answered
+        # first (the answer is flushed before the close).
+        if self._linger_reply is not None:
+            self._linger_answer()
+        return None  # close
 
     # -- timers --------------------------------------------------------------
     def _arm(self, seconds: float) -> None:
@@ -446,9 +546,7 @@ class HttpProtocol(asyncio.Protocol):
         self._timer = None
         if self.task is None and not self.queue and self.transport is not None:
             self.server.refused("head_timeout")
-            self._failed = True
-            self.write(wire.simple_response(408, "408 Request Timeout: the request head did not arrive in time\n"))
-            self.transport.close()
+            self._close_with(wire.simple_response(408, "408 Request Timeout: the request head did not arrive in time\n"))
 
     def _idle_timeout(self) -> None:
         self._timer = None
@@ -532,7 +630,7 @@ class Limits:
     __slots__ = (
         "head_timeout", "keepalive_timeout", "body_timeout", "send_timeout", "max_connections", "max_in_flight", "max_header_bytes",
         "max_headers", "max_target_bytes", "max_body_bytes", "routes", "retry_after", "via",
-        "queue_delay_target", "queue_delay_interval",
+        "queue_delay_target", "queue_delay_interval", "min_in_flight", "in_flight_lag_target",
     )
 
     def __init__(
@@ -552,6 +650,8 @@ class Limits:
         via: str = "",
         queue_delay_target: float = 0.0,
         queue_delay_interval: float = 0.1,
+        min_in_flight: int = 4,
+        in_flight_lag_target: float = 0.0,
     ) -> None:
         self.head_timeout = head_timeout
         self.keepalive_timeout = keepalive_timeout
@@ -570,6 +670,11 @@ class Limits:
         # whole interval (seconds; target 0: off): admission.QueueDelay.
         self.queue_delay_target = queue_delay_target
         self.queue_delay_interval = queue_delay_interval
+        # The in-flight cap adapts between these, keeping the loop's lag
+        # under in_flight_lag_target (seconds; 0: fixed at max_in_flight):
+        # admission.InFlightLimit.
+        self.min_in_flight = min_in_flight
+        self.in_flight_lag_target = in_flight_lag_target
 
     def body_limit(self, target: str) -> int:
         if self.routes:
@@ -591,8 +696,11 @@ class TrafficServer:
     def __init__(self, handler: Handler, limits: Limits | None = None, on_refuse: Callable[[str], None] | None = None) -> None:
         self.handler = handler
         self.limits = limits or Limits()
-        self.queue_delay = QueueDelay(self.limits.queue_delay_target, self.limits.queue_delay_interval)
-        self._busy: tuple[str, bytes] = ("", b"")
+        limits = self.limits
+        self.in_flight_limit = InFlightLimit(limits.max_in_flight, limits.min_in_flight, limits.in_flight_lag_target)
+        self.queue_delay = QueueDelay(limits.queue_delay_target, limits.queue_delay_interval, limit=self.in_flight_limit)
+        self._busy: tuple[str, bytes, bytes] = ("", b"", b"")
+        self.lingering = 0  # connections answered and being closed gracefully (HttpProtocol._linger_start)
         self.connections: set[HttpProtocol] = set()
         self.in_flight = 0
         self.counts: dict[str, int] = {}
@@ -606,14 +714,25 @@ class TrafficServer:
             request.slot = False
             self.in_flight -= 1
 
-    def busy_response(self) -> bytes:
-        """The 503 a shed request gets (``Retry-After``, ``Connection:
-        close``), built once per second (its ``Date``)."""
+    def busy_response(self, keep_alive: bool = False) -> bytes:
+        """The 503 a shed request gets (``Retry-After``; ``Connection:
+        close`` unless ``keep_alive``), built once per second (its ``Date``)."""
         date = wire.http_date()
         if self._busy[0] != date:
-            text = wire.simple_response(503, "503 Service Unavailable: the proxy is at capacity\n", extra=(("Retry-After", str(self.limits.retry_after)),))
-            self._busy = (date, text)
-        return self._busy[1]
+            extra = (("Retry-After", str(self.limits.retry_after)),)
+            text = "503 Service Unavailable: the proxy is at capacity\n"
+            self._busy = (date, wire.simple_response(503, text, extra=extra), wire.simple_response(503, text, close=False, extra=extra))
+        return self._busy[2] if keep_alive else self._busy[1]
+
+    def shed_reason(self) -> str:
+        """Why a new request is shed now: ``in_flight`` (the cap, which
+        then grows if the loop is on time) or ``queue_delay``.  Called only
+        when one of the two holds."""
+        limit = self.in_flight_limit
+        if self.in_flight >= limit.value:
+            limit.saturated = True
+            return "in_flight"
+        return "queue_delay"  # the loop is late: the process is short of CPU
 
     def refused(self, reason: str) -> None:
         """Count a request or connection the port answered itself (400, 405,
