@@ -251,3 +251,64 @@ async def test_an_origin_response_dropped_without_release_gives_back_its_connect
         await asyncio.sleep(0.05)
         assert pool._busy == 0  # the next request is not stuck behind it
         await pool.close()
+
+
+class DrippingOrigin(RawOrigin):
+    """Answers with ``parts`` written one after another, ``gap`` seconds
+    apart: a Content-Length body arriving in pieces after its head."""
+
+    def __init__(self, parts: list[bytes], gap: float = 0.02) -> None:
+        super().__init__(lambda head: b"")
+        self.parts = parts
+        self.gap = gap
+
+    async def _serve(self, reader, writer) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                for part in self.parts:
+                    writer.write(part)
+                    await writer.drain()
+                    await asyncio.sleep(self.gap)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+BODY = bytes(range(256)) * 400  # 100 KB, every byte value
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5000, len(BODY) - 1], ids=["head-alone", "one-byte", "some", "all-but-one"])
+async def test_a_content_length_body_in_pieces_arrives_whole_and_the_connection_is_reused(tmp_path, cut):
+    """After the head, a Content-Length body's bytes bypass the parser (no
+    second copy): however it is cut, the client gets every byte, and the
+    next response on the same origin connection is read by a fresh parser."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+    rest = BODY[cut:]
+    parts = [head + BODY[:cut], *[rest[i:i + 30000] for i in range(0, len(rest), 30000)]]
+    origin = DrippingOrigin(parts)
+    async with origin as url, run_proxy(url, tmp_path / "slots") as proxy:
+        for _ in range(3):
+            resp = await raw_request(proxy.port, request_bytes("GET", "/blob.bin"))
+            assert resp.status == 200 and resp.body == BODY
+    assert origin.connections == 1 and len(origin.requests) == 3
+
+
+async def test_bytes_after_a_content_length_body_are_not_read_as_the_next_response(tmp_path):
+    """An origin that sends more than its Content-Length: the client gets the
+    declared body, and that connection is not reused (a fresh one serves the
+    next request, which gets its own answer)."""
+    body = b"x" * 50000
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
+    smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nforged!"
+    origin = DrippingOrigin([head + body[:100], body[100:] + smuggled])
+    async with origin as url, run_proxy(url, tmp_path / "slots") as proxy:
+        first = await raw_request(proxy.port, request_bytes("GET", "/a.txt"))
+        assert first.status == 200 and first.body == body
+        await asyncio.sleep(0.05)
+        second = await raw_request(proxy.port, request_bytes("GET", "/b.txt"))
+        assert second.status == 200 and second.body == body
+    assert origin.connections == 2

@@ -95,7 +95,7 @@ class QueueDelay:
     ``target`` and ``interval`` in seconds; ``target`` 0 disables it
     (``shedding`` stays false and no timer runs)."""
 
-    __slots__ = ("target", "interval", "shedding", "lag", "peak", "limit", "period", "_clock", "_above_since", "_due", "_timer")
+    __slots__ = ("target", "interval", "shedding", "lag", "peak", "limit", "period", "_clock", "_above_since", "_due", "_timer", "_loop")
 
     def __init__(self, target: float, interval: float, clock: Callable[[], float] = time.monotonic, limit: InFlightLimit | None = None) -> None:
         self.target = target
@@ -111,6 +111,7 @@ class QueueDelay:
         self._above_since: float | None = None  # the first of an unbroken run of samples above target
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def observe(self, lag: float, now: float) -> None:
         """One sample: the loop ran a timer ``lag`` seconds late, at ``now``."""
@@ -136,6 +137,9 @@ class QueueDelay:
 
     def start(self) -> None:
         if self.period > 0 and self._timer is None:
+            # Kept: get_running_loop() is a getpid() system call on Python 3.11,
+            # and the probe runs every few milliseconds.
+            self._loop = asyncio.get_running_loop()
             self._schedule(self._clock())
 
     def stop(self) -> None:
@@ -147,7 +151,7 @@ class QueueDelay:
 
     def _schedule(self, now: float) -> None:
         self._due = now + self.period
-        self._timer = asyncio.get_running_loop().call_later(self.period, self._tick)
+        self._timer = self._loop.call_later(self.period, self._tick)
 
     def _tick(self) -> None:
         now = self._clock()

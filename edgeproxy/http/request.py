@@ -234,6 +234,11 @@ class Request(_Values):
         ``Server`` is added.  HEAD, 1xx, 204 and 304 carry no body (writes are
         dropped)."""
         assert self.response is None, "the response was already started"
+        if status == 204 or 100 <= status < 200:
+            # RFC 9110 §8.6: no Content-Length on a 1xx or 204, whatever the
+            # origin announced (found by load_tests.fuzz: "a 204 announcing a body").
+            headers = [item for item in headers if item[0].lower() != "content-length"]
+            length = None
         out: list[tuple[str, str]] = []
         declared = False
         has_date = False

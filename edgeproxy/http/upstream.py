@@ -171,6 +171,8 @@ class OriginConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._reason = b""
         self._close_framed = False
+        self._length_left = 0  # of a Content-Length body, bytes the parser has not seen
+        self._keep_alive = False
         self._paused = False
         self._sender: asyncio.Task | None = None
 
@@ -253,6 +255,12 @@ class OriginConnection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        left = self._length_left
+        if left:
+            # The rest of a Content-Length body: its bytes go to the reader
+            # as they came (no parser callback, no second copy).
+            self._raw_body(data, left)
+            return
         if self.head is None and self.response is None:
             self.abort()  # bytes nobody asked for (an idle connection): never reuse it
             return
@@ -265,6 +273,22 @@ class OriginConnection(asyncio.Protocol):
             self._fail(f"invalid response from the origin: {exc}")
         except _HeadTooBig as exc:
             self._fail(str(exc))
+
+    def _raw_body(self, data: bytes, left: int) -> None:
+        response = self.response
+        if len(data) > left:
+            # Bytes past the body: nothing was asked for them, so this
+            # connection is not reused (the parser would have refused them too).
+            self.reusable = False
+            data = data[:left]
+        self._length_left = left - len(data)
+        if response is not None:
+            response.content.feed(data)
+        if not self._length_left:
+            # llhttp still counts the body it never saw: a fresh parser
+            # reads the next response on this connection.
+            self.parser = httptools.HttpResponseParser(self)
+            self._message_done(self._keep_alive)
 
     def _fail(self, why: str) -> None:
         head = self.head
@@ -309,18 +333,29 @@ class OriginConnection(asyncio.Protocol):
                 self.abort()
             return
         framed = False
+        length = -1
         for name, value in headers:
             lower = name.lower()
-            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+            if lower == b"transfer-encoding":
+                framed = framed or b"chunked" in value.lower()
+                length = -2  # llhttp frames it (and refuses it with a Content-Length)
+            elif lower == b"content-length":
                 framed = True
-                break
+                if length == -1:
+                    length = int(value)  # llhttp has checked it: one decimal number
         self._close_framed = not framed
+        # The body's bytes the parser has not seen yet, once this chunk is
+        # parsed (on_body counts down what it delivers).
+        self._length_left = length if length > 0 else 0
+        self._keep_alive = self.parser.should_keep_alive()
         content = OriginBody(self, self.idle_timeout)
         response = OriginResponse(self, content)
         self.response = response
         head.set_result((status, self._reason, headers, response))
 
     def on_body(self, body: bytes) -> None:
+        if self._length_left:
+            self._length_left -= len(body)
         response = self.response
         if response is not None:
             response.content.feed(body)
@@ -328,13 +363,19 @@ class OriginConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.parser.get_status_code() < 200:
             return
+        self._length_left = 0
+        self._message_done(self.parser.should_keep_alive())
+
+    def _message_done(self, keep_alive: bool) -> None:
+        """The response's body has ended: the reader is told, and the
+        connection goes back to the pool if it can be reused."""
         response = self.response
         if response is not None:
             response.content.feed_eof()
             response.content._conn = None
             response._conn = None
             self.response = None
-        if self.reusable and self.parser.should_keep_alive() and (self._sender is None or self._sender.done()):
+        if self.reusable and keep_alive and (self._sender is None or self._sender.done()):
             self.resume()
             self.pool.put(self)
         else:
