@@ -26,7 +26,9 @@ sends them there), whose patterns treat them in a way not worth copying.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
-from libc.string cimport memchr
+from libc.string cimport memchr, memcpy
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport isfinite
 from cpython.unicode cimport PyUnicode_Check
 
@@ -36,10 +38,32 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
 
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(_WIN32)
+    /* No memmem: the first byte by memchr, the rest by memcmp. */
+    static void *edge_memmem(const void *h, size_t hn, const void *nd, size_t nn) {
+        const char *p = (const char *)h, *end = p + hn;
+        if (nn == 0) return (void *)p;
+        while ((size_t)(end - p) >= nn) {
+            p = (const char *)memchr(p, *(const char *)nd, (size_t)(end - p) - nn + 1);
+            if (p == NULL) return NULL;
+            if (memcmp(p, nd, nn) == 0) return (void *)p;
+            p++;
+        }
+        return NULL;
+    }
+    #else
+    #define edge_memmem memmem
+    #endif
+    """
+    void* edge_memmem(const void* h, size_t hn, const void* nd, size_t nn) nogil
+
 ctypedef unsigned char uchar
 
 # What ``native.py`` expects of this module; a stale build is not used.
-API = 5
+API = 6
 
 # ``scanner.RAW_TEXT``, in the same order.
 RAW_TEXT = (
@@ -318,12 +342,16 @@ cdef Py_ssize_t body_search(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uc
 
 
 cdef Py_ssize_t ci_find(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uchar* pat, Py_ssize_t k) noexcept nogil:
-    """``bytes(buf[p:n]).lower().find(pat)`` (+ p), for a lower-case ``pat``."""
+    """``bytes(buf[p:n]).lower().find(pat)`` (+ p), for a lower-case ``pat``
+    that starts with ``<`` (found with ``memchr``)."""
     cdef Py_ssize_t j
     cdef bint ok
     while p + k <= n:
+        p = find_byte(b, p, n - k + 1, 60)
+        if p < 0:
+            return -1
         ok = True
-        for j in range(k):
+        for j in range(1, k):
             if lower(b[p + j]) != pat[j]:
                 ok = False
                 break
@@ -464,9 +492,140 @@ cdef Py_ssize_t skip_context_c(const uchar* b, Py_ssize_t n, Py_ssize_t q, int k
     return e
 
 
+cdef inline bint same_ci(const uchar* s, const uchar* name, Py_ssize_t k) noexcept nogil:
+    """``s[:k]`` is the lower-case ASCII ``name`` in any case."""
+    cdef Py_ssize_t j
+    for j in range(k):
+        if lower(s[j]) != name[j]:
+            return False
+    return True
+
+
+cdef inline int raw_kind(const uchar* b, Py_ssize_t s, Py_ssize_t e) noexcept nogil:
+    """The RAW_TEXT index of the tag name ``b[s:e]`` (any case), else H_NONE."""
+    cdef unsigned int bits = RAW_FIRST[b[s]]
+    cdef int r = 0
+    while bits:
+        if (bits & 1) and RAW.lens[r] == e - s and same_ci(b + s, RAW.names[r], e - s):
+            return r
+        bits >>= 1
+        r += 1
+    return H_NONE
+
+
+cdef int R_HANDOFF = 4
+
+
+cdef int fast_run(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t limit, int level,
+                  Py_ssize_t* out0, Py_ssize_t* out1) except -1:
+    """``run_c`` from ``f.pos``, a point between tokens, in one pass: each
+    ``<`` is read once, as the token it starts (a tag is skipped whole by
+    ``tag_end``), instead of ``body_search`` finding the next hit and
+    ``markup_end`` re-reading every tag before it to check that the hit is
+    not inside one.  The hits it meets are exactly the ones the two-pass loop
+    would find to be real, in the same order, so it answers as that loop
+    does; it hands back (``R_HANDOFF``, ``f.pos == f.tok`` at a point
+    between tokens) whenever the two-pass loop's answer could depend on a
+    hit *inside* a token: a token not complete in the buffer, one that runs
+    past ``limit`` (the two-pass loop answers ``"over"`` at the first hit past
+    ``limit``, wherever it is), or the end of the buffer.  It hands back the
+    state the two-pass loop has after the last real hit (``hit``), whose
+    ``pos`` decides ``"over"`` when no hit follows: the stretch after it is
+    read again by that loop, so no more than once."""
+    cdef Py_ssize_t p = f.pos, hit = f.pos, lt, ne, e, r
+    cdef int kind
+    cdef uchar c
+    while True:
+        lt = find_byte(b, p, n, 60)
+        if lt < 0 or lt > limit or lt + 3 >= n:
+            break
+        c = b[lt + 1]
+        if is_alpha(c):
+            ne = name_end(b, lt + 1, n)
+            if ne >= n:
+                p = lt
+                break
+            kind = raw_kind(b, lt + 1, ne)
+            if kind >= 0:  # a raw-text element or <template>: skipped
+                e = skip_context_c(b, n, lt, kind, final, level)
+                if e < 0:
+                    f.pos = f.tok = lt
+                    f.stuck = -1
+                    return R_NEED
+                if e >= n and final:
+                    return R_UNTERMINATED
+                p = hit = e
+                continue
+            e = attrs_end(b, ne, n)
+            e = e + 1 if e < n and b[e] == 62 else -1
+            if ne - lt - 1 == f.k and same_ci(b + lt + 1, f.name, f.k):  # a nested start tag of the name
+                if e < 0:
+                    if final:
+                        return R_UNTERMINATED
+                    f.pos = f.tok = lt
+                    f.stuck = -1
+                    return R_NEED
+                f.depth += 1
+                p = hit = e
+                continue
+            if e < 0 or e > limit:
+                p = lt
+                break
+            p = e
+            continue
+        if c == 47:  # "</"
+            if is_alpha(b[lt + 2]):
+                e = tag_end(b, lt, n, True)
+                ne = name_end(b, lt + 2, n)
+                if ne < n and ne - lt - 2 == f.k and same_ci(b + lt + 2, f.name, f.k):  # the end tag of the name
+                    if e < 0:
+                        if final:
+                            return R_UNTERMINATED
+                        f.pos = f.tok = lt
+                        f.stuck = -1
+                        return R_NEED
+                    f.depth -= 1
+                    if f.depth == 0:
+                        out0[0] = lt
+                        out1[0] = e
+                        return R_END
+                    p = hit = e
+                    continue
+            else:
+                e = end_tag_end(b, lt, n)
+            if e < 0 or e > limit:
+                p = lt
+                break
+            p = e
+            continue
+        if c == 33 and b[lt + 2] == 45 and b[lt + 3] == 45:  # "<!--"
+            e = skip_context_c(b, n, lt, H_COMMENT, final, level)
+            if e < 0:
+                f.pos = f.tok = lt
+                f.stuck = -1
+                return R_NEED
+            if e >= n and final:
+                return R_UNTERMINATED
+            p = hit = e
+            continue
+        if c == 33 or c == 63:  # "<!...>", "<?...>"
+            r = find_byte(b, lt + 2, n, 62)
+            if r < 0 or r >= limit:
+                p = lt
+                break
+            p = r + 1
+            continue
+        p = lt + 1  # a "<" in text
+    f.pos = f.tok = hit
+    f.stuck = -1
+    return R_HANDOFF
+
+
 cdef int run_c(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t cap, int level,
                Py_ssize_t* out0, Py_ssize_t* out1) except -1:
-    """``scanner.EndFinder.run`` on the state ``f``."""
+    """``scanner.EndFinder.run`` on the state ``f``: ``fast_run`` from a
+    point between tokens, the two-pass loop below (``body_search``, then
+    ``markup_end`` to check the hit) where it hands back."""
     cdef Py_ssize_t limit = f.start + cap
     cdef Py_ssize_t q, t, e
     cdef int kind
@@ -475,6 +634,10 @@ cdef int run_c(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t c
     if f.tok < 0:
         f.tok = 0
     while True:
+        if f.pos == f.tok:
+            kind = fast_run(f, b, n, final, limit, level, out0, out1)
+            if kind != R_HANDOFF:
+                return kind
         q = body_search(b, f.pos, n, f.name, f.k, RAW.names, RAW.lens, &kind)
         if q < 0:
             if final:
@@ -676,7 +839,7 @@ def walk_children(buf, Py_ssize_t base, str stop):
                     gt = tag_match(b, lt, n, True, &nend)
                     if gt >= n or b[gt] != 62:  # not complete yet
                         return ("need", lt, els, spans)
-                    if nend - lt - 2 == sk and ci_find(b, lt + 2, nend, sname, sk) == lt + 2:
+                    if nend - lt - 2 == sk and same_ci(b + lt + 2, sname, sk):
                         end_tag = (lt, gt + 1)
                         break
                     return ("unknown",)
@@ -1097,3 +1260,310 @@ def attr_key(list values, bint descending):
     if not any_number:
         return None
     return [(1,) if x_ is None else (0, x_) for x_ in nums]
+
+
+cdef bytes MARKER = b"data-edge-slot"
+
+
+def find_marker(buf, Py_ssize_t start=0, Py_ssize_t end=-1):
+    """``buf.find(b"data-edge-slot", start, end)`` (``end`` -1: the end of
+    ``buf``; offsets clamped as ``find`` clamps non-negative ones), by the C
+    library's ``memmem``: on HTML, which holds many ``data-`` attributes,
+    about 4x faster than ``bytes.find``."""
+    cdef Py_ssize_t n
+    cdef const uchar* b
+    cdef const void* r
+    if not (PyBytes_CheckExact(buf) or PyByteArray_CheckExact(buf)):
+        return buf.find(MARKER, start, len(buf) if end < 0 else end)
+    b = data_of(buf, &n)
+    if end < 0 or end > n:
+        end = n
+    if start < 0:
+        start = 0
+    if end - start < 14:
+        return -1
+    r = edge_memmem(b + start, <size_t>(end - start), <const char*>MARKER, 14)
+    if r == NULL:
+        return -1
+    return <const uchar*>r - b
+
+
+
+cdef Py_ssize_t attr_at(const uchar* b, Py_ssize_t p, Py_ssize_t hi, Py_ssize_t* ns, Py_ssize_t* ne,
+                        Py_ssize_t* vs, Py_ssize_t* ve) noexcept nogil:
+    """One ``scanner.ATTR`` match in a start tag's attribute span, from ``p``
+    (not a delimiter): the name ``[ns, ne)`` and the raw value ``[vs, ve)``
+    (-1, -1 for none); returns where the next one may start."""
+    cdef Py_ssize_t q, r
+    cdef uchar c
+    ns[0] = p
+    p += 1
+    while p < hi and not (CLS[b[p]] & C_NAMESTOP):
+        p += 1
+    ne[0] = p
+    vs[0] = ve[0] = -1
+    q = p
+    while q < hi and is_ws(b[q]):
+        q += 1
+    if q < hi and b[q] == 61:
+        q += 1
+        while q < hi and is_ws(b[q]):
+            q += 1
+        if q < hi:
+            c = b[q]
+            if c == 34 or c == 39:
+                r = find_byte(b, q + 1, hi, c)
+                if r >= 0:
+                    vs[0], ve[0] = q, r + 1
+            elif c == 62:  # (?=>): an empty value
+                vs[0] = ve[0] = q
+            else:
+                r = q + 1
+                while r < hi and not (CLS[b[r]] & C_VALSTOP):
+                    r += 1
+                vs[0], ve[0] = q, r
+    if vs[0] >= 0:
+        p = ve[0]
+    return p
+
+
+cdef struct SortKeyC:
+    int kind              # 0: a rank among ``order`` (affinity, pin); 1: a number
+    bint descending
+    const uchar* name     # the attribute, lower-case
+    Py_ssize_t name_len
+    Py_ssize_t n_order
+
+
+cdef inline bint rank_space(uchar c) noexcept nogil:
+    """``str.split()``'s whitespace, for an ASCII character."""
+    return c == 32 or (9 <= c <= 13) or (28 <= c <= 31)
+
+
+cdef int cmp_rows(const double* keys, Py_ssize_t nk, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+    """Compare children ``i`` and ``j`` by their key rows (class, value per
+    key), then by origin index: the stable order."""
+    cdef Py_ssize_t k
+    cdef const double* a = keys + i * 2 * nk
+    cdef const double* c = keys + j * 2 * nk
+    for k in range(2 * nk):
+        if a[k] < c[k]:
+            return -1
+        if a[k] > c[k]:
+            return 1
+    return -1 if i < j else (1 if i > j else 0)
+
+
+cdef void merge_sort(Py_ssize_t* idx, Py_ssize_t* tmp, Py_ssize_t n, const double* keys, Py_ssize_t nk) noexcept nogil:
+    """Bottom-up merge sort of ``idx`` by ``cmp_rows`` (stable, n log n)."""
+    cdef Py_ssize_t width = 1, lo, mid, hi, a, b, o
+    cdef Py_ssize_t* src = idx
+    cdef Py_ssize_t* dst = tmp
+    cdef Py_ssize_t* t
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width if lo + width < n else n
+            hi = lo + 2 * width if lo + 2 * width < n else n
+            a, b, o = lo, mid, lo
+            while a < mid and b < hi:
+                if cmp_rows(keys, nk, src[b], src[a]) < 0:
+                    dst[o] = src[b]
+                    b += 1
+                else:
+                    dst[o] = src[a]
+                    a += 1
+                o += 1
+            while a < mid:
+                dst[o] = src[a]
+                a += 1
+                o += 1
+            while b < hi:
+                dst[o] = src[b]
+                b += 1
+                o += 1
+            lo = hi
+        t = src
+        src = dst
+        dst = t
+        width *= 2
+    if src != idx:
+        memcpy(idx, src, n * sizeof(Py_ssize_t))
+
+
+def sort_body(buf, Py_ssize_t start, Py_ssize_t end, list els, list spans, tuple specs, bint ascii_same):
+    """``sort.sort_parts`` of ``buf[start:end]`` with its children known
+    (``els`` and ``spans``, offsets relative to ``start``), in one call: the
+    sort-key attributes read from the spans, the keys built, a stable sort,
+    the new body copied out.  Returns the new body (bytes), ``True`` when the
+    order does not change, or ``None`` when the pure code must answer (a
+    value that is not plain ASCII text, a text-valued ``attr`` key, a long
+    ``order``).
+
+    ``specs`` holds one ``(kind, name, descending, order)`` per sort key:
+    kind 0 ranks the children by their attribute ``name``'s space-separated
+    words among ``order`` (ASCII bytes, ``None`` for an entry that is not),
+    the lowest rank of its words, ``len(order)`` for none (``sort._rank_key``:
+    ``affinity``, ``pin``); kind 1 sorts by the attribute as a number, or
+    after the numbers (``sort._attr_key``), reversed when ``descending``."""
+    cdef Py_ssize_t n, m = len(els), nk = len(specs), i, j, k, w, p, lo, hi, ns, ne, vs, ve, size
+    cdef Py_ssize_t a0, a1, prev, tw, tl, best, r, va, vb
+    cdef const uchar* b = data_of(buf, &n)
+    cdef const uchar* t
+    cdef SortKeyC keyc[8]
+    cdef list orders = []
+    cdef tuple spec, order
+    cdef object entry
+    cdef double x
+    cdef int got
+    cdef bint any_number, changed
+    cdef unsigned int done
+    cdef double* keys = NULL
+    cdef Py_ssize_t* idx = NULL
+    cdef Py_ssize_t* cut = NULL
+    cdef bytes out
+    cdef char* o
+    if nk == 0 or nk > 8 or m < 2 or len(spans) != m or start < 0 or end > n or start > end or not ascii_same:
+        return None
+    for k in range(nk):
+        spec = specs[k]
+        name = spec[1]
+        if not PyBytes_CheckExact(name):
+            return None
+        keyc[k].kind = spec[0]
+        keyc[k].descending = spec[2]
+        keyc[k].name = <const uchar*>PyBytes_AS_STRING(name)
+        keyc[k].name_len = PyBytes_GET_SIZE(name)
+        order = spec[3]
+        keyc[k].n_order = len(order)
+        if keyc[k].n_order > 256:
+            return None
+        orders.append(order)
+    keys = <double*>PyMem_Malloc(m * 2 * nk * sizeof(double))
+    idx = <Py_ssize_t*>PyMem_Malloc(2 * m * sizeof(Py_ssize_t))
+    cut = <Py_ssize_t*>PyMem_Malloc((2 * m + 2) * sizeof(Py_ssize_t))
+    if keys == NULL or idx == NULL or cut == NULL:
+        PyMem_Free(keys)
+        PyMem_Free(idx)
+        PyMem_Free(cut)
+        raise MemoryError()
+    try:
+        # The element extents, checked: in order, inside the body.
+        cut[0] = 0
+        prev = 0
+        for i in range(m):
+            a0, a1 = els[i]
+            if a0 < prev or a1 < a0 or a1 > end - start:
+                raise ValueError("elements out of order or outside the body")
+            cut[2 * i + 1] = a0
+            cut[2 * i + 2] = a1
+            prev = a1
+        cut[2 * m + 1] = end - start
+        # Each child's keys: (class, value) per key, class 1 sorting last.
+        for i in range(m):
+            lo, hi = spans[i]
+            lo += start
+            hi += start
+            if lo < 0:
+                lo = 0
+            if hi > n:
+                hi = n
+            done = 0
+            for k in range(nk):
+                keys[(i * nk + k) * 2] = 1.0  # missing
+                keys[(i * nk + k) * 2 + 1] = 0.0
+            p = lo
+            while p < hi and done != (1u << nk) - 1:
+                if is_delim(b[p]):
+                    p += 1
+                    continue
+                p = attr_at(b, p, hi, &ns, &ne, &vs, &ve)
+                for k in range(nk):
+                    if done & (1u << k) or keyc[k].name_len != ne - ns or not same_ci(b + ns, keyc[k].name, ne - ns):
+                        continue
+                    done |= 1u << k
+                    va, vb = vs, ve
+                    if va < 0:
+                        va = vb = ns  # valueless: ""
+                    elif vb > va and (b[va] == 34 or b[va] == 39):
+                        va += 1
+                        vb -= 1
+                    for j in range(va, vb):
+                        if b[j] >= 128 or b[j] == 38 or b[j] == 27:
+                            return None  # not plain text: the pure code decodes it
+                    if keyc[k].kind == 0:
+                        # The lowest rank among the value's words.
+                        order = orders[k]
+                        best = keyc[k].n_order
+                        j = va
+                        while j < vb:
+                            while j < vb and rank_space(b[j]):
+                                j += 1
+                            tw = j
+                            while j < vb and not rank_space(b[j]):
+                                j += 1
+                            tl = j - tw
+                            if tl == 0:
+                                break
+                            for r in range(best):
+                                entry = order[r]
+                                if entry is not None and PyBytes_GET_SIZE(entry) == tl:
+                                    t = <const uchar*>PyBytes_AS_STRING(entry)
+                                    w = 0
+                                    while w < tl and t[w] == b[tw + w]:
+                                        w += 1
+                                    if w == tl:
+                                        best = r
+                                        break
+                        keys[(i * nk + k) * 2] = 0.0
+                        keys[(i * nk + k) * 2 + 1] = best
+                    else:
+                        got = plain_number(b + va, vb - va, &x)
+                        if got < 0:
+                            return None
+                        if got:
+                            keys[(i * nk + k) * 2] = 0.0
+                            keys[(i * nk + k) * 2 + 1] = -x if keyc[k].descending else x
+        # A rank key of a child without the attribute ranks last (class 0,
+        # rank len(order)); an attr key with no number at all is text.
+        for k in range(nk):
+            if keyc[k].kind == 0:
+                for i in range(m):
+                    if keys[(i * nk + k) * 2] == 1.0:
+                        keys[(i * nk + k) * 2] = 0.0
+                        keys[(i * nk + k) * 2 + 1] = keyc[k].n_order
+            else:
+                any_number = False
+                for i in range(m):
+                    if keys[(i * nk + k) * 2] == 0.0:
+                        any_number = True
+                        break
+                if not any_number:
+                    return None
+        for i in range(m):
+            idx[i] = i
+        merge_sort(idx, idx + m, m, keys, nk)
+        changed = False
+        for i in range(m):
+            if idx[i] != i:
+                changed = True
+                break
+        if not changed:
+            return True
+        out = PyBytes_FromStringAndSize(NULL, end - start)
+        o = PyBytes_AS_STRING(out)
+        memcpy(o, b + start, cut[1])
+        w = cut[1]
+        for k in range(m):
+            i = idx[k]
+            size = cut[2 * i + 2] - cut[2 * i + 1]
+            memcpy(o + w, b + start + cut[2 * i + 1], size)
+            w += size
+            size = cut[2 * k + 3] - cut[2 * k + 2]
+            memcpy(o + w, b + start + cut[2 * k + 2], size)
+            w += size
+        return out
+    finally:
+        PyMem_Free(keys)
+        PyMem_Free(idx)
+        PyMem_Free(cut)

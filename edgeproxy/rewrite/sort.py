@@ -398,6 +398,28 @@ def _wanted(keys: tuple[SortKey, ...]):
             yield key.attr.lower().encode("latin-1", "replace")
 
 
+def _specs(edit: SortChildren) -> tuple | None:
+    """``edit.keys`` as ``native.sort_body`` takes them, or ``None`` when it
+    cannot (an attribute name that is not ASCII)."""
+    out = []
+    for key in edit.keys:
+        if key.kind == "affinity":
+            out.append((0, b"data-category", False, _ascii_entries(edit.affinity)))
+        elif key.kind == "pin":
+            out.append((0, b"data-sku", False, _ascii_entries(key.skus)))
+        elif key.kind == "attr" and key.attr.isascii():
+            out.append((1, key.attr.lower().encode("ascii"), key.descending, ()))
+        else:
+            return None
+    return tuple(out)
+
+
+def _ascii_entries(order: tuple[str, ...]) -> tuple[bytes | None, ...]:
+    """The entries of a rank order as ASCII bytes; ``None`` for one that is
+    not ASCII (no ASCII word equals it)."""
+    return tuple(v.encode("ascii") if v.isascii() else None for v in order)
+
+
 def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, children=None) -> bytes:
     """``inner`` with its element children reordered by ``edit.keys``.
 
@@ -423,12 +445,19 @@ def sort_parts(buf, start: int, end: int, edit: SortChildren, encoding: str = "u
         els, spans, _ = _walk(buf, start, None)
         if start:
             els = [(a - start, b - start) for a, b in els]
+            spans = [(a - start, b - start) for a, b in spans]
     else:
         els, spans = children
-        if start:
-            spans = [(a + start, b + start) for a, b in spans]
     if len(els) < 2 or not edit.keys:
         return None
+    compiled = native.sort_body
+    if compiled is not None:
+        specs = _specs(edit)
+        done = None if specs is None else compiled(buf, start, end, els, spans, specs, _ascii_same(encoding))
+        if done is not None:
+            return None if done is True else [done]
+    if start:
+        spans = [(a + start, b + start) for a, b in spans]
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
     attrs = _all_attrs(buf, spans, wanted, encoding)
     # By (key 1, key 2, ..., origin index): one stable sort per key, the

@@ -135,7 +135,6 @@ class SlotRewriter:
         self._eager = False  # scan on the next feed (a marker's start tag is incomplete)
         self._pass = not self._edits  # pass everything through from now on
         self._skip: set[int] = set()  # absolute start-tag offsets of slots left alone
-        self._tail = b""  # the last bytes fed, to catch a marker split by a chunk boundary
         # Pieces of output, joined by ``_drain``: fragments and zero-copy
         # views of ``_buf``.  Empty between calls, so no view outlives the
         # call that made it (a live view would stop ``_buf`` from resizing).
@@ -166,26 +165,30 @@ class SlotRewriter:
         try:
             buf = self._buf
             if not self._eager and self._slot is None:
-                # Fast path: no marker in this chunk or across its boundary.
-                tail = self._tail
-                self._tail = (tail + chunk[-_TAIL:])[-_TAIL:]
-                if chunk.find(sc.MARKER) < 0 and (tail + chunk[:_TAIL]).find(sc.MARKER) < 0:
-                    everything_sent = self._emitted == len(buf)
-                    # Nothing before the chunk is waiting to be searched, so
-                    # the chunk needs no second search at the next scan (in
-                    # ``finish``, that was a second find over the whole page).
-                    searched = self._mpos >= len(buf) - _TAIL
-                    buf += chunk
+                # Fast path: no marker in this chunk or across its boundary
+                # (``_trim`` keeps the last ``_TAIL`` bytes before it in
+                # ``_buf``), one ``find_marker`` from there.
+                n0 = len(buf)
+                lo = n0 - _TAIL if n0 > _TAIL else 0
+                buf += chunk
+                m = native.find_marker(buf, lo)
+                # Nothing before ``lo`` waiting to be searched: the next
+                # search starts where this one ended (in ``finish``, that
+                # was a second find over the whole page).
+                searched = self._mpos >= lo
+                if m < 0:
+                    everything_sent = self._emitted == n0
                     if searched:
                         self._mpos = max(self._mpos, len(buf) - _TAIL)
                     if len(buf) - self._pos > HISTORY_BYTES:
                         self._compact()
                     if everything_sent:
                         self._emitted = len(self._buf)
-                        return bytes(chunk)
+                        return chunk if type(chunk) is bytes else bytes(chunk)
                     return self._drain()
-            else:
-                self._tail = (self._tail + chunk[-_TAIL:])[-_TAIL:]
+                if searched:
+                    self._mpos = max(self._mpos, m)
+                return self._process(final=False)
             buf += chunk
             return self._process(final=False)
         except Exception:
@@ -256,7 +259,7 @@ class SlotRewriter:
         are needed)."""
         self._eager = False
         while True:
-            m = buf.find(sc.MARKER, max(self._mpos, self._pos))
+            m = native.find_marker(buf, max(self._mpos, self._pos))
             if m < 0:
                 self._mpos = max(self._mpos, len(buf) - _TAIL)
                 return False
@@ -394,7 +397,7 @@ class SlotRewriter:
         if isinstance(edit, SortChildren):
             encoding = self._charset or "latin-1"
             others = {k: v for k, v in self._edits.items() if k != name}
-            if others and buf.find(sc.MARKER, body, q) >= 0:
+            if others and native.find_marker(buf, body, q) >= 0:
                 inner, inner_outcomes = rewrite_document(
                     bytes(memoryview(buf)[body:q]), others, charset=self._charset, max_slot_bytes=self._cap,
                     deadline=self._deadline,
@@ -429,6 +432,9 @@ class SlotRewriter:
         keep = min(self._pos, self._emitted)
         if self._slot is not None:
             keep = min(keep, self._slot.tag)
+        # The last bytes stay, for the fast path's search across the next
+        # chunk's boundary.
+        keep = min(keep, len(self._buf) - _TAIL)
         if self._pass:
             keep = self._emitted
         if keep < _TRIM_BYTES and not self._pass:
@@ -490,7 +496,7 @@ def rewrite_document(body: bytes, edits: Mapping[str, Edit], **kw) -> tuple[byte
     Takes the keyword arguments of ``SlotRewriter``.  A body without the
     marker is returned as is (the same object) after one ``bytes.find``.
     """
-    if not edits or body.find(sc.MARKER) < 0:
+    if not edits or native.find_marker(body) < 0:
         return body, {name: ABSENT for name in edits}
     rw = SlotRewriter(edits, **kw)
     out = rw.feed(body)
