@@ -77,9 +77,11 @@ VOID_ELEMENTS = frozenset(
         "frame", "keygen",
     }
 )
-_STAY = frozenset({"script", "style", "template", "noscript"})
 cdef tuple _RAW_BYTES = tuple(n.encode() for n in RAW_TEXT)
+cdef int K_SCRIPT = 0
+cdef int K_STYLE = 1
 cdef int K_TEMPLATE = 4
+cdef int K_NOSCRIPT = 6
 cdef int K_PLAINTEXT = 10
 # Hit kinds of ``body_search``: >= 0 is a RAW_TEXT index.
 cdef int H_NONE = -4
@@ -378,6 +380,33 @@ cdef class _Raw:
 
 
 cdef _Raw RAW = _Raw()
+
+cdef tuple _VOID_BYTES = tuple(sorted(v.encode() for v in VOID_ELEMENTS))
+
+
+cdef class _Void:
+    """``VOID_ELEMENTS`` as C arrays, for ``is_void``."""
+    cdef const uchar* names[18]
+    cdef Py_ssize_t lens[18]
+
+    def __cinit__(self):
+        cdef int i
+        assert len(_VOID_BYTES) == 18
+        for i in range(18):
+            self.names[i] = <const uchar*>PyBytes_AS_STRING(_VOID_BYTES[i])
+            self.lens[i] = PyBytes_GET_SIZE(_VOID_BYTES[i])
+
+
+cdef _Void VOID = _Void()
+
+
+cdef bint is_void(const uchar* b, Py_ssize_t s, Py_ssize_t e) noexcept:
+    """The tag name ``b[s:e]`` (any case) is one of ``VOID_ELEMENTS``."""
+    cdef int i
+    for i in range(18):
+        if VOID.lens[i] == e - s and same_ci(b + s, VOID.names[i], e - s):
+            return True
+    return False
 
 
 cdef Py_ssize_t closer_end(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uchar* name, Py_ssize_t k) noexcept nogil:
@@ -781,13 +810,15 @@ def element_end(buf, Py_ssize_t body, str name, bint final):
     return None, n
 
 
-def walk_children(buf, Py_ssize_t base, str stop):
+def walk_children(buf, Py_ssize_t base, str stop, Py_ssize_t origin=0):
     """``sort._walk`` as data: ``("ok", elements, spans, end_tag)``, or
     ``("need", offset, elements, spans)`` (``_Need``: resume at ``offset``),
     ``("unknown",)`` (``_Unknown``), ``("stray", offset)``,
     ``("unterminated", offset)``, ``("no-end", name, offset)`` (the
     ``SortError``\\ s, offsets as ``_walk`` words them), or ``("pure",)``
-    when a tag name is not ASCII (run ``sort._walk`` instead)."""
+    when a tag name is not ASCII (run ``sort._walk`` instead).  The
+    elements' and spans' offsets are relative to ``origin``; the others
+    are not."""
     cdef Py_ssize_t n
     cdef const uchar* b = data_of(buf, &n)
     cdef bint final = stop is None
@@ -807,7 +838,10 @@ def walk_children(buf, Py_ssize_t base, str stop):
     cdef uchar nxt
     cdef int r, kind
     cdef bytes bname
-    cdef str name
+    cdef Py_ssize_t nl
+    cdef bint is_stop
+    cdef uchar lname[64]
+    cdef const uchar* lptr
     if pos < 0:
         pos = 0
     while True:
@@ -860,39 +894,47 @@ def walk_children(buf, Py_ssize_t base, str stop):
         for j in range(lt + 1, nend):
             if b[j] >= 128:
                 return ("pure",)
-        bname = (<const char*>b)[lt + 1 : nend].lower()
-        name = bname.decode("ascii")
+        # The child's name, classified in C: no str per child.
+        nl = nend - lt - 1
         end = gt + 1
-        if stop is not None and name == stop and name in RAW_TEXT:
+        kind = raw_kind(b, lt + 1, nend)
+        is_stop = sk > 0 and nl == sk and same_ci(b + lt + 1, sname, sk)
+        if is_stop and kind >= 0:
             return ("unknown",)
-        if name in RAW_TEXT:
-            kind = RAW_TEXT.index(name)
+        if kind >= 0:
             if not final and kind == K_PLAINTEXT:
                 return ("unknown",)
             pos = skip_context_c(b, n, lt, kind, final, 0)
             if pos < 0 or (not final and pos >= n):
                 return ("need", lt, els, spans)
-            if name in _STAY or kind == K_PLAINTEXT:
+            if kind == K_SCRIPT or kind == K_STYLE or kind == K_TEMPLATE or kind == K_NOSCRIPT or kind == K_PLAINTEXT:
                 continue
             el_end = pos
-        elif name in VOID_ELEMENTS:
+        elif is_void(b, lt + 1, nend):
             el_end = end
         else:
-            r = element_end_c(b, n, end, <const uchar*>PyBytes_AS_STRING(bname), len(bname), final, &fq, &fe)
+            if nl <= 64:
+                for j in range(nl):
+                    lname[j] = lower(b[lt + 1 + j])
+                lptr = lname
+            else:
+                bname = (<const char*>b)[lt + 1 : nend].lower()
+                lptr = <const uchar*>PyBytes_AS_STRING(bname)
+            r = element_end_c(b, n, end, lptr, nl, final, &fq, &fe)
             if r != R_END:
                 if not final:
                     return ("need", lt, els, spans)
-                return ("no-end", name, lt - base)
+                return ("no-end", (<const char*>b)[lt + 1 : nend].lower().decode("ascii"), lt - base)
             el_end = fe
-        if stop is not None and name != stop:
+        if stop is not None and not is_stop:
             # The exact path would have read this child with the parent's
             # end finder, which reacts to <stop> and </stop> only.
             if ci_find(b, end, el_end, <const uchar*>PyBytes_AS_STRING(opener), len(opener)) >= 0:
                 return ("unknown",)
             if ci_find(b, end, el_end, <const uchar*>PyBytes_AS_STRING(closer), len(closer)) >= 0:
                 return ("unknown",)
-        els.append((lt, el_end))
-        spans.append((nend, gt))
+        els.append((lt - origin, el_end - origin))
+        spans.append((nend - origin, gt - origin))
         pos = el_end
     return ("ok", els, spans, end_tag)
 

@@ -128,7 +128,7 @@ def split_until_end(
     on one child."""
     start = body if progress is None else body + progress.pos
     try:
-        els, spans, end = _walk(buf, start, name)
+        els, spans, end = _walk(buf, start, name, body)
     except _Need as need:
         if progress is None or len(buf) > limit:
             return None
@@ -137,27 +137,26 @@ def split_until_end(
         if progress.stalls >= _STALLS:
             return None
         progress.pos = pos
-        progress.els += [(a - body, b - body) for a, b in need.els]
-        progress.spans += [(a - body, b - body) for a, b in need.spans]
+        progress.els += need.els
+        progress.spans += need.spans
         return NEED
     except (_Unknown, SortError):
         return None
     q, e = end
     if q > limit:
         return None
-    els = [(a - body, b - body) for a, b in els]
-    spans = [(a - body, b - body) for a, b in spans]
     if progress is not None and progress.els:
         els, spans = progress.els + els, progress.spans + spans
     return q, e, els, spans
 
 
-def _walk(buf, base: int, stop: str | None):
-    """``_walk_pure``, by the compiled loop when it is active (``native``)."""
+def _walk(buf, base: int, stop: str | None, origin: int = 0):
+    """``_walk_pure``, by the compiled loop when it is active (``native``),
+    with the elements' and spans' offsets relative to ``origin``."""
     walk = native.walk_children
     if walk is None:
-        return _walk_pure(buf, base, stop)
-    r = walk(buf, base, stop)
+        return _relative(_walk_pure, buf, base, stop, origin)
+    r = walk(buf, base, stop, origin)
     what = r[0]
     if what == "ok":
         return r[1], r[2], r[3]
@@ -171,7 +170,20 @@ def _walk(buf, base: int, stop: str | None):
         raise SortError(f"unterminated start tag at offset {r[1]} of the slot body")
     if what == "no-end":
         raise SortError(f"<{r[1]}> at offset {r[2]} of the slot body has no end tag")
-    return _walk_pure(buf, base, stop)  # "pure": a tag name the compiled loop leaves to the reference
+    return _relative(_walk_pure, buf, base, stop, origin)  # "pure": a tag name the compiled loop leaves to the reference
+
+
+def _relative(walk, buf, base: int, stop: str | None, origin: int):
+    """``walk(buf, base, stop)`` with the extents made relative to ``origin``."""
+    if not origin:
+        return walk(buf, base, stop)
+    try:
+        els, spans, end = walk(buf, base, stop)
+    except _Need as need:
+        need.els = [(a - origin, b - origin) for a, b in need.els]
+        need.spans = [(a - origin, b - origin) for a, b in need.spans]
+        raise
+    return [(a - origin, b - origin) for a, b in els], [(a - origin, b - origin) for a, b in spans], end
 
 
 def _walk_pure(buf, base: int, stop: str | None):
@@ -442,10 +454,7 @@ def sort_parts(buf, start: int, end: int, edit: SortChildren, encoding: str = "u
     if children is None:
         if end != len(buf):
             buf, start, end = bytes(memoryview(buf)[start:end]), 0, end - start
-        els, spans, _ = _walk(buf, start, None)
-        if start:
-            els = [(a - start, b - start) for a, b in els]
-            spans = [(a - start, b - start) for a, b in spans]
+        els, spans, _ = _walk(buf, start, None, start)
     else:
         els, spans = children
     if len(els) < 2 or not edit.keys:
