@@ -274,6 +274,18 @@ def test_sort_body_agrees_with_the_pure_sort(doc, edit, encoding):
     assert got == (True if parts is None else b"".join(parts))
 
 
+MARKER_TAILS = st.lists(st.sampled_from(['=', ' ', '\t', '"', "'", "hero", "a&amp;b", "é", ">", "/", "-x", "=hero", "&", "\x0b"]),
+                        max_size=8).map(lambda ps: "".join(ps).encode())
+
+
+@compiled
+@settings(max_examples=800, deadline=None)
+@given(tail=MARKER_TAILS | st.binary(max_size=80), head=st.sampled_from([b"", b"<div ", b"x"]))
+def test_marker_value_agrees_with_the_marker_pattern(tail, head):
+    for buf in (head + sc.MARKER + tail, bytearray(head + sc.MARKER + tail) + b" " * 70):
+        assert native._compiled.marker_value(buf, len(head)) == sc.marker_value(buf, len(head))
+
+
 @compiled
 @settings(max_examples=600, deadline=None)
 @given(data=st.data())

@@ -62,6 +62,8 @@ cdef extern from *:
 
 ctypedef unsigned char uchar
 
+from html import unescape as _unescape
+
 # What ``native.py`` expects of this module; a stale build is not used.
 API = 6
 
@@ -1609,3 +1611,180 @@ def sort_body(buf, Py_ssize_t start, Py_ssize_t end, list els, list spans, tuple
         PyMem_Free(keys)
         PyMem_Free(idx)
         PyMem_Free(cut)
+
+
+
+cdef object text_of(const uchar* b, Py_ssize_t vs, Py_ssize_t ve):
+    """``scanner.attr_value(raw)`` (latin-1) of the raw value ``b[vs:ve]``:
+    quotes removed, references decoded."""
+    cdef Py_ssize_t j
+    cdef bint plain = True
+    if ve > vs and (b[vs] == 34 or b[vs] == 39):
+        vs += 1
+        ve -= 1
+    for j in range(vs, ve):
+        if b[j] >= 128 or b[j] == 38:
+            plain = False
+            break
+    text = (<const char*>b)[vs:ve].decode("ascii" if plain else "latin-1")
+    if not plain and "&" in text:
+        text = _unescape(text)
+    return text
+
+
+cdef object marker_value_c(const uchar* b, Py_ssize_t n, Py_ssize_t m):
+    """``scanner.marker_value(buf, m)``: ``MARKER_VALUE.match`` read by hand
+    (the optional value group is possessive: once an ``=`` and a value are
+    read, the lookahead after them decides)."""
+    cdef Py_ssize_t after = m + 14, q, r, gs = -1, ge = -1, lim
+    cdef uchar c
+    q = after
+    while q < n and is_ws(b[q]):
+        q += 1
+    if q < n and b[q] == 61:  # (?:[ws]*+=[ws]*+(VALUE))?+
+        q += 1
+        while q < n and is_ws(b[q]):
+            q += 1
+        if q < n:
+            c = b[q]
+            if c == 34 or c == 39:
+                r = find_byte(b, q + 1, n, c)
+                if r >= 0:
+                    gs, ge = q, r + 1
+            elif not (CLS[c] & C_VALSTOP):
+                r = q + 1
+                while r < n and not (CLS[b[r]] & C_VALSTOP):
+                    r += 1
+                gs, ge = q, r
+    if gs >= 0:
+        if ge < n and is_delim(b[ge]):  # (?=[\t\n\f\r />])
+            return text_of(b, gs, ge)
+        matched = False
+    else:
+        matched = after < n and is_delim(b[after])
+    if not matched:
+        # Not the attribute itself: "" when a longer name follows.
+        if after < n and not (is_delim(b[after]) or b[after] == 61):
+            return ""
+        return None
+    # Valueless so far: settled only if something other than "=" follows.
+    lim = after + 64 if after + 64 < n else n
+    q = after
+    while q < lim and (b[q] == 32 or b[q] == 9 or b[q] == 10 or b[q] == 12 or b[q] == 13):
+        q += 1
+    if q < lim and b[q] != 61:
+        return ""
+    return None
+
+
+def marker_value(buf, Py_ssize_t m):
+    """``scanner.marker_value``."""
+    cdef Py_ssize_t n
+    cdef const uchar* b = data_of(buf, &n)
+    if m < 0 or m + 14 > n:
+        raise ValueError("m must be the offset of a marker in buf")
+    return marker_value_c(b, n, m)
+
+
+cdef object slot_attribute_c(const uchar* b, Py_ssize_t lo, Py_ssize_t hi):
+    """``scanner.slot_attribute`` of a start tag whose attributes are
+    ``b[lo:hi]`` (``hi`` before its ``>``)."""
+    cdef Py_ssize_t p = lo, ns, ne, vs, ve
+    while p < hi:
+        if is_delim(b[p]):
+            p += 1
+            continue
+        p = attr_at(b, p, hi, &ns, &ne, &vs, &ve)
+        if ne - ns == 14 and same_ci(b + ns, <const uchar*>PyBytes_AS_STRING(MARKER), 14):
+            return "" if vs < 0 else text_of(b, vs, ve)
+    return None
+
+
+def next_slot(buf, Py_ssize_t pos, Py_ssize_t opos, Py_ssize_t mpos, bint final, edits):
+    """``SlotRewriter._scan``'s loop on its ``_pos``, ``_opos`` and
+    ``_mpos``, up to the next start tag that holds a slot attribute: the
+    marker search, the skip of markers whose value has no edit, the contexts
+    before a marker (``contexts_until``), the token run that tells a marker
+    in a start tag from one in text (``tokens_end``), the tag's end and its
+    slot attribute.  Returns ``(state, pos, opos, mpos)`` and, for state
+    ``"slot"``, the tag's start and end, the slot name and the lower-case tag
+    name: ``(state, pos, opos, mpos, t, e, name, tag)``.  Other states:
+    ``"none"`` (no more markers; or a start tag cut off by EOF), ``"need"``
+    (a context is not closed yet), ``"dead"`` (``<plaintext>``),
+    ``"eager"`` (the start tag is still arriving)."""
+    cdef Py_ssize_t n, m, q, e, t, nend, j
+    cdef int kind
+    cdef const uchar* b = data_of(buf, &n)
+    cdef const void* r
+    cdef bint ascii
+    while True:
+        q = mpos if mpos > pos else pos
+        if q < 0:
+            q = 0
+        m = -1
+        if n - q >= 14:
+            r = edge_memmem(b + q, <size_t>(n - q), <const char*>MARKER, 14)
+            if r != NULL:
+                m = <const uchar*>r - b
+        if m < 0:
+            if n - 13 > mpos:
+                mpos = n - 13
+            return ("none", pos, opos, mpos)
+        value = marker_value_c(b, n, m)
+        if value is not None and value not in edits:
+            mpos = m + 1
+            continue
+        # contexts_until(buf, pos, opos, m, final)
+        kind = H_NONE
+        while True:
+            q = opener_search(b, opos, m, &kind)
+            if q < 0:
+                kind = H_NONE
+                break
+            if inside_tag_c(b, n, pos, q):
+                opos = q + 1
+                continue
+            if kind == K_PLAINTEXT:
+                return ("dead", pos, opos, mpos)
+            e = skip_context_c(b, n, q, kind, final, 0)
+            if e < 0:
+                return ("need", q, q, mpos)
+            pos = opos = e
+            if e > m:
+                break
+        if kind != H_NONE:  # "past": the marker is inside a comment or raw text
+            if pos > mpos:
+                mpos = pos
+            continue
+        # No context opens before the marker: is it an attribute name?
+        t = pos if pos > 0 else 0
+        if t > n:
+            t = n
+        if m > t:
+            t = tokens_end_c(b, t, m)
+        if t == m:  # in text
+            pos = opos = m
+            mpos = m + 1
+            continue
+        if not (t + 1 < n and is_alpha(b[t + 1])):  # in an end tag or a bogus comment
+            pos, opos, mpos = t, m, m + 1
+            continue
+        e = tag_match(b, t, n, False, &nend)
+        e = e + 1 if 0 <= e < n and b[e] == 62 else -1
+        if e < 0:
+            if final:  # a start tag cut off by EOF is not a tag
+                return ("none", pos, opos, n)
+            return ("eager", t, opos, mpos)
+        if e <= m:  # a tag the token pattern refused (e.g. a raw-text name): not a slot
+            pos, opos, mpos = t, m, m + 1
+            continue
+        pos = opos = mpos = e
+        name = slot_attribute_c(b, nend, e - 1)
+        if name is not None:
+            ascii = True
+            for j in range(t + 1, nend):
+                if b[j] >= 128:
+                    ascii = False
+                    break
+            tag = (<const char*>b)[t + 1 : nend].decode("ascii" if ascii else "latin-1").lower()
+            return ("slot", pos, opos, mpos, t, e, name, tag)

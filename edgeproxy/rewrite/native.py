@@ -85,6 +85,11 @@ def _find_marker(buf, start: int = 0, end: int = -1) -> int:
 #: pure ``sort.sort_parts`` runs.
 sort_body = None
 
+#: ``next_slot(buf, pos, opos, mpos, final, edits)`` of ``_scanner`` (the
+#: loop of ``SlotRewriter._scan`` up to the next slot attribute), or ``None``
+#: when the pure loop runs.
+next_slot = None
+
 #: ``find_marker(buf, start=0, end=-1)``: the next ``data-edge-slot`` in
 #: ``buf[start:end]`` (``bytes.find``; ``memmem`` in ``_scanner``, ~4x faster
 #: on HTML), -1 if none.
@@ -106,7 +111,7 @@ def available() -> tuple[str, ...]:
 
 def use(name: str) -> None:
     """Run the ``"compiled"`` or the ``"pure"`` byte loop from now on."""
-    global ACTIVE, EndFinder, walk_children, attr_values, contexts_until, tokens_end, attr_key, find_marker, sort_body
+    global ACTIVE, EndFinder, walk_children, attr_values, contexts_until, tokens_end, attr_key, find_marker, sort_body, next_slot
     if name == "compiled":
         if _compiled is None:
             raise RuntimeError("the compiled scanner is not built (pip install -e . with a C compiler)")
@@ -114,10 +119,10 @@ def use(name: str) -> None:
         walk_children, attr_values = _compiled.walk_children, _compiled.attr_values
         contexts_until, tokens_end = _compiled.contexts_until, _compiled.tokens_end
         attr_key, find_marker = _compiled.attr_key, _compiled.find_marker
-        sort_body = _compiled.sort_body
+        sort_body, next_slot = _compiled.sort_body, _compiled.next_slot
     elif name == "pure":
         ACTIVE, EndFinder = "pure", _pure.EndFinder
-        walk_children = attr_values = contexts_until = tokens_end = attr_key = sort_body = None
+        walk_children = attr_values = contexts_until = tokens_end = attr_key = sort_body = next_slot = None
         find_marker = _find_marker
     else:
         raise ValueError(f"unknown scanner {name!r}")

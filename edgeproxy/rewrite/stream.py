@@ -258,6 +258,22 @@ class SlotRewriter:
         a slot is now held, False when the buffer is exhausted (or more bytes
         are needed)."""
         self._eager = False
+        compiled = native.next_slot
+        if compiled is not None:  # the loop below, in one call per slot attribute
+            edits = self._edits
+            while True:
+                r = compiled(buf, self._pos, self._opos, self._mpos, final, edits)
+                self._pos, self._opos, self._mpos = r[1], r[2], r[3]
+                state = r[0]
+                if state == "slot":
+                    if self._hold(buf, r[6], r[4], r[5], r[7]):
+                        return True
+                    continue
+                if state == "dead":
+                    self._pass = True
+                elif state == "eager":
+                    self._eager = True
+                return False
         while True:
             m = native.find_marker(buf, max(self._mpos, self._pos))
             if m < 0:
@@ -336,7 +352,7 @@ class SlotRewriter:
             if e > limit:
                 return "past"
 
-    def _hold(self, buf: bytearray, name: str, t: int, e: int) -> bool:
+    def _hold(self, buf: bytearray, name: str, t: int, e: int, tag: str | None = None) -> bool:
         edit = self._edits.get(name)
         if edit is None or self._base + t in self._skip:
             return False
@@ -345,7 +361,8 @@ class SlotRewriter:
             # markup, so slots nested in it are still edited.
             self._note(name, SEEN)
             return False
-        tag = sc.tag_name(buf, t)
+        if tag is None:
+            tag = sc.tag_name(buf, t)
         if tag in sc.VOID_ELEMENTS or sc.is_self_closing(buf, e):
             self._note(name, VOID)
             return False
