@@ -216,6 +216,53 @@ def body_scanner(name: str) -> re.Pattern[bytes]:
     )
 
 
+# How many levels of nested same-name elements ``run_scanner`` steps over in
+# one match (a product card: card > body > price); deeper ones are read a
+# hit at a time.
+RUN_NESTING = 3
+
+
+@functools.lru_cache(maxsize=256)
+def run_scanner(name: str) -> re.Pattern[bytes]:
+    """From a point between tokens, the content of an element ``name`` up to
+    its next hit of ``body_scanner(name)`` that changes the depth: tokens
+    that are not hits (``MARKUP`` without them), whole comments and raw-text
+    elements (``_WHOLE``: what ``skip_context`` would skip), and whole
+    same-name elements nested up to ``RUN_NESTING`` deep (a start tag,
+    such content, its end tag: depth +1 then -1).  Then the hit there, if
+    one is: group 1 ``<!--``, group 2 ``</name``, group 3 ``<`` and a
+    raw-text name or ``name``.  One match steps over what the search of
+    ``EndFinder.run`` reads hit by hit, each tag read once
+    (``EndFinder._run_tokens``)."""
+    hits = _trie([*RAW_TEXT, name])
+    own = _trie([name])
+    # After the "<" (which sre then reads once): the alternatives of MARKUP
+    # but the hits, and the whole comments and raw-text elements.  They
+    # exclude each other, so their order only sets the speed: the common
+    # ones first.
+    after_lt = (
+        rb"(?!(?:" + hits + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+        rb"|/(?!(?:" + own + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+        + b"".join(b"|" + pattern.pattern[1:] for pattern in _WHOLE.values())
+        + rb"|!(?!--)[^>]*+>|\?[^>]*+>|/(?:>|[^a-zA-Z>][^>]*+>)"
+        rb"|(?![a-zA-Z/!?])"
+    )
+    assert all(pattern.pattern[:1] == b"<" for pattern in _WHOLE.values())
+    run = rb"[^<]++|<(?:" + after_lt + rb")"
+    if name not in _RAW_SET:
+        nested = run
+        for _ in range(RUN_NESTING):
+            nested = (
+                rb"[^<]++|<(?:" + after_lt + rb"|(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">(?:" + nested + rb")*+"
+                rb"</(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">)"
+            )
+        run = nested
+    return re.compile(
+        rb"(?:" + run + rb")*+"
+        rb"(?:(<!--)|(</(?:" + own + rb")(?=[\t\n\f\r />]))|(<(?:" + hits + rb")(?=[\t\n\f\r />])))?"
+    )
+
+
 def tag_end(buf: bytes | bytearray, start: int, pattern: re.Pattern[bytes] = START_TAG) -> int | None:
     """End offset (after ``>``) of the tag starting at ``start``, ``None`` if
     the tag is not complete in ``buf``.  ``start`` must be a tag's ``<``."""
@@ -336,11 +383,12 @@ class EndFinder:
     grow, and may be shifted with ``shift``.
     """
 
-    __slots__ = ("name", "rx", "start", "pos", "tok", "depth", "stuck", "stuck_end", "stuck_n")
+    __slots__ = ("name", "rx", "tokens", "start", "pos", "tok", "depth", "stuck", "stuck_end", "stuck_n")
 
     def __init__(self, name: str, start: int) -> None:
         self.name = name
         self.rx = body_scanner(name)
+        self.tokens = run_scanner(name).match
         self.start = start
         self.pos = start  # where the next search starts
         self.tok = start  # a point between tokens at or before pos
@@ -379,10 +427,61 @@ class EndFinder:
                 self.stuck_n = len(buf)
         return t
 
+    def _run_tokens(self, buf: bytes | bytearray, final: bool, limit: int) -> tuple | None:
+        """``run`` from ``pos == tok``, a point between tokens, reading the
+        tokens in order (``run_scanner``): each hit it meets is one the
+        search below would find and confirm, in the same order, so it
+        answers as the search does.  It gives way (``None``) where the
+        search's answer could depend on a hit *inside* a token: at a token
+        not complete in the buffer or not within ``limit`` (the search
+        answers ``"over"`` at the first hit past ``limit``, wherever it is),
+        or at the end of the buffer; ``pos`` and ``tok`` are then the end
+        of the last hit it read (where the search would be), and the
+        search reads the stretch after it once more."""
+        tokens = self.tokens
+        end = min(len(buf), limit + 1)
+        p = self.pos
+        while True:
+            m = tokens(buf, p, end)
+            k = m.lastindex
+            if k is None:
+                break
+            q = m.start(k)
+            if k == 1:
+                kind = "!--"
+            else:
+                kind = buf[q + 1 : m.end()].decode("latin-1").lower()
+                if k == 2 or kind not in _RAW_SET:  # "</name" or "<name"
+                    e = tag_end(buf, q, END_TAG if k == 2 else START_TAG)
+                    if e is None:
+                        if final:
+                            return ("unterminated",)
+                        self.pos = self.tok = q
+                        return ("need",)
+                    self.depth += -1 if k == 2 else 1
+                    if self.depth == 0:
+                        return ("end", q, e)
+                    p = e
+                    continue
+            e = skip_context(buf, q, kind, final)
+            if e is None:
+                self.pos = self.tok = q
+                return ("need",)
+            if e >= len(buf) and final:
+                return ("unterminated",)
+            p = e
+        self.pos = self.tok = p
+        self.stuck = -1
+        return None
+
     def run(self, buf: bytes | bytearray, final: bool, cap: int) -> tuple:
         limit = self.start + cap
         rx = self.rx
         while True:
+            if self.pos == self.tok:
+                r = self._run_tokens(buf, final, limit)
+                if r is not None:
+                    return r
             m = rx.search(buf, self.pos)
             if m is None:
                 if final:

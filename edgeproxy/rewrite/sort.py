@@ -291,8 +291,11 @@ def _attrs(inner: bytes, span: tuple[int, int], wanted: dict[bytes, str], encodi
     attributes are ``inner[span[0]:span[1]]`` (first occurrence wins, as in
     HTML); only those are decoded."""
     out: dict[str, str] = {}
+    get = wanted.get
     for name, raw in sc.ATTR.findall(inner, span[0], span[1]):
-        key = wanted.get(name) or wanted.get(name.lower())
+        key = get(name)
+        if key is None and not name.islower():  # upper case, or no letters ("=x")
+            key = get(name.lower())
         if key is not None and key not in out:
             out[key] = sc.attr_value(raw, encoding)
     return out
