@@ -223,23 +223,17 @@ RUN_NESTING = 3
 
 
 @functools.lru_cache(maxsize=256)
-def run_scanner(name: str) -> re.Pattern[bytes]:
-    """From a point between tokens, the content of an element ``name`` up to
-    its next hit of ``body_scanner(name)`` that changes the depth: tokens
-    that are not hits (``MARKUP`` without them), whole comments and raw-text
-    elements (``_WHOLE``: what ``skip_context`` would skip), and whole
-    same-name elements nested up to ``RUN_NESTING`` deep (a start tag,
-    such content, its end tag: depth +1 then -1).  Then the hit there, if
-    one is: group 1 ``<!--``, group 2 ``</name``, group 3 ``<`` and a
-    raw-text name or ``name``.  One match steps over what the search of
-    ``EndFinder.run`` reads hit by hit, each tag read once
-    (``EndFinder._run_tokens``)."""
+def _content(name: str) -> bytes:
+    """The pattern of one step through the content of an element ``name``
+    that does not change its depth: a token that is not a hit of
+    ``body_scanner(name)`` (``MARKUP`` without them), a whole comment or
+    raw-text element (``_WHOLE``: what ``skip_context`` would skip), or a
+    whole same-name element nested up to ``RUN_NESTING`` deep (its start
+    tag, such steps, its end tag: depth +1 then -1)."""
     hits = _trie([*RAW_TEXT, name])
     own = _trie([name])
-    # After the "<" (which sre then reads once): the alternatives of MARKUP
-    # but the hits, and the whole comments and raw-text elements.  They
-    # exclude each other, so their order only sets the speed: the common
-    # ones first.
+    # After the "<" (which sre then reads once).  The alternatives exclude
+    # each other, so their order only sets the speed: the common ones first.
     after_lt = (
         rb"(?!(?:" + hits + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
         rb"|/(?!(?:" + own + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
@@ -247,20 +241,44 @@ def run_scanner(name: str) -> re.Pattern[bytes]:
         + rb"|!(?!--)[^>]*+>|\?[^>]*+>|/(?:>|[^a-zA-Z>][^>]*+>)"
         rb"|(?![a-zA-Z/!?])"
     )
+    step = rb"[^<]++|<(?:" + after_lt + rb")"
+    if name in _RAW_SET:  # its start tags are raw text, not nesting
+        return step
+    for _ in range(RUN_NESTING):
+        step = rb"[^<]++|<(?:" + after_lt + rb"|" + _own_element(own, step)[1:] + rb")"
+    return step
+
+
+def _own_element(own: bytes, step: bytes) -> bytes:
+    return (
+        rb"<(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">(?:" + step + rb")*+"
+        rb"</(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def run_scanner(name: str) -> re.Pattern[bytes]:
+    """From a point between tokens in the content of an element ``name``:
+    the steps of ``_content(name)``, then the hit there, if one is: group 1
+    ``<!--``, group 2 ``</name``, group 3 ``<`` and a raw-text name or
+    ``name``.  One match steps over what the search of ``EndFinder.run``
+    reads hit by hit, each tag read once (``EndFinder._run_tokens``)."""
+    hits = _trie([*RAW_TEXT, name])
+    own = _trie([name])
     assert all(pattern.pattern[:1] == b"<" for pattern in _WHOLE.values())
-    run = rb"[^<]++|<(?:" + after_lt + rb")"
-    if name not in _RAW_SET:
-        nested = run
-        for _ in range(RUN_NESTING):
-            nested = (
-                rb"[^<]++|<(?:" + after_lt + rb"|(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">(?:" + nested + rb")*+"
-                rb"</(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">)"
-            )
-        run = nested
     return re.compile(
-        rb"(?:" + run + rb")*+"
+        rb"(?:" + _content(name) + rb")*+"
         rb"(?:(<!--)|(</(?:" + own + rb")(?=[\t\n\f\r />]))|(<(?:" + hits + rb")(?=[\t\n\f\r />])))?"
     )
+
+
+@functools.lru_cache(maxsize=256)
+def whole_element(name: str) -> re.Pattern[bytes]:
+    """A whole element ``name`` (not a raw-text one) from its ``<``, when
+    its content is ``_content`` steps: where ``element_end`` would find its
+    end tag, in one match; ``None`` from ``match`` when it needs the exact
+    path (deeper nesting, something incomplete)."""
+    return re.compile(_own_element(_trie([name]), _content(name)))
 
 
 def tag_end(buf: bytes | bytearray, start: int, pattern: re.Pattern[bytes] = START_TAG) -> int | None:

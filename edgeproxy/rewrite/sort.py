@@ -268,12 +268,16 @@ def _walk_pure(buf, base: int, stop: str | None):
         elif name in sc.VOID_ELEMENTS:
             el_end = end
         else:
-            found = sc.element_end(buf, end, name, final)
-            if found is None or found[0] is None:
-                if not final:
-                    raise _Need(lt, els, spans)
-                raise SortError(f"<{name}> at offset {lt - base} of the slot body has no end tag")
-            el_end = found[1]
+            whole = sc.whole_element(name).match(buf, lt)
+            if whole is not None:  # the common case, in one match
+                el_end = whole.end()
+            else:
+                found = sc.element_end(buf, end, name, final)
+                if found is None or found[0] is None:
+                    if not final:
+                        raise _Need(lt, els, spans)
+                    raise SortError(f"<{name}> at offset {lt - base} of the slot body has no end tag")
+                el_end = found[1]
         if stop is not None and name != stop:
             # The exact path would have read this child with the parent's
             # end finder, which reacts to <stop> and </stop> only.
