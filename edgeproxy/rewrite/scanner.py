@@ -216,69 +216,40 @@ def body_scanner(name: str) -> re.Pattern[bytes]:
     )
 
 
-# How many levels of nested same-name elements ``run_scanner`` steps over in
-# one match (a product card: card > body > price); deeper ones are read a
-# hit at a time.
-RUN_NESTING = 3
-
-
-@functools.lru_cache(maxsize=256)
-def _content(name: str) -> bytes:
-    """The pattern of one step through the content of an element ``name``
-    that does not change its depth: a token that is not a hit of
-    ``body_scanner(name)`` (``MARKUP`` without them), a whole comment or
-    raw-text element (``_WHOLE``: what ``skip_context`` would skip), or a
-    whole same-name element nested up to ``RUN_NESTING`` deep (its start
-    tag, such steps, its end tag: depth +1 then -1)."""
-    hits = _trie([*RAW_TEXT, name])
-    own = _trie([name])
-    # After the "<" (which sre then reads once).  The alternatives exclude
-    # each other, so their order only sets the speed: the common ones first.
+@functools.cache
+def whole_element() -> re.Pattern[bytes]:
+    """A whole element from its ``<``: where ``element_end`` would find its
+    end tag, in one match, when its content is text, tags, comments,
+    raw-text elements and same-name elements nested up to
+    ``ELEMENT_NESTING`` deep.  Group ``own`` is its name (ASCII, not a
+    raw-text or void element's: the pattern refuses those), group ``attrs``
+    its start tag after the name, up to the ``>``.  No match (another name,
+    deeper nesting, something incomplete) sends the caller to
+    ``element_end``.  One pattern for every name (the own name is matched
+    again, in any case, by backreference), compiled on first use."""
+    own = rb"(?i:(?P=own))"
+    # After the "<" (which sre then reads once): a token of MARKUP that is
+    # not a start tag of a raw-text element or of the element's own name
+    # nor its own end tag, or a whole comment or raw-text element (what
+    # ``skip_context`` would skip, ``_WHOLE``).  They exclude each other, so
+    # their order only sets the speed: the common ones first.
     after_lt = (
-        rb"(?!(?:" + hits + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
-        rb"|/(?!(?:" + own + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+        rb"(?!(?:" + _trie(RAW_TEXT) + rb"|" + own + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+        rb"|/(?!" + own + rb"[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
         + b"".join(b"|" + pattern.pattern[1:] for pattern in _WHOLE.values())
-        + rb"|!(?!--)[^>]*+>|\?[^>]*+>|/(?:>|[^a-zA-Z>][^>]*+>)"
-        rb"|(?![a-zA-Z/!?])"
+        + rb"|!(?!--)[^>]*+>|\?[^>]*+>|/(?:>|[^a-zA-Z>][^>]*+>)|(?![a-zA-Z/!?])"
     )
     step = rb"[^<]++|<(?:" + after_lt + rb")"
-    if name in _RAW_SET:  # its start tags are raw text, not nesting
-        return step
-    for _ in range(RUN_NESTING):
-        step = rb"[^<]++|<(?:" + after_lt + rb"|" + _own_element(own, step)[1:] + rb")"
-    return step
-
-
-def _own_element(own: bytes, step: bytes) -> bytes:
-    return (
-        rb"<(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">(?:" + step + rb")*+"
-        rb"</(?:" + own + rb")(?=[\t\n\f\r />])" + _ATTRS + rb">"
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def run_scanner(name: str) -> re.Pattern[bytes]:
-    """From a point between tokens in the content of an element ``name``:
-    the steps of ``_content(name)``, then the hit there, if one is: group 1
-    ``<!--``, group 2 ``</name``, group 3 ``<`` and a raw-text name or
-    ``name``.  One match steps over what the search of ``EndFinder.run``
-    reads hit by hit, each tag read once (``EndFinder._run_tokens``)."""
-    hits = _trie([*RAW_TEXT, name])
-    own = _trie([name])
-    assert all(pattern.pattern[:1] == b"<" for pattern in _WHOLE.values())
+    for _ in range(ELEMENT_NESTING):  # a nested element of the same name, whole
+        step = (
+            rb"[^<]++|<(?:" + after_lt + rb"|" + own + rb"(?=[\t\n\f\r />])" + _ATTRS + rb">(?:" + step + rb")*+"
+            rb"</" + own + rb"(?=[\t\n\f\r />])" + _ATTRS + rb">)"
+        )
     return re.compile(
-        rb"(?:" + _content(name) + rb")*+"
-        rb"(?:(<!--)|(</(?:" + own + rb")(?=[\t\n\f\r />]))|(<(?:" + hits + rb")(?=[\t\n\f\r />])))?"
+        rb"<(?!(?:" + _trie([*RAW_TEXT, *VOID_ELEMENTS]) + rb")[\t\n\f\r />])"
+        rb"(?P<own>[a-zA-Z][^\t\n\f\r />\x80-\xff]*+)(?=[\t\n\f\r />])(?P<attrs>" + _ATTRS + rb")>(?:" + step + rb")*+"
+        rb"</" + own + rb"(?=[\t\n\f\r />])" + _ATTRS + rb">"
     )
-
-
-@functools.lru_cache(maxsize=256)
-def whole_element(name: str) -> re.Pattern[bytes]:
-    """A whole element ``name`` (not a raw-text one) from its ``<``, when
-    its content is ``_content`` steps: where ``element_end`` would find its
-    end tag, in one match; ``None`` from ``match`` when it needs the exact
-    path (deeper nesting, something incomplete)."""
-    return re.compile(_own_element(_trie([name]), _content(name)))
 
 
 def tag_end(buf: bytes | bytearray, start: int, pattern: re.Pattern[bytes] = START_TAG) -> int | None:
@@ -328,6 +299,12 @@ def _whole(name: str) -> re.Pattern[bytes]:
 # Complete contexts in one match each: the common case of ``skip_context``.
 _WHOLE = {name: _whole(name) for name in RAW_TEXT if name not in ("template", "plaintext")}
 _WHOLE["!--"] = re.compile(rb"<!--(?:>|->|(?:[^-]++|-(?!-!?>))*+--!?>)")
+
+
+# How many levels of same-name elements nested in an element
+# ``whole_element`` reads in its one match (a product card: card > body >
+# price); deeper ones go to ``element_end``.
+ELEMENT_NESTING = 3
 
 
 def skip_context(buf: bytes | bytearray, q: int, kind: str, final: bool) -> int | None:
@@ -401,12 +378,11 @@ class EndFinder:
     grow, and may be shifted with ``shift``.
     """
 
-    __slots__ = ("name", "rx", "tokens", "start", "pos", "tok", "depth", "stuck", "stuck_end", "stuck_n")
+    __slots__ = ("name", "rx", "start", "pos", "tok", "depth", "stuck", "stuck_end", "stuck_n")
 
     def __init__(self, name: str, start: int) -> None:
         self.name = name
         self.rx = body_scanner(name)
-        self.tokens = run_scanner(name).match
         self.start = start
         self.pos = start  # where the next search starts
         self.tok = start  # a point between tokens at or before pos
@@ -445,61 +421,10 @@ class EndFinder:
                 self.stuck_n = len(buf)
         return t
 
-    def _run_tokens(self, buf: bytes | bytearray, final: bool, limit: int) -> tuple | None:
-        """``run`` from ``pos == tok``, a point between tokens, reading the
-        tokens in order (``run_scanner``): each hit it meets is one the
-        search below would find and confirm, in the same order, so it
-        answers as the search does.  It gives way (``None``) where the
-        search's answer could depend on a hit *inside* a token: at a token
-        not complete in the buffer or not within ``limit`` (the search
-        answers ``"over"`` at the first hit past ``limit``, wherever it is),
-        or at the end of the buffer; ``pos`` and ``tok`` are then the end
-        of the last hit it read (where the search would be), and the
-        search reads the stretch after it once more."""
-        tokens = self.tokens
-        end = min(len(buf), limit + 1)
-        p = self.pos
-        while True:
-            m = tokens(buf, p, end)
-            k = m.lastindex
-            if k is None:
-                break
-            q = m.start(k)
-            if k == 1:
-                kind = "!--"
-            else:
-                kind = buf[q + 1 : m.end()].decode("latin-1").lower()
-                if k == 2 or kind not in _RAW_SET:  # "</name" or "<name"
-                    e = tag_end(buf, q, END_TAG if k == 2 else START_TAG)
-                    if e is None:
-                        if final:
-                            return ("unterminated",)
-                        self.pos = self.tok = q
-                        return ("need",)
-                    self.depth += -1 if k == 2 else 1
-                    if self.depth == 0:
-                        return ("end", q, e)
-                    p = e
-                    continue
-            e = skip_context(buf, q, kind, final)
-            if e is None:
-                self.pos = self.tok = q
-                return ("need",)
-            if e >= len(buf) and final:
-                return ("unterminated",)
-            p = e
-        self.pos = self.tok = p
-        self.stuck = -1
-        return None
-
     def run(self, buf: bytes | bytearray, final: bool, cap: int) -> tuple:
         limit = self.start + cap
         rx = self.rx
         while True:
-            if self.pos == self.tok:
-                r = self._run_tokens(buf, final, limit)
-                if r is not None:
-                    return r
             m = rx.search(buf, self.pos)
             if m is None:
                 if final:

@@ -199,6 +199,7 @@ def _walk_pure(buf, base: int, stop: str | None):
     els: list[tuple[int, int]] = []
     spans: list[tuple[int, int]] = []
     start_tag = sc.START_TAG.match
+    whole_element = sc.whole_element().match
     final = stop is None
     if stop is not None:
         opener = b"<" + stop.encode("latin-1")
@@ -246,6 +247,18 @@ def _walk_pure(buf, base: int, stop: str | None):
                 raise _Need(lt, els, spans)
             pos = lt + 1
             continue
+        whole = whole_element(buf, lt)
+        if whole is not None:  # the common case: a child element in one match
+            name = whole.group("own").decode("ascii").lower()
+            end, el_end = whole.end("attrs") + 1, whole.end()
+            if stop is not None and name != stop:
+                child = bytes(buf[end:el_end]).lower()
+                if child.find(opener) >= 0 or child.find(closer) >= 0:
+                    raise _Unknown
+            els.append((lt, el_end))
+            spans.append(whole.span("attrs"))
+            pos = el_end
+            continue
         m = start_tag(buf, lt)  # never None: "<" and a letter start a tag
         gt = m.end()
         if gt >= n or buf[gt] != 0x3E:  # ">"
@@ -268,16 +281,12 @@ def _walk_pure(buf, base: int, stop: str | None):
         elif name in sc.VOID_ELEMENTS:
             el_end = end
         else:
-            whole = sc.whole_element(name).match(buf, lt)
-            if whole is not None:  # the common case, in one match
-                el_end = whole.end()
-            else:
-                found = sc.element_end(buf, end, name, final)
-                if found is None or found[0] is None:
-                    if not final:
-                        raise _Need(lt, els, spans)
-                    raise SortError(f"<{name}> at offset {lt - base} of the slot body has no end tag")
-                el_end = found[1]
+            found = sc.element_end(buf, end, name, final)
+            if found is None or found[0] is None:
+                if not final:
+                    raise _Need(lt, els, spans)
+                raise SortError(f"<{name}> at offset {lt - base} of the slot body has no end tag")
+            el_end = found[1]
         if stop is not None and name != stop:
             # The exact path would have read this child with the parent's
             # end finder, which reacts to <stop> and </stop> only.
