@@ -81,6 +81,10 @@ OUTCOMES = (APPLIED, SEEN, ABSENT, UNTERMINATED, OVER_CAP, VOID, DEADLINE, CHARS
 HISTORY_BYTES = 1024 * 1024
 # Consumed bytes are dropped from the buffer in steps of at least this size.
 _TRIM_BYTES = 64 * 1024
+# Chunks kept aside (``SlotRewriter._lazy``) are copied into the buffer in
+# steps of about this size: the buffer grows by large steps (it grew by each
+# chunk, copying itself), and the memory held stays about what it was.
+_LAZY_BYTES = 256 * 1024
 _TAIL = len(sc.MARKER) - 1
 
 
@@ -139,6 +143,15 @@ class SlotRewriter:
         # views of ``_buf``.  Empty between calls, so no view outlives the
         # call that made it (a live view would stop ``_buf`` from resizing).
         self._out: list[bytes | memoryview] = []
+        # Chunks that come after ``_buf``, sent and searched, not copied into
+        # it yet (``_settle`` does, when a marker asks for the history, or
+        # every ``_LAZY_BYTES``): a page without markers is copied at most
+        # once, by large steps, whatever its chunking (growing ``_buf`` by
+        # small chunks cost more than the marker search).  ``_lazy_tail`` is
+        # the last ``_TAIL`` bytes they end with.
+        self._lazy: list[bytes] = []
+        self._lazy_n = 0
+        self._lazy_tail = b""
         self._fragments: dict[str, bytes] = {}
         self._finished = False
 
@@ -163,30 +176,46 @@ class SlotRewriter:
         if self._pass:
             return self._drain() + bytes(chunk)
         try:
+            if not self._eager and self._slot is None and self._emitted == len(self._buf) + self._lazy_n:
+                # Fast path: everything before the chunk is sent; no marker
+                # in it nor across its boundary.
+                if type(chunk) is not bytes:
+                    chunk = bytes(chunk)
+                last = self._last_bytes()
+                if native.find_marker(chunk) < 0 and native.find_marker(last + chunk[:_TAIL]) < 0:
+                    n0 = self._emitted
+                    n1 = n0 + len(chunk)
+                    # Nothing before the chunk waits to be searched: the
+                    # next search starts where this one ended (in
+                    # ``finish``, that was a second find over the whole page).
+                    if self._mpos >= n0 - _TAIL:
+                        self._mpos = max(self._mpos, n1 - _TAIL)
+                    self._lazy.append(chunk)
+                    self._lazy_n += len(chunk)
+                    self._lazy_tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else (last + chunk)[-_TAIL:]
+                    self._emitted = n1
+                    if self._lazy_n > _LAZY_BYTES:
+                        self._settle()
+                        if n1 - self._pos > HISTORY_BYTES:
+                            self._compact()
+                    return chunk
+            self._settle()
             buf = self._buf
             if not self._eager and self._slot is None:
-                # Fast path: no marker in this chunk or across its boundary
-                # (``_trim`` keeps the last ``_TAIL`` bytes before it in
-                # ``_buf``), one ``find_marker`` from there.
+                # Some bytes wait to be sent, or the chunk holds a marker:
+                # search from the last ``_TAIL`` bytes before it (``_trim``
+                # keeps them in ``_buf``), a marker may straddle.
                 n0 = len(buf)
                 lo = n0 - _TAIL if n0 > _TAIL else 0
                 buf += chunk
                 m = native.find_marker(buf, lo)
-                # Nothing before ``lo`` waiting to be searched: the next
-                # search starts where this one ended (in ``finish``, that
-                # was a second find over the whole page).
-                searched = self._mpos >= lo
                 if m < 0:
-                    everything_sent = self._emitted == n0
-                    if searched:
+                    if self._mpos >= lo:
                         self._mpos = max(self._mpos, len(buf) - _TAIL)
                     if len(buf) - self._pos > HISTORY_BYTES:
                         self._compact()
-                    if everything_sent:
-                        self._emitted = len(self._buf)
-                        return chunk if type(chunk) is bytes else bytes(chunk)
                     return self._drain()
-                if searched:
+                if self._mpos >= lo:
                     self._mpos = max(self._mpos, m)
                 return self._process(final=False)
             buf += chunk
@@ -201,7 +230,11 @@ class SlotRewriter:
             return b""
         self._finished = True
         try:
-            out = self._drain() if self._pass else self._process(final=True)
+            if self._lazy and self._mpos >= self._emitted - _TAIL:
+                out = b""  # all sent and searched: nothing for _process to do
+            else:
+                self._settle()
+                out = self._drain() if self._pass else self._process(final=True)
         except Exception:
             log.exception("rewriter error: the rest of the page passes through as the origin sent it")
             out = self._fail_open()
@@ -216,6 +249,7 @@ class SlotRewriter:
         Used when the page turns out larger than the rewrite size cap part
         way through a body of unknown length.  Returns the bytes to send.
         """
+        self._settle()
         if self._pass:
             return self._drain()
         if self._slot is not None:
@@ -433,6 +467,20 @@ class SlotRewriter:
             self.outcomes[name] = outcome
 
     # -- buffer management --------------------------------------------------
+    def _last_bytes(self) -> bytes:
+        """The last ``_TAIL`` bytes fed (fewer at the start)."""
+        if self._lazy:
+            return self._lazy_tail
+        return bytes(self._buf[-_TAIL:])
+
+    def _settle(self) -> None:
+        """Copy the lazily kept chunks into ``_buf``."""
+        if self._lazy:
+            self._buf += b"".join(self._lazy)
+            self._lazy.clear()
+            self._lazy_n = 0
+            self._lazy_tail = b""
+
     def _drain(self) -> bytes:
         """Output everything that is ready, then drop consumed bytes."""
         buf = self._buf
@@ -485,6 +533,7 @@ class SlotRewriter:
 
     def _fail_open(self) -> bytes:
         """An unexpected error: from here on, the origin's bytes pass through."""
+        self._settle()
         if self._slot is not None:
             self._note(self._slot.name, FAILED)
             self._slot = None
