@@ -2,11 +2,17 @@
 """The rewriter's byte loop in C: the same answers as ``scanner.py`` and
 ``sort._walk``, which stay the readable reference (``native.py`` picks one).
 
-Only the loops are here: the end-tag search of a held slot (``EndFinder``,
-with ``skip_context`` for comments and raw-text elements and
-``element_end`` for ``<template>``) and the split of a sort container into
-its top-level element children (``walk_children``).  What to do with what
-they find (outcomes, sort keys, escaping, fragments) stays in Python.
+Only the loops are here: the marker search (``find_marker``, by
+``memmem``) and the scan from a marker to the slot's start tag
+(``next_slot``: the marker's value, the comments and raw-text elements
+before it, the token run, the slot attribute); the end-tag search of a held
+slot (``EndFinder``: ``fast_run`` reads the tags in one pass, with
+``skip_context`` for comments and raw-text elements and ``element_end`` for
+``<template>``); the split of a sort container into its top-level element
+children (``walk_children``) and its new body once sorted (``sort_body``:
+the key attributes, the keys, a stable merge sort, one copy).  What to do
+with what they find (outcomes, which edit, escaping, fragments) stays in
+Python.
 
 Every pattern of ``scanner.py`` that the loops use is a function here, read
 as sre reads it (possessive, so a left-to-right loop with no backtracking):
@@ -17,9 +23,11 @@ as sre reads it (possessive, so a left-to-right loop with no backtracking):
 * ``tokens_end``: ``TOKENS.match(buf, pos, endpos).end()``;
 * ``body_search``: ``body_scanner(name).search``.
 
-Every index is checked against the length of the buffer it reads (the
-buffer is not resized while a function runs: the GIL is held and nothing
-here calls back into Python), so hostile input cannot read out of bounds.
+Every index is checked against the length of the buffer it reads, so
+hostile input cannot read out of bounds.  The buffer is not resized while a
+loop runs: the GIL is held, and where a call may run Python code (decoding a
+value with ``html.unescape``, an allocation that starts a collection) the
+pointer is fetched again and the length checked (``same_buffer``).
 Tag names with bytes above 0x7f are left to the pure module (``native.py``
 sends them there), whose patterns treat them in a way not worth copying.
 """
@@ -165,6 +173,17 @@ cdef const uchar* data_of(object buf, Py_ssize_t* n) except NULL:
         n[0] = PyByteArray_GET_SIZE(buf)
         return <const uchar*>PyByteArray_AS_STRING(buf)
     raise TypeError(f"bytes or bytearray expected, not {type(buf).__name__}")
+
+
+cdef const uchar* same_buffer(object buf, Py_ssize_t n) except NULL:
+    """``buf``'s bytes again after a call that may have run Python code (and
+    so let another thread run): the same length, or an error rather than a
+    read out of bounds."""
+    cdef Py_ssize_t now
+    cdef const uchar* b = data_of(buf, &now)
+    if now != n:
+        raise RuntimeError("the buffer changed size while it was being scanned")
+    return b
 
 
 cdef Py_ssize_t attrs_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
@@ -1587,6 +1606,7 @@ def sort_body(buf, Py_ssize_t start, Py_ssize_t end, list els, list spans, tuple
         if not changed:
             return True
         out = PyBytes_FromStringAndSize(NULL, end - start)
+        b = same_buffer(buf, n)  # (an allocation may run a collection)
         o = PyBytes_AS_STRING(out)
         memcpy(o, b + start, cut[1])
         w = cut[1]
@@ -1723,6 +1743,7 @@ def next_slot(buf, Py_ssize_t pos, Py_ssize_t opos, Py_ssize_t mpos, bint final,
                 mpos = n - 13
             return ("none", pos, opos, mpos)
         value = marker_value_c(b, n, m)
+        b = same_buffer(buf, n)  # (decoding a value may have run Python code)
         if value is not None and value not in edits:
             mpos = m + 1
             continue
@@ -1772,6 +1793,7 @@ def next_slot(buf, Py_ssize_t pos, Py_ssize_t opos, Py_ssize_t mpos, bint final,
             continue
         pos = opos = mpos = e
         name = slot_attribute_c(b, nend, e - 1)
+        b = same_buffer(buf, n)
         if name is not None:
             ascii = True
             for j in range(t + 1, nend):

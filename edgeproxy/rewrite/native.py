@@ -1,18 +1,20 @@
 """The rewriter's byte loop behind one import: compiled when it imports,
 else the pure-Python reference.
 
-``scanner.py`` and ``sort.py`` are the readable reference and the fallback;
-``_scanner.pyx`` (built by ``pip install``, see setup.py) runs the same loops
-in C: the end-tag search of a held slot (``EndFinder``), the split of a
-sort container into its element children (``walk_children``) and the
-reading of their sort-key attributes (``attr_values``), which a profile of a
-listing page puts at ~90% of the rewriter's CPU, and the skipping of
-comments and raw-text elements on the way to a marker
-(``contexts_until``), most of it on real pages whose slots come after
-hundreds of scripts, and the token run that tells a marker in a start tag
-from one in text (``tokens_end``), and the numeric sort keys of a grid
-(``attr_key``).  Decisions,
-escaping and fragments stay in Python.
+``scanner.py``, ``sort.py`` and ``SlotRewriter._scan`` are the readable
+reference and the fallback; ``_scanner.pyx`` (built by ``pip install``, see
+setup.py) runs the same loops in C: the marker search (``find_marker``,
+``memmem``: ~4x ``bytes.find`` on HTML, which is full of ``data-``), the
+scan from a marker to its slot's start tag (``next_slot``: the marker's
+value, the comments and raw-text elements before it, the token run that
+tells a start tag from text, the slot attribute), the end-tag search of a
+held slot (``EndFinder``), the split of a sort container into its element
+children (``walk_children``) and its sorted body (``sort_body``: the key
+attributes, keys and a stable sort in C, the new body in one copy; the
+pure ``sort_parts`` answers what it leaves, e.g. text-valued keys).  The
+older entry points (``contexts_until``, ``tokens_end``, ``attr_values``,
+``attr_key``) remain for the paths those do not cover.  Decisions, escaping
+and fragments stay in Python.
 
 ``EDGEPROXY_NO_EXTENSIONS=1`` forces the pure one (as ``AIOHTTP_NO_EXTENSIONS``
 does for aiohttp); ``ACTIVE`` says which runs (``edgeproxy --version`` and the

@@ -15,9 +15,10 @@ What holds:
   start and end tags and every other byte come out exactly as they went in.
   With no applicable edit the output equals the input.
 * **Latency.**  Bytes are returned as soon as they are known not to be the
-  inside of an edited slot: a page without the marker is one ``bytes.find``
-  per chunk and comes back unchanged in the same call.  Only an edited slot's
-  body is held, until its end tag arrives.
+  inside of an edited slot: a page without the marker is one marker search
+  per chunk (``native.find_marker``), not copied, and each chunk comes back
+  unchanged in the same call.  Only an edited slot's body is held, until its
+  end tag arrives.
 * **Chunking does not matter.**  The output is the same however the input is
   split (markers, tags and comments may straddle chunks), except for the
   ``deadline``, which is a clock.
@@ -560,7 +561,7 @@ def rewrite_document(body: bytes, edits: Mapping[str, Edit], **kw) -> tuple[byte
     """Rewrite a whole body at once; returns ``(bytes, outcomes)``.
 
     Takes the keyword arguments of ``SlotRewriter``.  A body without the
-    marker is returned as is (the same object) after one ``bytes.find``.
+    marker is returned as is (the same object) after one marker search.
     """
     if not edits or native.find_marker(body) < 0:
         return body, {name: ABSENT for name in edits}
