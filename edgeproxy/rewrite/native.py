@@ -42,7 +42,7 @@ if not NO_EXTENSIONS:
         _compiled = None
         warnings.warn(
             "edgeproxy's compiled scanner is not built (no C compiler at install time?): using the"
-            " pure-Python one, same output, 1.3-5.6x the CPU. Reinstall with a compiler, or set"
+            " pure-Python one, same output, 4-10x the CPU. Reinstall with a compiler, or set"
             " EDGEPROXY_NO_EXTENSIONS=1 to choose the pure one.",
             RuntimeWarning,
             stacklevel=1,
