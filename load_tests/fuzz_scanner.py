@@ -62,12 +62,29 @@ def make_target(native):
     from edgeproxy.model import Observe, ReplaceInner, SortChildren, SortKey
     from edgeproxy.rewrite import SlotRewriter
 
+    from edgeproxy.rewrite import scanner as sc
+    from edgeproxy.rewrite import sort as sort_mod
+
     edits = {
         "hero": ReplaceInner("<b>H</b>"),
         "seen": Observe(),
         "grid": SortChildren((SortKey("affinity"), SortKey("attr", attr="data-price")), affinity=("a", "b")),
+        "pins": SortChildren((SortKey("pin", skus=("S2", "S1")), SortKey("attr", attr="data-price", descending=True))),
     }
     c = native._compiled
+
+    def sorted_alike(doc: bytes, edit) -> None:
+        """``sort_body`` against the pure ``sort_parts`` on ``doc`` as a
+        container's body, when the pure walk reads it as one."""
+        native.use("pure")
+        try:
+            _, els, spans = sort_mod._split(doc)
+        except sort_mod.SortError:
+            return
+        parts = sort_mod.sort_parts(doc, 0, len(doc), edit, "utf-8", (els, spans))
+        got = c.sort_body(doc, 0, len(doc), els, spans, sort_mod._specs(edit), True)
+        if got is not None and got != (True if parts is None else b"".join(parts)):
+            raise AssertionError(f"sort_body != sort_parts for {edit!r}")
 
     def rewrite(impl: str, doc: bytes, cuts: list[int], cap: int):
         native.use(impl)
@@ -99,6 +116,22 @@ def make_target(native):
         c.walk_children(doc, off, "ul")
         c.attr_values(doc, [(off, len(doc)), (0, off)], (b"data-price",), ("p",), bool(head[3] & 4))
         c.contexts_until(doc, off, off, len(doc), bool(head[3] & 2))
+        c.next_slot(bytearray(doc), off, off, off, bool(head[3] & 2), edits)
+        start = max(off, 0)
+        if c.find_marker(doc, start) != doc.find(sc.MARKER, start):
+            raise AssertionError("find_marker != bytes.find")
+        m = doc.find(sc.MARKER)
+        while m >= 0:
+            if c.marker_value(doc, m) != sc.marker_value(doc, m):
+                raise AssertionError(f"marker_value differs at {m}")
+            m = doc.find(sc.MARKER, m + 1)
+        sorted_alike(doc, edits["grid"])
+        sorted_alike(doc, edits["pins"])
+        try:  # extents that are not the walk's: refused, never read out of bounds
+            c.sort_body(doc, off, len(doc) - off, [(off, off + 9), (3, 2)], [(off, len(doc) + 9), (-5, 3)],
+                        sort_mod._specs(edits["grid"]), True)
+        except ValueError:
+            pass
 
     return target
 

@@ -104,13 +104,17 @@ def test_one_byte_chunks_give_the_whole_document_answer(restore_impl, doc):
 # The primitives, one by one, against the pure reference.
 # ---------------------------------------------------------------------------
 def drive(finder, doc: bytes, cuts: list[int], cap: int, start: int) -> list[tuple]:
+    """The answers of ``finder`` fed ``doc`` in pieces, with its depth.  Not
+    its ``pos`` / ``tok``: the compiled finder reads a stretch of tags in one
+    pass where the pure one searches and checks, so it may stop elsewhere
+    between two answers (each answer is the same)."""
     results = []
     for c in [*cuts, len(doc)]:
         r = finder.run(doc[: max(c, start)], False, cap)
-        results.append((r, finder.pos, finder.tok, finder.depth))
+        results.append((r, finder.depth))
         if r[0] != "need":
             return results
-    results.append((finder.run(doc, True, cap), finder.pos, finder.tok, finder.depth))
+    results.append((finder.run(doc, True, cap), finder.depth))
     return results
 
 
@@ -211,6 +215,77 @@ def test_attr_key_agrees_with_the_pure_sort_key(values, descending):
         assert all(k == (1,) or type(k[1]) is not float for k in sort_mod._attr_key_pure(values, descending))
 
 
+SORT_EDITS = [
+    EDITS["grid"],
+    EDITS["pins"],
+    SortChildren((SortKey("attr", attr="data-price", descending=True),)),
+    SortChildren((SortKey("affinity"), SortKey("pin", skus=("S1", "é", "S 2", "S2"))), affinity=("b", "a b", "é", "c")),
+    SortChildren((SortKey("attr", attr="Data-Category"), SortKey("attr", attr="data-price"))),
+    SortChildren((SortKey("attr", attr="dätä"),)),
+]
+ATTR_VALUES = st.sampled_from(["1", "2.5", " 3 ", "-1", "1e3", "x", "", "a", "b c", "\x0bb\x1c", "S1", "S2", "é", "&#49;",
+                               "1e999", "\x1b", "00000000000000000000000000000000000000000000000000000000000000000000000001"])
+
+
+@st.composite
+def grids(draw):
+    """Sort containers' bodies: children with sort attributes (every
+    quoting, duplicates, odd values) between separators."""
+    parts = []
+    for _ in range(draw(st.integers(0, 9))):
+        attrs = []
+        for _ in range(draw(st.integers(0, 4))):
+            name = draw(st.sampled_from(["data-price", "DATA-PRICE", "data-category", "data-sku", "data-x", "data-category"]))
+            quote = draw(st.sampled_from(['"', "'", "", None]))
+            value = draw(ATTR_VALUES)
+            if quote is None:
+                attrs.append(name)
+            elif quote == "":
+                attrs.append(f"{name}={value.strip() or 'v'}".replace(" ", "_"))
+            else:
+                attrs.append(f"{name}={quote}{value}{quote}")
+        tag = draw(st.sampled_from(["li", "div", "img"]))
+        parts.append(draw(st.sampled_from(["", "\n ", "<!-- c -->", "<script>x</script>", "t"])))
+        parts.append(f"<{tag} {' '.join(attrs)}>" + ("" if tag == "img" else f"x</{tag}>"))
+    return "".join(parts).encode()
+
+
+@compiled
+@settings(max_examples=500, deadline=None)
+@given(doc=grids() | html_docs(), edit=st.sampled_from(SORT_EDITS), encoding=st.sampled_from(["utf-8", "utf-7"]))
+def test_sort_body_agrees_with_the_pure_sort(doc, edit, encoding):
+    try:
+        _, els, spans = sort_mod._split(doc)
+    except sort_mod.SortError:
+        return
+    rel = [(a, b) for a, b in spans]
+    specs = sort_mod._specs(edit)
+    if specs is None:
+        return
+    got = native._compiled.sort_body(doc, 0, len(doc), els, rel, specs, sort_mod._ascii_same(encoding))
+    before = native.ACTIVE
+    native.use("pure")
+    try:
+        parts = sort_mod.sort_parts(doc, 0, len(doc), edit, encoding, (els, spans))
+    finally:
+        native.use(before)
+    if got is None:  # left to the pure code
+        return
+    assert got == (True if parts is None else b"".join(parts))
+
+
+MARKER_TAILS = st.lists(st.sampled_from(['=', ' ', '\t', '"', "'", "hero", "a&amp;b", "é", ">", "/", "-x", "=hero", "&", "\x0b"]),
+                        max_size=8).map(lambda ps: "".join(ps).encode())
+
+
+@compiled
+@settings(max_examples=800, deadline=None)
+@given(tail=MARKER_TAILS | st.binary(max_size=80), head=st.sampled_from([b"", b"<div ", b"x"]))
+def test_marker_value_agrees_with_the_marker_pattern(tail, head):
+    for buf in (head + sc.MARKER + tail, bytearray(head + sc.MARKER + tail) + b" " * 70):
+        assert native._compiled.marker_value(buf, len(head)) == sc.marker_value(buf, len(head))
+
+
 @compiled
 @settings(max_examples=600, deadline=None)
 @given(data=st.data())
@@ -301,12 +376,19 @@ def test_deeply_nested_templates_fail_open_not_crash(restore_impl, caplog):
 # it flake.
 # ---------------------------------------------------------------------------
 def cpu(fn) -> float:
+    """Thread CPU seconds per call of ``fn``: best of three samples, each
+    of as many calls as take 2 ms (a call can take microseconds now)."""
     best = float("inf")
     for _ in range(3):
-        t0 = time.thread_time()
-        fn()
-        best = min(best, time.thread_time() - t0)
-    return max(best, 1e-4)
+        calls, t0 = 0, time.thread_time()
+        while True:
+            fn()
+            calls += 1
+            spent = time.thread_time() - t0
+            if spent >= 2e-3:
+                break
+        best = min(best, spent / calls)
+    return best
 
 
 def grid(children: int) -> bytes:
@@ -319,9 +401,11 @@ GROWERS = {
     "a 2 MB grid (divs in divs)": lambda k: b"<div data-edge-slot=grid>" + b"<div data-price=1><div><p>x</p></div></div>" * (12_000 * k) + b"</div>",
     "a run of '<'": lambda k: b"<div data-edge-slot=hero>" + b"<" * (50_000 * k) + b"</div>",  # 200,000 at k=4
     "an unclosed comment before a slot": lambda k: b"<!--" + b"<div data-edge-slot=hero>x</div>" * (20_000 * k),
-    # (2.5 MB at k=4: larger copies leave the CPU caches, which is not the
-    # algorithm's doing; test_a_10_mb_attribute_value_is_read_once covers 10 MB)
-    "a huge attribute value": lambda k: b"<div data-edge-slot=hero title='" + b"x" * (625_000 * k) + b"'>y</div>",
+    # (400 KB at k=4: the compiled rewrite of it is two copies of the page,
+    # and copies of 600 KB and more leave the CPU caches and fault in fresh
+    # pages here, which is not the algorithm's doing (measured: 150 KB 16 us,
+    # 600 KB 360 us); test_a_10_mb_attribute_value_is_rewritten_and_passed_through covers 10 MB)
+    "a huge attribute value": lambda k: b"<div data-edge-slot=hero title='" + b"x" * (100_000 * k) + b"'>y</div>",
     "an unterminated quote in a slot": lambda k: b"<div data-edge-slot=hero><p title=\"" + b"<div></div>" * (20_000 * k) + b"</div>",
 }
 

@@ -194,6 +194,33 @@ def test_body_scanner_finds_what_the_plain_pattern_finds(doc, name):
     assert got == want
 
 
+# Elements as a sort container's children hold them: nested same-name
+# elements (deeper than ``ELEMENT_NESTING`` too), end tags in any case,
+# lookalikes in attribute values, comments and raw text, voids.
+ELEMENT_PIECES = [
+    b"<div>", b"<DIV class='x>'>", b"<div/>", b"</div>", b"</DiV >", b"<li>", b"</li>", b"<LI\t>", b"</li\n>",
+    b"<a href=x>", b"</a>", b"<img alt=\"</div>\">", b"<br>", b"<input>", b"</ >", b"<!-- </div> -->", b"<!-->",
+    b"<script>'</div>'</script>", b"<style></li></style>", b"<template><div></template>", b"<textarea></div>",
+    b"<\xe9>", b"</\xe9>", b"<div\xe9>", b"</div\xe9>", b"<!x>", b"<?x>", b"<", b"x", b"\"", b"'", b"=",
+    b"<title>", b"</title>", b"<plaintext>", b"<svg><path d='</div>'/></svg>",
+]
+element_docs = st.lists(st.sampled_from(ELEMENT_PIECES), max_size=24).map(b"".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(element_docs, st.booleans())
+def test_whole_element_ends_where_element_end_does(doc, final):
+    for m in sc.START_TAG.finditer(doc):
+        whole = sc.whole_element().match(doc, m.start())
+        if whole is None:
+            continue
+        name = m.group(1).decode("latin-1").lower()
+        assert name.isascii() and name not in sc.RAW_TEXT and name not in sc.VOID_ELEMENTS
+        assert whole.group("own").decode().lower() == name
+        assert whole.span("attrs") == (m.end(1), m.end())
+        assert sc.element_end(doc, m.end() + 1, name, final)[1] == whole.end()
+
+
 @settings(max_examples=300, deadline=None)
 @given(opener_docs, st.sampled_from(["li", "script", "template", "s"]), st.lists(st.integers(0, 200), max_size=4))
 def test_end_finder_agrees_with_the_plain_loop_for_any_name(doc, name, cuts):

@@ -2,11 +2,17 @@
 """The rewriter's byte loop in C: the same answers as ``scanner.py`` and
 ``sort._walk``, which stay the readable reference (``native.py`` picks one).
 
-Only the loops are here: the end-tag search of a held slot (``EndFinder``,
-with ``skip_context`` for comments and raw-text elements and
-``element_end`` for ``<template>``) and the split of a sort container into
-its top-level element children (``walk_children``).  What to do with what
-they find (outcomes, sort keys, escaping, fragments) stays in Python.
+Only the loops are here: the marker search (``find_marker``, by
+``memmem``) and the scan from a marker to the slot's start tag
+(``next_slot``: the marker's value, the comments and raw-text elements
+before it, the token run, the slot attribute); the end-tag search of a held
+slot (``EndFinder``: ``fast_run`` reads the tags in one pass, with
+``skip_context`` for comments and raw-text elements and ``element_end`` for
+``<template>``); the split of a sort container into its top-level element
+children (``walk_children``) and its new body once sorted (``sort_body``:
+the key attributes, the keys, a stable merge sort, one copy).  What to do
+with what they find (outcomes, which edit, escaping, fragments) stays in
+Python.
 
 Every pattern of ``scanner.py`` that the loops use is a function here, read
 as sre reads it (possessive, so a left-to-right loop with no backtracking):
@@ -17,16 +23,20 @@ as sre reads it (possessive, so a left-to-right loop with no backtracking):
 * ``tokens_end``: ``TOKENS.match(buf, pos, endpos).end()``;
 * ``body_search``: ``body_scanner(name).search``.
 
-Every index is checked against the length of the buffer it reads (the
-buffer is not resized while a function runs: the GIL is held and nothing
-here calls back into Python), so hostile input cannot read out of bounds.
+Every index is checked against the length of the buffer it reads, so
+hostile input cannot read out of bounds.  The buffer is not resized while a
+loop runs: the GIL is held, and where a call may run Python code (decoding a
+value with ``html.unescape``, an allocation that starts a collection) the
+pointer is fetched again and the length checked (``same_buffer``).
 Tag names with bytes above 0x7f are left to the pure module (``native.py``
 sends them there), whose patterns treat them in a way not worth copying.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
-from libc.string cimport memchr
+from libc.string cimport memchr, memcpy
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport isfinite
 from cpython.unicode cimport PyUnicode_Check
 
@@ -36,10 +46,34 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
 
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(_WIN32)
+    /* No memmem: the first byte by memchr, the rest by memcmp. */
+    static void *edge_memmem(const void *h, size_t hn, const void *nd, size_t nn) {
+        const char *p = (const char *)h, *end = p + hn;
+        if (nn == 0) return (void *)p;
+        while ((size_t)(end - p) >= nn) {
+            p = (const char *)memchr(p, *(const char *)nd, (size_t)(end - p) - nn + 1);
+            if (p == NULL) return NULL;
+            if (memcmp(p, nd, nn) == 0) return (void *)p;
+            p++;
+        }
+        return NULL;
+    }
+    #else
+    #define edge_memmem memmem
+    #endif
+    """
+    void* edge_memmem(const void* h, size_t hn, const void* nd, size_t nn) nogil
+
 ctypedef unsigned char uchar
 
+from html import unescape as _unescape
+
 # What ``native.py`` expects of this module; a stale build is not used.
-API = 5
+API = 6
 
 # ``scanner.RAW_TEXT``, in the same order.
 RAW_TEXT = (
@@ -53,9 +87,11 @@ VOID_ELEMENTS = frozenset(
         "frame", "keygen",
     }
 )
-_STAY = frozenset({"script", "style", "template", "noscript"})
 cdef tuple _RAW_BYTES = tuple(n.encode() for n in RAW_TEXT)
+cdef int K_SCRIPT = 0
+cdef int K_STYLE = 1
 cdef int K_TEMPLATE = 4
+cdef int K_NOSCRIPT = 6
 cdef int K_PLAINTEXT = 10
 # Hit kinds of ``body_search``: >= 0 is a RAW_TEXT index.
 cdef int H_NONE = -4
@@ -137,6 +173,17 @@ cdef const uchar* data_of(object buf, Py_ssize_t* n) except NULL:
         n[0] = PyByteArray_GET_SIZE(buf)
         return <const uchar*>PyByteArray_AS_STRING(buf)
     raise TypeError(f"bytes or bytearray expected, not {type(buf).__name__}")
+
+
+cdef const uchar* same_buffer(object buf, Py_ssize_t n) except NULL:
+    """``buf``'s bytes again after a call that may have run Python code (and
+    so let another thread run): the same length, or an error rather than a
+    read out of bounds."""
+    cdef Py_ssize_t now
+    cdef const uchar* b = data_of(buf, &now)
+    if now != n:
+        raise RuntimeError("the buffer changed size while it was being scanned")
+    return b
 
 
 cdef Py_ssize_t attrs_end(const uchar* b, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
@@ -317,20 +364,19 @@ cdef Py_ssize_t body_search(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uc
         p += 1
 
 
-cdef Py_ssize_t ci_find(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uchar* pat, Py_ssize_t k) noexcept nogil:
-    """``bytes(buf[p:n]).lower().find(pat)`` (+ p), for a lower-case ``pat``."""
-    cdef Py_ssize_t j
-    cdef bint ok
-    while p + k <= n:
-        ok = True
-        for j in range(k):
-            if lower(b[p + j]) != pat[j]:
-                ok = False
-                break
-        if ok:
-            return p
+cdef bint holds_tag_name(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uchar* name, Py_ssize_t k) noexcept nogil:
+    """``b[p:n]``, lower-cased, holds ``"<" + name`` or ``"</" + name``
+    (``name`` lower-case): the two ``find``\\ s of ``sort._walk_pure`` in one
+    pass."""
+    while True:
+        p = find_byte(b, p, n - k, 60)
+        if p < 0:
+            return False
+        if same_ci(b + p + 1, name, k):
+            return True
+        if b[p + 1] == 47 and p + 2 + k <= n and same_ci(b + p + 2, name, k):
+            return True
         p += 1
-    return -1
 
 
 cdef class _Raw:
@@ -350,6 +396,33 @@ cdef class _Raw:
 
 
 cdef _Raw RAW = _Raw()
+
+cdef tuple _VOID_BYTES = tuple(sorted(v.encode() for v in VOID_ELEMENTS))
+
+
+cdef class _Void:
+    """``VOID_ELEMENTS`` as C arrays, for ``is_void``."""
+    cdef const uchar* names[18]
+    cdef Py_ssize_t lens[18]
+
+    def __cinit__(self):
+        cdef int i
+        assert len(_VOID_BYTES) == 18
+        for i in range(18):
+            self.names[i] = <const uchar*>PyBytes_AS_STRING(_VOID_BYTES[i])
+            self.lens[i] = PyBytes_GET_SIZE(_VOID_BYTES[i])
+
+
+cdef _Void VOID = _Void()
+
+
+cdef bint is_void(const uchar* b, Py_ssize_t s, Py_ssize_t e) noexcept:
+    """The tag name ``b[s:e]`` (any case) is one of ``VOID_ELEMENTS``."""
+    cdef int i
+    for i in range(18):
+        if VOID.lens[i] == e - s and same_ci(b + s, VOID.names[i], e - s):
+            return True
+    return False
 
 
 cdef Py_ssize_t closer_end(const uchar* b, Py_ssize_t p, Py_ssize_t n, const uchar* name, Py_ssize_t k) noexcept nogil:
@@ -464,9 +537,140 @@ cdef Py_ssize_t skip_context_c(const uchar* b, Py_ssize_t n, Py_ssize_t q, int k
     return e
 
 
+cdef inline bint same_ci(const uchar* s, const uchar* name, Py_ssize_t k) noexcept nogil:
+    """``s[:k]`` is the lower-case ASCII ``name`` in any case."""
+    cdef Py_ssize_t j
+    for j in range(k):
+        if lower(s[j]) != name[j]:
+            return False
+    return True
+
+
+cdef inline int raw_kind(const uchar* b, Py_ssize_t s, Py_ssize_t e) noexcept nogil:
+    """The RAW_TEXT index of the tag name ``b[s:e]`` (any case), else H_NONE."""
+    cdef unsigned int bits = RAW_FIRST[b[s]]
+    cdef int r = 0
+    while bits:
+        if (bits & 1) and RAW.lens[r] == e - s and same_ci(b + s, RAW.names[r], e - s):
+            return r
+        bits >>= 1
+        r += 1
+    return H_NONE
+
+
+cdef int R_HANDOFF = 4
+
+
+cdef int fast_run(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t limit, int level,
+                  Py_ssize_t* out0, Py_ssize_t* out1) except -1:
+    """``run_c`` from ``f.pos``, a point between tokens, in one pass: each
+    ``<`` is read once, as the token it starts (a tag is skipped whole by
+    ``tag_end``), instead of ``body_search`` finding the next hit and
+    ``markup_end`` re-reading every tag before it to check that the hit is
+    not inside one.  The hits it meets are exactly the ones the two-pass loop
+    would find to be real, in the same order, so it answers as that loop
+    does; it hands back (``R_HANDOFF``, ``f.pos == f.tok`` at a point
+    between tokens) whenever the two-pass loop's answer could depend on a
+    hit *inside* a token: a token not complete in the buffer, one that runs
+    past ``limit`` (the two-pass loop answers ``"over"`` at the first hit past
+    ``limit``, wherever it is), or the end of the buffer.  It hands back the
+    state the two-pass loop has after the last real hit (``hit``), whose
+    ``pos`` decides ``"over"`` when no hit follows: the stretch after it is
+    read again by that loop, so no more than once."""
+    cdef Py_ssize_t p = f.pos, hit = f.pos, lt, ne, e, r
+    cdef int kind
+    cdef uchar c
+    while True:
+        lt = find_byte(b, p, n, 60)
+        if lt < 0 or lt > limit or lt + 3 >= n:
+            break
+        c = b[lt + 1]
+        if is_alpha(c):
+            ne = name_end(b, lt + 1, n)
+            if ne >= n:
+                p = lt
+                break
+            kind = raw_kind(b, lt + 1, ne)
+            if kind >= 0:  # a raw-text element or <template>: skipped
+                e = skip_context_c(b, n, lt, kind, final, level)
+                if e < 0:
+                    f.pos = f.tok = lt
+                    f.stuck = -1
+                    return R_NEED
+                if e >= n and final:
+                    return R_UNTERMINATED
+                p = hit = e
+                continue
+            e = attrs_end(b, ne, n)
+            e = e + 1 if e < n and b[e] == 62 else -1
+            if ne - lt - 1 == f.k and same_ci(b + lt + 1, f.name, f.k):  # a nested start tag of the name
+                if e < 0:
+                    if final:
+                        return R_UNTERMINATED
+                    f.pos = f.tok = lt
+                    f.stuck = -1
+                    return R_NEED
+                f.depth += 1
+                p = hit = e
+                continue
+            if e < 0 or e > limit:
+                p = lt
+                break
+            p = e
+            continue
+        if c == 47:  # "</"
+            if is_alpha(b[lt + 2]):
+                e = tag_end(b, lt, n, True)
+                ne = name_end(b, lt + 2, n)
+                if ne < n and ne - lt - 2 == f.k and same_ci(b + lt + 2, f.name, f.k):  # the end tag of the name
+                    if e < 0:
+                        if final:
+                            return R_UNTERMINATED
+                        f.pos = f.tok = lt
+                        f.stuck = -1
+                        return R_NEED
+                    f.depth -= 1
+                    if f.depth == 0:
+                        out0[0] = lt
+                        out1[0] = e
+                        return R_END
+                    p = hit = e
+                    continue
+            else:
+                e = end_tag_end(b, lt, n)
+            if e < 0 or e > limit:
+                p = lt
+                break
+            p = e
+            continue
+        if c == 33 and b[lt + 2] == 45 and b[lt + 3] == 45:  # "<!--"
+            e = skip_context_c(b, n, lt, H_COMMENT, final, level)
+            if e < 0:
+                f.pos = f.tok = lt
+                f.stuck = -1
+                return R_NEED
+            if e >= n and final:
+                return R_UNTERMINATED
+            p = hit = e
+            continue
+        if c == 33 or c == 63:  # "<!...>", "<?...>"
+            r = find_byte(b, lt + 2, n, 62)
+            if r < 0 or r >= limit:
+                p = lt
+                break
+            p = r + 1
+            continue
+        p = lt + 1  # a "<" in text
+    f.pos = f.tok = hit
+    f.stuck = -1
+    return R_HANDOFF
+
+
 cdef int run_c(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t cap, int level,
                Py_ssize_t* out0, Py_ssize_t* out1) except -1:
-    """``scanner.EndFinder.run`` on the state ``f``."""
+    """``scanner.EndFinder.run`` on the state ``f``: ``fast_run`` from a
+    point between tokens, the two-pass loop below (``body_search``, then
+    ``markup_end`` to check the hit) where it hands back."""
     cdef Py_ssize_t limit = f.start + cap
     cdef Py_ssize_t q, t, e
     cdef int kind
@@ -475,6 +679,10 @@ cdef int run_c(Finder* f, const uchar* b, Py_ssize_t n, bint final, Py_ssize_t c
     if f.tok < 0:
         f.tok = 0
     while True:
+        if f.pos == f.tok:
+            kind = fast_run(f, b, n, final, limit, level, out0, out1)
+            if kind != R_HANDOFF:
+                return kind
         q = body_search(b, f.pos, n, f.name, f.k, RAW.names, RAW.lens, &kind)
         if q < 0:
             if final:
@@ -618,24 +826,25 @@ def element_end(buf, Py_ssize_t body, str name, bint final):
     return None, n
 
 
-def walk_children(buf, Py_ssize_t base, str stop):
+def walk_children(buf, Py_ssize_t base, str stop, Py_ssize_t origin=0):
     """``sort._walk`` as data: ``("ok", elements, spans, end_tag)``, or
     ``("need", offset, elements, spans)`` (``_Need``: resume at ``offset``),
     ``("unknown",)`` (``_Unknown``), ``("stray", offset)``,
     ``("unterminated", offset)``, ``("no-end", name, offset)`` (the
     ``SortError``\\ s, offsets as ``_walk`` words them), or ``("pure",)``
-    when a tag name is not ASCII (run ``sort._walk`` instead)."""
+    when a tag name is not ASCII (run ``sort._walk`` instead).  The
+    elements' and spans' offsets are relative to ``origin``; the others
+    are not."""
     cdef Py_ssize_t n
     cdef const uchar* b = data_of(buf, &n)
     cdef bint final = stop is None
-    cdef bytes opener = b"", closer = b""
+    cdef bytes opener = b""
     cdef const uchar* sname = NULL
     cdef Py_ssize_t sk = 0
     if stop is not None:
         if not stop.isascii():
             return ("pure",)
         opener = b"<" + stop.encode("ascii")
-        closer = b"</" + stop.encode("ascii")
         sname = <const uchar*>PyBytes_AS_STRING(opener) + 1
         sk = len(opener) - 1
     cdef list els = [], spans = []
@@ -644,7 +853,10 @@ def walk_children(buf, Py_ssize_t base, str stop):
     cdef uchar nxt
     cdef int r, kind
     cdef bytes bname
-    cdef str name
+    cdef Py_ssize_t nl
+    cdef bint is_stop
+    cdef uchar lname[64]
+    cdef const uchar* lptr
     if pos < 0:
         pos = 0
     while True:
@@ -676,7 +888,7 @@ def walk_children(buf, Py_ssize_t base, str stop):
                     gt = tag_match(b, lt, n, True, &nend)
                     if gt >= n or b[gt] != 62:  # not complete yet
                         return ("need", lt, els, spans)
-                    if nend - lt - 2 == sk and ci_find(b, lt + 2, nend, sname, sk) == lt + 2:
+                    if nend - lt - 2 == sk and same_ci(b + lt + 2, sname, sk):
                         end_tag = (lt, gt + 1)
                         break
                     return ("unknown",)
@@ -697,39 +909,45 @@ def walk_children(buf, Py_ssize_t base, str stop):
         for j in range(lt + 1, nend):
             if b[j] >= 128:
                 return ("pure",)
-        bname = (<const char*>b)[lt + 1 : nend].lower()
-        name = bname.decode("ascii")
+        # The child's name, classified in C: no str per child.
+        nl = nend - lt - 1
         end = gt + 1
-        if stop is not None and name == stop and name in RAW_TEXT:
+        kind = raw_kind(b, lt + 1, nend)
+        is_stop = sk > 0 and nl == sk and same_ci(b + lt + 1, sname, sk)
+        if is_stop and kind >= 0:
             return ("unknown",)
-        if name in RAW_TEXT:
-            kind = RAW_TEXT.index(name)
+        if kind >= 0:
             if not final and kind == K_PLAINTEXT:
                 return ("unknown",)
             pos = skip_context_c(b, n, lt, kind, final, 0)
             if pos < 0 or (not final and pos >= n):
                 return ("need", lt, els, spans)
-            if name in _STAY or kind == K_PLAINTEXT:
+            if kind == K_SCRIPT or kind == K_STYLE or kind == K_TEMPLATE or kind == K_NOSCRIPT or kind == K_PLAINTEXT:
                 continue
             el_end = pos
-        elif name in VOID_ELEMENTS:
+        elif is_void(b, lt + 1, nend):
             el_end = end
         else:
-            r = element_end_c(b, n, end, <const uchar*>PyBytes_AS_STRING(bname), len(bname), final, &fq, &fe)
+            if nl <= 64:
+                for j in range(nl):
+                    lname[j] = lower(b[lt + 1 + j])
+                lptr = lname
+            else:
+                bname = (<const char*>b)[lt + 1 : nend].lower()
+                lptr = <const uchar*>PyBytes_AS_STRING(bname)
+            r = element_end_c(b, n, end, lptr, nl, final, &fq, &fe)
             if r != R_END:
                 if not final:
                     return ("need", lt, els, spans)
-                return ("no-end", name, lt - base)
+                return ("no-end", (<const char*>b)[lt + 1 : nend].lower().decode("ascii"), lt - base)
             el_end = fe
-        if stop is not None and name != stop:
+        if stop is not None and not is_stop:
             # The exact path would have read this child with the parent's
             # end finder, which reacts to <stop> and </stop> only.
-            if ci_find(b, end, el_end, <const uchar*>PyBytes_AS_STRING(opener), len(opener)) >= 0:
+            if holds_tag_name(b, end, el_end, sname, sk):
                 return ("unknown",)
-            if ci_find(b, end, el_end, <const uchar*>PyBytes_AS_STRING(closer), len(closer)) >= 0:
-                return ("unknown",)
-        els.append((lt, el_end))
-        spans.append((nend, gt))
+        els.append((lt - origin, el_end - origin))
+        spans.append((nend - origin, gt - origin))
         pos = el_end
     return ("ok", els, spans, end_tag)
 
@@ -1097,3 +1315,490 @@ def attr_key(list values, bint descending):
     if not any_number:
         return None
     return [(1,) if x_ is None else (0, x_) for x_ in nums]
+
+
+cdef bytes MARKER = b"data-edge-slot"
+
+
+def find_marker(buf, Py_ssize_t start=0, Py_ssize_t end=-1):
+    """``buf.find(b"data-edge-slot", start, end)`` (``end`` -1: the end of
+    ``buf``; offsets clamped as ``find`` clamps non-negative ones), by the C
+    library's ``memmem``: on HTML, which holds many ``data-`` attributes,
+    about 4x faster than ``bytes.find``."""
+    cdef Py_ssize_t n
+    cdef const uchar* b
+    cdef const void* r
+    if not (PyBytes_CheckExact(buf) or PyByteArray_CheckExact(buf)):
+        return buf.find(MARKER, start, len(buf) if end < 0 else end)
+    b = data_of(buf, &n)
+    if end < 0 or end > n:
+        end = n
+    if start < 0:
+        start = 0
+    if end - start < 14:
+        return -1
+    r = edge_memmem(b + start, <size_t>(end - start), <const char*>MARKER, 14)
+    if r == NULL:
+        return -1
+    return <const uchar*>r - b
+
+
+
+cdef Py_ssize_t attr_at(const uchar* b, Py_ssize_t p, Py_ssize_t hi, Py_ssize_t* ns, Py_ssize_t* ne,
+                        Py_ssize_t* vs, Py_ssize_t* ve) noexcept nogil:
+    """One ``scanner.ATTR`` match in a start tag's attribute span, from ``p``
+    (not a delimiter): the name ``[ns, ne)`` and the raw value ``[vs, ve)``
+    (-1, -1 for none); returns where the next one may start."""
+    cdef Py_ssize_t q, r
+    cdef uchar c
+    ns[0] = p
+    p += 1
+    while p < hi and not (CLS[b[p]] & C_NAMESTOP):
+        p += 1
+    ne[0] = p
+    vs[0] = ve[0] = -1
+    q = p
+    while q < hi and is_ws(b[q]):
+        q += 1
+    if q < hi and b[q] == 61:
+        q += 1
+        while q < hi and is_ws(b[q]):
+            q += 1
+        if q < hi:
+            c = b[q]
+            if c == 34 or c == 39:
+                r = find_byte(b, q + 1, hi, c)
+                if r >= 0:
+                    vs[0], ve[0] = q, r + 1
+            elif c == 62:  # (?=>): an empty value
+                vs[0] = ve[0] = q
+            else:
+                r = q + 1
+                while r < hi and not (CLS[b[r]] & C_VALSTOP):
+                    r += 1
+                vs[0], ve[0] = q, r
+    if vs[0] >= 0:
+        p = ve[0]
+    return p
+
+
+cdef struct SortKeyC:
+    int kind              # 0: a rank among ``order`` (affinity, pin); 1: a number
+    bint descending
+    const uchar* name     # the attribute, lower-case
+    Py_ssize_t name_len
+    Py_ssize_t n_order
+
+
+cdef inline bint rank_space(uchar c) noexcept nogil:
+    """``str.split()``'s whitespace, for an ASCII character."""
+    return c == 32 or (9 <= c <= 13) or (28 <= c <= 31)
+
+
+cdef int cmp_rows(const double* keys, Py_ssize_t nk, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+    """Compare children ``i`` and ``j`` by their key rows (class, value per
+    key), then by origin index: the stable order."""
+    cdef Py_ssize_t k
+    cdef const double* a = keys + i * 2 * nk
+    cdef const double* c = keys + j * 2 * nk
+    for k in range(2 * nk):
+        if a[k] < c[k]:
+            return -1
+        if a[k] > c[k]:
+            return 1
+    return -1 if i < j else (1 if i > j else 0)
+
+
+cdef void merge_sort(Py_ssize_t* idx, Py_ssize_t* tmp, Py_ssize_t n, const double* keys, Py_ssize_t nk) noexcept nogil:
+    """Bottom-up merge sort of ``idx`` by ``cmp_rows`` (stable, n log n)."""
+    cdef Py_ssize_t width = 1, lo, mid, hi, a, b, o
+    cdef Py_ssize_t* src = idx
+    cdef Py_ssize_t* dst = tmp
+    cdef Py_ssize_t* t
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width if lo + width < n else n
+            hi = lo + 2 * width if lo + 2 * width < n else n
+            a, b, o = lo, mid, lo
+            while a < mid and b < hi:
+                if cmp_rows(keys, nk, src[b], src[a]) < 0:
+                    dst[o] = src[b]
+                    b += 1
+                else:
+                    dst[o] = src[a]
+                    a += 1
+                o += 1
+            while a < mid:
+                dst[o] = src[a]
+                a += 1
+                o += 1
+            while b < hi:
+                dst[o] = src[b]
+                b += 1
+                o += 1
+            lo = hi
+        t = src
+        src = dst
+        dst = t
+        width *= 2
+    if src != idx:
+        memcpy(idx, src, n * sizeof(Py_ssize_t))
+
+
+def sort_body(buf, Py_ssize_t start, Py_ssize_t end, list els, list spans, tuple specs, bint ascii_same):
+    """``sort.sort_parts`` of ``buf[start:end]`` with its children known
+    (``els`` and ``spans``, offsets relative to ``start``), in one call: the
+    sort-key attributes read from the spans, the keys built, a stable sort,
+    the new body copied out.  Returns the new body (bytes), ``True`` when the
+    order does not change, or ``None`` when the pure code must answer (a
+    value that is not plain ASCII text, a text-valued ``attr`` key, a long
+    ``order``).
+
+    ``specs`` holds one ``(kind, name, descending, order)`` per sort key:
+    kind 0 ranks the children by their attribute ``name``'s space-separated
+    words among ``order`` (ASCII bytes, ``None`` for an entry that is not),
+    the lowest rank of its words, ``len(order)`` for none (``sort._rank_key``:
+    ``affinity``, ``pin``); kind 1 sorts by the attribute as a number, or
+    after the numbers (``sort._attr_key``), reversed when ``descending``."""
+    cdef Py_ssize_t n, m = len(els), nk = len(specs), i, j, k, w, p, lo, hi, ns, ne, vs, ve, size
+    cdef Py_ssize_t a0, a1, prev, tw, tl, best, r, va, vb
+    cdef const uchar* b = data_of(buf, &n)
+    cdef const uchar* t
+    cdef SortKeyC keyc[8]
+    cdef list orders = []
+    cdef tuple spec, order
+    cdef object entry
+    cdef double x
+    cdef int got
+    cdef bint any_number, changed
+    cdef unsigned int done
+    cdef double* keys = NULL
+    cdef Py_ssize_t* idx = NULL
+    cdef Py_ssize_t* cut = NULL
+    cdef bytes out
+    cdef char* o
+    if nk == 0 or nk > 8 or m < 2 or len(spans) != m or start < 0 or end > n or start > end or not ascii_same:
+        return None
+    for k in range(nk):
+        spec = specs[k]
+        name = spec[1]
+        if not PyBytes_CheckExact(name):
+            return None
+        keyc[k].kind = spec[0]
+        keyc[k].descending = spec[2]
+        keyc[k].name = <const uchar*>PyBytes_AS_STRING(name)
+        keyc[k].name_len = PyBytes_GET_SIZE(name)
+        order = spec[3]
+        keyc[k].n_order = len(order)
+        if keyc[k].n_order > 256:
+            return None
+        orders.append(order)
+    keys = <double*>PyMem_Malloc(m * 2 * nk * sizeof(double))
+    idx = <Py_ssize_t*>PyMem_Malloc(2 * m * sizeof(Py_ssize_t))
+    cut = <Py_ssize_t*>PyMem_Malloc((2 * m + 2) * sizeof(Py_ssize_t))
+    if keys == NULL or idx == NULL or cut == NULL:
+        PyMem_Free(keys)
+        PyMem_Free(idx)
+        PyMem_Free(cut)
+        raise MemoryError()
+    try:
+        # The element extents, checked: in order, inside the body.
+        cut[0] = 0
+        prev = 0
+        for i in range(m):
+            a0, a1 = els[i]
+            if a0 < prev or a1 < a0 or a1 > end - start:
+                raise ValueError("elements out of order or outside the body")
+            cut[2 * i + 1] = a0
+            cut[2 * i + 2] = a1
+            prev = a1
+        cut[2 * m + 1] = end - start
+        # Each child's keys: (class, value) per key, class 1 sorting last.
+        for i in range(m):
+            lo, hi = spans[i]
+            lo += start
+            hi += start
+            if lo < 0:
+                lo = 0
+            if hi > n:
+                hi = n
+            done = 0
+            for k in range(nk):
+                keys[(i * nk + k) * 2] = 1.0  # missing
+                keys[(i * nk + k) * 2 + 1] = 0.0
+            p = lo
+            while p < hi and done != (1u << nk) - 1:
+                if is_delim(b[p]):
+                    p += 1
+                    continue
+                p = attr_at(b, p, hi, &ns, &ne, &vs, &ve)
+                for k in range(nk):
+                    if done & (1u << k) or keyc[k].name_len != ne - ns or not same_ci(b + ns, keyc[k].name, ne - ns):
+                        continue
+                    done |= 1u << k
+                    va, vb = vs, ve
+                    if va < 0:
+                        va = vb = ns  # valueless: ""
+                    elif vb > va and (b[va] == 34 or b[va] == 39):
+                        va += 1
+                        vb -= 1
+                    for j in range(va, vb):
+                        if b[j] >= 128 or b[j] == 38 or b[j] == 27:
+                            return None  # not plain text: the pure code decodes it
+                    if keyc[k].kind == 0:
+                        # The lowest rank among the value's words.
+                        order = orders[k]
+                        best = keyc[k].n_order
+                        j = va
+                        while j < vb:
+                            while j < vb and rank_space(b[j]):
+                                j += 1
+                            tw = j
+                            while j < vb and not rank_space(b[j]):
+                                j += 1
+                            tl = j - tw
+                            if tl == 0:
+                                break
+                            for r in range(best):
+                                entry = order[r]
+                                if entry is not None and PyBytes_GET_SIZE(entry) == tl:
+                                    t = <const uchar*>PyBytes_AS_STRING(entry)
+                                    w = 0
+                                    while w < tl and t[w] == b[tw + w]:
+                                        w += 1
+                                    if w == tl:
+                                        best = r
+                                        break
+                        keys[(i * nk + k) * 2] = 0.0
+                        keys[(i * nk + k) * 2 + 1] = best
+                    else:
+                        got = plain_number(b + va, vb - va, &x)
+                        if got < 0:
+                            return None
+                        if got:
+                            keys[(i * nk + k) * 2] = 0.0
+                            keys[(i * nk + k) * 2 + 1] = -x if keyc[k].descending else x
+        # A rank key of a child without the attribute ranks last (class 0,
+        # rank len(order)); an attr key with no number at all is text.
+        for k in range(nk):
+            if keyc[k].kind == 0:
+                for i in range(m):
+                    if keys[(i * nk + k) * 2] == 1.0:
+                        keys[(i * nk + k) * 2] = 0.0
+                        keys[(i * nk + k) * 2 + 1] = keyc[k].n_order
+            else:
+                any_number = False
+                for i in range(m):
+                    if keys[(i * nk + k) * 2] == 0.0:
+                        any_number = True
+                        break
+                if not any_number:
+                    return None
+        for i in range(m):
+            idx[i] = i
+        merge_sort(idx, idx + m, m, keys, nk)
+        changed = False
+        for i in range(m):
+            if idx[i] != i:
+                changed = True
+                break
+        if not changed:
+            return True
+        out = PyBytes_FromStringAndSize(NULL, end - start)
+        b = same_buffer(buf, n)  # (an allocation may run a collection)
+        o = PyBytes_AS_STRING(out)
+        memcpy(o, b + start, cut[1])
+        w = cut[1]
+        for k in range(m):
+            i = idx[k]
+            size = cut[2 * i + 2] - cut[2 * i + 1]
+            memcpy(o + w, b + start + cut[2 * i + 1], size)
+            w += size
+            size = cut[2 * k + 3] - cut[2 * k + 2]
+            memcpy(o + w, b + start + cut[2 * k + 2], size)
+            w += size
+        return out
+    finally:
+        PyMem_Free(keys)
+        PyMem_Free(idx)
+        PyMem_Free(cut)
+
+
+
+cdef object text_of(const uchar* b, Py_ssize_t vs, Py_ssize_t ve):
+    """``scanner.attr_value(raw)`` (latin-1) of the raw value ``b[vs:ve]``:
+    quotes removed, references decoded."""
+    cdef Py_ssize_t j
+    cdef bint plain = True
+    if ve > vs and (b[vs] == 34 or b[vs] == 39):
+        vs += 1
+        ve -= 1
+    for j in range(vs, ve):
+        if b[j] >= 128 or b[j] == 38:
+            plain = False
+            break
+    text = (<const char*>b)[vs:ve].decode("ascii" if plain else "latin-1")
+    if not plain and "&" in text:
+        text = _unescape(text)
+    return text
+
+
+cdef object marker_value_c(const uchar* b, Py_ssize_t n, Py_ssize_t m):
+    """``scanner.marker_value(buf, m)``: ``MARKER_VALUE.match`` read by hand
+    (the optional value group is possessive: once an ``=`` and a value are
+    read, the lookahead after them decides)."""
+    cdef Py_ssize_t after = m + 14, q, r, gs = -1, ge = -1, lim
+    cdef uchar c
+    q = after
+    while q < n and is_ws(b[q]):
+        q += 1
+    if q < n and b[q] == 61:  # (?:[ws]*+=[ws]*+(VALUE))?+
+        q += 1
+        while q < n and is_ws(b[q]):
+            q += 1
+        if q < n:
+            c = b[q]
+            if c == 34 or c == 39:
+                r = find_byte(b, q + 1, n, c)
+                if r >= 0:
+                    gs, ge = q, r + 1
+            elif not (CLS[c] & C_VALSTOP):
+                r = q + 1
+                while r < n and not (CLS[b[r]] & C_VALSTOP):
+                    r += 1
+                gs, ge = q, r
+    if gs >= 0:
+        if ge < n and is_delim(b[ge]):  # (?=[\t\n\f\r />])
+            return text_of(b, gs, ge)
+        matched = False
+    else:
+        matched = after < n and is_delim(b[after])
+    if not matched:
+        # Not the attribute itself: "" when a longer name follows.
+        if after < n and not (is_delim(b[after]) or b[after] == 61):
+            return ""
+        return None
+    # Valueless so far: settled only if something other than "=" follows.
+    lim = after + 64 if after + 64 < n else n
+    q = after
+    while q < lim and (b[q] == 32 or b[q] == 9 or b[q] == 10 or b[q] == 12 or b[q] == 13):
+        q += 1
+    if q < lim and b[q] != 61:
+        return ""
+    return None
+
+
+def marker_value(buf, Py_ssize_t m):
+    """``scanner.marker_value``."""
+    cdef Py_ssize_t n
+    cdef const uchar* b = data_of(buf, &n)
+    if m < 0 or m + 14 > n:
+        raise ValueError("m must be the offset of a marker in buf")
+    return marker_value_c(b, n, m)
+
+
+cdef object slot_attribute_c(const uchar* b, Py_ssize_t lo, Py_ssize_t hi):
+    """``scanner.slot_attribute`` of a start tag whose attributes are
+    ``b[lo:hi]`` (``hi`` before its ``>``)."""
+    cdef Py_ssize_t p = lo, ns, ne, vs, ve
+    while p < hi:
+        if is_delim(b[p]):
+            p += 1
+            continue
+        p = attr_at(b, p, hi, &ns, &ne, &vs, &ve)
+        if ne - ns == 14 and same_ci(b + ns, <const uchar*>PyBytes_AS_STRING(MARKER), 14):
+            return "" if vs < 0 else text_of(b, vs, ve)
+    return None
+
+
+def next_slot(buf, Py_ssize_t pos, Py_ssize_t opos, Py_ssize_t mpos, bint final, edits):
+    """``SlotRewriter._scan``'s loop on its ``_pos``, ``_opos`` and
+    ``_mpos``, up to the next start tag that holds a slot attribute: the
+    marker search, the skip of markers whose value has no edit, the contexts
+    before a marker (``contexts_until``), the token run that tells a marker
+    in a start tag from one in text (``tokens_end``), the tag's end and its
+    slot attribute.  Returns ``(state, pos, opos, mpos)`` and, for state
+    ``"slot"``, the tag's start and end, the slot name and the lower-case tag
+    name: ``(state, pos, opos, mpos, t, e, name, tag)``.  Other states:
+    ``"none"`` (no more markers; or a start tag cut off by EOF), ``"need"``
+    (a context is not closed yet), ``"dead"`` (``<plaintext>``),
+    ``"eager"`` (the start tag is still arriving)."""
+    cdef Py_ssize_t n, m, q, e, t, nend, j
+    cdef int kind
+    cdef const uchar* b = data_of(buf, &n)
+    cdef const void* r
+    cdef bint ascii
+    while True:
+        q = mpos if mpos > pos else pos
+        if q < 0:
+            q = 0
+        m = -1
+        if n - q >= 14:
+            r = edge_memmem(b + q, <size_t>(n - q), <const char*>MARKER, 14)
+            if r != NULL:
+                m = <const uchar*>r - b
+        if m < 0:
+            if n - 13 > mpos:
+                mpos = n - 13
+            return ("none", pos, opos, mpos)
+        value = marker_value_c(b, n, m)
+        b = same_buffer(buf, n)  # (decoding a value may have run Python code)
+        if value is not None and value not in edits:
+            mpos = m + 1
+            continue
+        # contexts_until(buf, pos, opos, m, final)
+        kind = H_NONE
+        while True:
+            q = opener_search(b, opos, m, &kind)
+            if q < 0:
+                kind = H_NONE
+                break
+            if inside_tag_c(b, n, pos, q):
+                opos = q + 1
+                continue
+            if kind == K_PLAINTEXT:
+                return ("dead", pos, opos, mpos)
+            e = skip_context_c(b, n, q, kind, final, 0)
+            if e < 0:
+                return ("need", q, q, mpos)
+            pos = opos = e
+            if e > m:
+                break
+        if kind != H_NONE:  # "past": the marker is inside a comment or raw text
+            if pos > mpos:
+                mpos = pos
+            continue
+        # No context opens before the marker: is it an attribute name?
+        t = pos if pos > 0 else 0
+        if t > n:
+            t = n
+        if m > t:
+            t = tokens_end_c(b, t, m)
+        if t == m:  # in text
+            pos = opos = m
+            mpos = m + 1
+            continue
+        if not (t + 1 < n and is_alpha(b[t + 1])):  # in an end tag or a bogus comment
+            pos, opos, mpos = t, m, m + 1
+            continue
+        e = tag_match(b, t, n, False, &nend)
+        e = e + 1 if 0 <= e < n and b[e] == 62 else -1
+        if e < 0:
+            if final:  # a start tag cut off by EOF is not a tag
+                return ("none", pos, opos, n)
+            return ("eager", t, opos, mpos)
+        if e <= m:  # a tag the token pattern refused (e.g. a raw-text name): not a slot
+            pos, opos, mpos = t, m, m + 1
+            continue
+        pos = opos = mpos = e
+        name = slot_attribute_c(b, nend, e - 1)
+        b = same_buffer(buf, n)
+        if name is not None:
+            ascii = True
+            for j in range(t + 1, nend):
+                if b[j] >= 128:
+                    ascii = False
+                    break
+            tag = (<const char*>b)[t + 1 : nend].decode("ascii" if ascii else "latin-1").lower()
+            return ("slot", pos, opos, mpos, t, e, name, tag)

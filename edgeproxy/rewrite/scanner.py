@@ -216,6 +216,42 @@ def body_scanner(name: str) -> re.Pattern[bytes]:
     )
 
 
+@functools.cache
+def whole_element() -> re.Pattern[bytes]:
+    """A whole element from its ``<``: where ``element_end`` would find its
+    end tag, in one match, when its content is text, tags, comments,
+    raw-text elements and same-name elements nested up to
+    ``ELEMENT_NESTING`` deep.  Group ``own`` is its name (ASCII, not a
+    raw-text or void element's: the pattern refuses those), group ``attrs``
+    its start tag after the name, up to the ``>``.  No match (another name,
+    deeper nesting, something incomplete) sends the caller to
+    ``element_end``.  One pattern for every name (the own name is matched
+    again, in any case, by backreference), compiled on first use."""
+    own = rb"(?i:(?P=own))"
+    # After the "<" (which sre then reads once): a token of MARKUP that is
+    # not a start tag of a raw-text element or of the element's own name
+    # nor its own end tag, or a whole comment or raw-text element (what
+    # ``skip_context`` would skip, ``_WHOLE``).  They exclude each other, so
+    # their order only sets the speed: the common ones first.
+    after_lt = (
+        rb"(?!(?:" + _trie(RAW_TEXT) + rb"|" + own + rb")[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+        rb"|/(?!" + own + rb"[\t\n\f\r />])[a-zA-Z][^\t\n\f\r />]*+" + _ATTRS + rb">"
+        + b"".join(b"|" + pattern.pattern[1:] for pattern in _WHOLE.values())
+        + rb"|!(?!--)[^>]*+>|\?[^>]*+>|/(?:>|[^a-zA-Z>][^>]*+>)|(?![a-zA-Z/!?])"
+    )
+    step = rb"[^<]++|<(?:" + after_lt + rb")"
+    for _ in range(ELEMENT_NESTING):  # a nested element of the same name, whole
+        step = (
+            rb"[^<]++|<(?:" + after_lt + rb"|" + own + rb"(?=[\t\n\f\r />])" + _ATTRS + rb">(?:" + step + rb")*+"
+            rb"</" + own + rb"(?=[\t\n\f\r />])" + _ATTRS + rb">)"
+        )
+    return re.compile(
+        rb"<(?!(?:" + _trie([*RAW_TEXT, *VOID_ELEMENTS]) + rb")[\t\n\f\r />])"
+        rb"(?P<own>[a-zA-Z][^\t\n\f\r />\x80-\xff]*+)(?=[\t\n\f\r />])(?P<attrs>" + _ATTRS + rb")>(?:" + step + rb")*+"
+        rb"</" + own + rb"(?=[\t\n\f\r />])" + _ATTRS + rb">"
+    )
+
+
 def tag_end(buf: bytes | bytearray, start: int, pattern: re.Pattern[bytes] = START_TAG) -> int | None:
     """End offset (after ``>``) of the tag starting at ``start``, ``None`` if
     the tag is not complete in ``buf``.  ``start`` must be a tag's ``<``."""
@@ -263,6 +299,12 @@ def _whole(name: str) -> re.Pattern[bytes]:
 # Complete contexts in one match each: the common case of ``skip_context``.
 _WHOLE = {name: _whole(name) for name in RAW_TEXT if name not in ("template", "plaintext")}
 _WHOLE["!--"] = re.compile(rb"<!--(?:>|->|(?:[^-]++|-(?!-!?>))*+--!?>)")
+
+
+# How many levels of same-name elements nested in an element
+# ``whole_element`` reads in its one match (a product card: card > body >
+# price); deeper ones go to ``element_end``.
+ELEMENT_NESTING = 3
 
 
 def skip_context(buf: bytes | bytearray, q: int, kind: str, final: bool) -> int | None:

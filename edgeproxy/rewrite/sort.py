@@ -128,7 +128,7 @@ def split_until_end(
     on one child."""
     start = body if progress is None else body + progress.pos
     try:
-        els, spans, end = _walk(buf, start, name)
+        els, spans, end = _walk(buf, start, name, body)
     except _Need as need:
         if progress is None or len(buf) > limit:
             return None
@@ -137,27 +137,26 @@ def split_until_end(
         if progress.stalls >= _STALLS:
             return None
         progress.pos = pos
-        progress.els += [(a - body, b - body) for a, b in need.els]
-        progress.spans += [(a - body, b - body) for a, b in need.spans]
+        progress.els += need.els
+        progress.spans += need.spans
         return NEED
     except (_Unknown, SortError):
         return None
     q, e = end
     if q > limit:
         return None
-    els = [(a - body, b - body) for a, b in els]
-    spans = [(a - body, b - body) for a, b in spans]
     if progress is not None and progress.els:
         els, spans = progress.els + els, progress.spans + spans
     return q, e, els, spans
 
 
-def _walk(buf, base: int, stop: str | None):
-    """``_walk_pure``, by the compiled loop when it is active (``native``)."""
+def _walk(buf, base: int, stop: str | None, origin: int = 0):
+    """``_walk_pure``, by the compiled loop when it is active (``native``),
+    with the elements' and spans' offsets relative to ``origin``."""
     walk = native.walk_children
     if walk is None:
-        return _walk_pure(buf, base, stop)
-    r = walk(buf, base, stop)
+        return _relative(_walk_pure, buf, base, stop, origin)
+    r = walk(buf, base, stop, origin)
     what = r[0]
     if what == "ok":
         return r[1], r[2], r[3]
@@ -171,7 +170,20 @@ def _walk(buf, base: int, stop: str | None):
         raise SortError(f"unterminated start tag at offset {r[1]} of the slot body")
     if what == "no-end":
         raise SortError(f"<{r[1]}> at offset {r[2]} of the slot body has no end tag")
-    return _walk_pure(buf, base, stop)  # "pure": a tag name the compiled loop leaves to the reference
+    return _relative(_walk_pure, buf, base, stop, origin)  # "pure": a tag name the compiled loop leaves to the reference
+
+
+def _relative(walk, buf, base: int, stop: str | None, origin: int):
+    """``walk(buf, base, stop)`` with the extents made relative to ``origin``."""
+    if not origin:
+        return walk(buf, base, stop)
+    try:
+        els, spans, end = walk(buf, base, stop)
+    except _Need as need:
+        need.els = [(a - origin, b - origin) for a, b in need.els]
+        need.spans = [(a - origin, b - origin) for a, b in need.spans]
+        raise
+    return [(a - origin, b - origin) for a, b in els], [(a - origin, b - origin) for a, b in spans], end
 
 
 def _walk_pure(buf, base: int, stop: str | None):
@@ -187,6 +199,7 @@ def _walk_pure(buf, base: int, stop: str | None):
     els: list[tuple[int, int]] = []
     spans: list[tuple[int, int]] = []
     start_tag = sc.START_TAG.match
+    whole_element = sc.whole_element().match
     final = stop is None
     if stop is not None:
         opener = b"<" + stop.encode("latin-1")
@@ -234,6 +247,18 @@ def _walk_pure(buf, base: int, stop: str | None):
                 raise _Need(lt, els, spans)
             pos = lt + 1
             continue
+        whole = whole_element(buf, lt)
+        if whole is not None:  # the common case: a child element in one match
+            name = whole.group("own").decode("ascii").lower()
+            end, el_end = whole.end("attrs") + 1, whole.end()
+            if stop is not None and name != stop:
+                child = bytes(buf[end:el_end]).lower()
+                if child.find(opener) >= 0 or child.find(closer) >= 0:
+                    raise _Unknown
+            els.append((lt, el_end))
+            spans.append(whole.span("attrs"))
+            pos = el_end
+            continue
         m = start_tag(buf, lt)  # never None: "<" and a letter start a tag
         gt = m.end()
         if gt >= n or buf[gt] != 0x3E:  # ">"
@@ -279,8 +304,11 @@ def _attrs(inner: bytes, span: tuple[int, int], wanted: dict[bytes, str], encodi
     attributes are ``inner[span[0]:span[1]]`` (first occurrence wins, as in
     HTML); only those are decoded."""
     out: dict[str, str] = {}
+    get = wanted.get
     for name, raw in sc.ATTR.findall(inner, span[0], span[1]):
-        key = wanted.get(name) or wanted.get(name.lower())
+        key = get(name)
+        if key is None and not name.islower():  # upper case, or no letters ("=x")
+            key = get(name.lower())
         if key is not None and key not in out:
             out[key] = sc.attr_value(raw, encoding)
     return out
@@ -398,6 +426,28 @@ def _wanted(keys: tuple[SortKey, ...]):
             yield key.attr.lower().encode("latin-1", "replace")
 
 
+def _specs(edit: SortChildren) -> tuple | None:
+    """``edit.keys`` as ``native.sort_body`` takes them, or ``None`` when it
+    cannot (an attribute name that is not ASCII)."""
+    out = []
+    for key in edit.keys:
+        if key.kind == "affinity":
+            out.append((0, b"data-category", False, _ascii_entries(edit.affinity)))
+        elif key.kind == "pin":
+            out.append((0, b"data-sku", False, _ascii_entries(key.skus)))
+        elif key.kind == "attr" and key.attr.isascii():
+            out.append((1, key.attr.lower().encode("ascii"), key.descending, ()))
+        else:
+            return None
+    return tuple(out)
+
+
+def _ascii_entries(order: tuple[str, ...]) -> tuple[bytes | None, ...]:
+    """The entries of a rank order as ASCII bytes; ``None`` for one that is
+    not ASCII (no ASCII word equals it)."""
+    return tuple(v.encode("ascii") if v.isascii() else None for v in order)
+
+
 def sort_children(inner: bytes, edit: SortChildren, encoding: str = "utf-8", *, children=None) -> bytes:
     """``inner`` with its element children reordered by ``edit.keys``.
 
@@ -420,15 +470,19 @@ def sort_parts(buf, start: int, end: int, edit: SortChildren, encoding: str = "u
     if children is None:
         if end != len(buf):
             buf, start, end = bytes(memoryview(buf)[start:end]), 0, end - start
-        els, spans, _ = _walk(buf, start, None)
-        if start:
-            els = [(a - start, b - start) for a, b in els]
+        els, spans, _ = _walk(buf, start, None, start)
     else:
         els, spans = children
-        if start:
-            spans = [(a + start, b + start) for a, b in spans]
     if len(els) < 2 or not edit.keys:
         return None
+    compiled = native.sort_body
+    if compiled is not None:
+        specs = _specs(edit)
+        done = None if specs is None else compiled(buf, start, end, els, spans, specs, _ascii_same(encoding))
+        if done is not None:
+            return None if done is True else [done]
+    if start:
+        spans = [(a + start, b + start) for a, b in spans]
     wanted = {name: name.decode("latin-1") for name in _wanted(edit.keys)}
     attrs = _all_attrs(buf, spans, wanted, encoding)
     # By (key 1, key 2, ..., origin index): one stable sort per key, the

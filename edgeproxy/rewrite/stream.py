@@ -15,9 +15,10 @@ What holds:
   start and end tags and every other byte come out exactly as they went in.
   With no applicable edit the output equals the input.
 * **Latency.**  Bytes are returned as soon as they are known not to be the
-  inside of an edited slot: a page without the marker is one ``bytes.find``
-  per chunk and comes back unchanged in the same call.  Only an edited slot's
-  body is held, until its end tag arrives.
+  inside of an edited slot: a page without the marker is one marker search
+  per chunk (``native.find_marker``), not copied, and each chunk comes back
+  unchanged in the same call.  Only an edited slot's body is held, until its
+  end tag arrives.
 * **Chunking does not matter.**  The output is the same however the input is
   split (markers, tags and comments may straddle chunks), except for the
   ``deadline``, which is a clock.
@@ -81,6 +82,10 @@ OUTCOMES = (APPLIED, SEEN, ABSENT, UNTERMINATED, OVER_CAP, VOID, DEADLINE, CHARS
 HISTORY_BYTES = 1024 * 1024
 # Consumed bytes are dropped from the buffer in steps of at least this size.
 _TRIM_BYTES = 64 * 1024
+# Chunks kept aside (``SlotRewriter._lazy``) are copied into the buffer in
+# steps of about this size: the buffer grows by large steps (it grew by each
+# chunk, copying itself), and the memory held stays about what it was.
+_LAZY_BYTES = 256 * 1024
 _TAIL = len(sc.MARKER) - 1
 
 
@@ -135,11 +140,19 @@ class SlotRewriter:
         self._eager = False  # scan on the next feed (a marker's start tag is incomplete)
         self._pass = not self._edits  # pass everything through from now on
         self._skip: set[int] = set()  # absolute start-tag offsets of slots left alone
-        self._tail = b""  # the last bytes fed, to catch a marker split by a chunk boundary
         # Pieces of output, joined by ``_drain``: fragments and zero-copy
         # views of ``_buf``.  Empty between calls, so no view outlives the
         # call that made it (a live view would stop ``_buf`` from resizing).
         self._out: list[bytes | memoryview] = []
+        # Chunks that come after ``_buf``, sent and searched, not copied into
+        # it yet (``_settle`` does, when a marker asks for the history, or
+        # every ``_LAZY_BYTES``): a page without markers is copied at most
+        # once, by large steps, whatever its chunking (growing ``_buf`` by
+        # small chunks cost more than the marker search).  ``_lazy_tail`` is
+        # the last ``_TAIL`` bytes they end with.
+        self._lazy: list[bytes] = []
+        self._lazy_n = 0
+        self._lazy_tail = b""
         self._fragments: dict[str, bytes] = {}
         self._finished = False
 
@@ -164,28 +177,48 @@ class SlotRewriter:
         if self._pass:
             return self._drain() + bytes(chunk)
         try:
+            if not self._eager and self._slot is None and self._emitted == len(self._buf) + self._lazy_n:
+                # Fast path: everything before the chunk is sent; no marker
+                # in it nor across its boundary.
+                if type(chunk) is not bytes:
+                    chunk = bytes(chunk)
+                last = self._last_bytes()
+                if native.find_marker(chunk) < 0 and native.find_marker(last + chunk[:_TAIL]) < 0:
+                    n0 = self._emitted
+                    n1 = n0 + len(chunk)
+                    # Nothing before the chunk waits to be searched: the
+                    # next search starts where this one ended (in
+                    # ``finish``, that was a second find over the whole page).
+                    if self._mpos >= n0 - _TAIL:
+                        self._mpos = max(self._mpos, n1 - _TAIL)
+                    self._lazy.append(chunk)
+                    self._lazy_n += len(chunk)
+                    self._lazy_tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else (last + chunk)[-_TAIL:]
+                    self._emitted = n1
+                    if self._lazy_n > _LAZY_BYTES:
+                        self._settle()
+                        if n1 - self._pos > HISTORY_BYTES:
+                            self._compact()
+                    return chunk
+            self._settle()
             buf = self._buf
             if not self._eager and self._slot is None:
-                # Fast path: no marker in this chunk or across its boundary.
-                tail = self._tail
-                self._tail = (tail + chunk[-_TAIL:])[-_TAIL:]
-                if chunk.find(sc.MARKER) < 0 and (tail + chunk[:_TAIL]).find(sc.MARKER) < 0:
-                    everything_sent = self._emitted == len(buf)
-                    # Nothing before the chunk is waiting to be searched, so
-                    # the chunk needs no second search at the next scan (in
-                    # ``finish``, that was a second find over the whole page).
-                    searched = self._mpos >= len(buf) - _TAIL
-                    buf += chunk
-                    if searched:
+                # Some bytes wait to be sent, or the chunk holds a marker:
+                # search from the last ``_TAIL`` bytes before it (``_trim``
+                # keeps them in ``_buf``), a marker may straddle.
+                n0 = len(buf)
+                lo = n0 - _TAIL if n0 > _TAIL else 0
+                buf += chunk
+                m = native.find_marker(buf, lo)
+                if m < 0:
+                    if self._mpos >= lo:
                         self._mpos = max(self._mpos, len(buf) - _TAIL)
                     if len(buf) - self._pos > HISTORY_BYTES:
                         self._compact()
-                    if everything_sent:
-                        self._emitted = len(self._buf)
-                        return bytes(chunk)
                     return self._drain()
-            else:
-                self._tail = (self._tail + chunk[-_TAIL:])[-_TAIL:]
+                if self._mpos >= lo:
+                    self._mpos = max(self._mpos, m)
+                return self._process(final=False)
             buf += chunk
             return self._process(final=False)
         except Exception:
@@ -198,7 +231,11 @@ class SlotRewriter:
             return b""
         self._finished = True
         try:
-            out = self._drain() if self._pass else self._process(final=True)
+            if self._lazy and self._mpos >= self._emitted - _TAIL:
+                out = b""  # all sent and searched: nothing for _process to do
+            else:
+                self._settle()
+                out = self._drain() if self._pass else self._process(final=True)
         except Exception:
             log.exception("rewriter error: the rest of the page passes through as the origin sent it")
             out = self._fail_open()
@@ -213,6 +250,7 @@ class SlotRewriter:
         Used when the page turns out larger than the rewrite size cap part
         way through a body of unknown length.  Returns the bytes to send.
         """
+        self._settle()
         if self._pass:
             return self._drain()
         if self._slot is not None:
@@ -255,8 +293,24 @@ class SlotRewriter:
         a slot is now held, False when the buffer is exhausted (or more bytes
         are needed)."""
         self._eager = False
+        compiled = native.next_slot
+        if compiled is not None:  # the loop below, in one call per slot attribute
+            edits = self._edits
+            while True:
+                r = compiled(buf, self._pos, self._opos, self._mpos, final, edits)
+                self._pos, self._opos, self._mpos = r[1], r[2], r[3]
+                state = r[0]
+                if state == "slot":
+                    if self._hold(buf, r[6], r[4], r[5], r[7]):
+                        return True
+                    continue
+                if state == "dead":
+                    self._pass = True
+                elif state == "eager":
+                    self._eager = True
+                return False
         while True:
-            m = buf.find(sc.MARKER, max(self._mpos, self._pos))
+            m = native.find_marker(buf, max(self._mpos, self._pos))
             if m < 0:
                 self._mpos = max(self._mpos, len(buf) - _TAIL)
                 return False
@@ -333,7 +387,7 @@ class SlotRewriter:
             if e > limit:
                 return "past"
 
-    def _hold(self, buf: bytearray, name: str, t: int, e: int) -> bool:
+    def _hold(self, buf: bytearray, name: str, t: int, e: int, tag: str | None = None) -> bool:
         edit = self._edits.get(name)
         if edit is None or self._base + t in self._skip:
             return False
@@ -342,7 +396,8 @@ class SlotRewriter:
             # markup, so slots nested in it are still edited.
             self._note(name, SEEN)
             return False
-        tag = sc.tag_name(buf, t)
+        if tag is None:
+            tag = sc.tag_name(buf, t)
         if tag in sc.VOID_ELEMENTS or sc.is_self_closing(buf, e):
             self._note(name, VOID)
             return False
@@ -394,7 +449,7 @@ class SlotRewriter:
         if isinstance(edit, SortChildren):
             encoding = self._charset or "latin-1"
             others = {k: v for k, v in self._edits.items() if k != name}
-            if others and buf.find(sc.MARKER, body, q) >= 0:
+            if others and native.find_marker(buf, body, q) >= 0:
                 inner, inner_outcomes = rewrite_document(
                     bytes(memoryview(buf)[body:q]), others, charset=self._charset, max_slot_bytes=self._cap,
                     deadline=self._deadline,
@@ -413,6 +468,20 @@ class SlotRewriter:
             self.outcomes[name] = outcome
 
     # -- buffer management --------------------------------------------------
+    def _last_bytes(self) -> bytes:
+        """The last ``_TAIL`` bytes fed (fewer at the start)."""
+        if self._lazy:
+            return self._lazy_tail
+        return bytes(self._buf[-_TAIL:])
+
+    def _settle(self) -> None:
+        """Copy the lazily kept chunks into ``_buf``."""
+        if self._lazy:
+            self._buf += b"".join(self._lazy)
+            self._lazy.clear()
+            self._lazy_n = 0
+            self._lazy_tail = b""
+
     def _drain(self) -> bytes:
         """Output everything that is ready, then drop consumed bytes."""
         buf = self._buf
@@ -429,6 +498,9 @@ class SlotRewriter:
         keep = min(self._pos, self._emitted)
         if self._slot is not None:
             keep = min(keep, self._slot.tag)
+        # The last bytes stay, for the fast path's search across the next
+        # chunk's boundary.
+        keep = min(keep, len(self._buf) - _TAIL)
         if self._pass:
             keep = self._emitted
         if keep < _TRIM_BYTES and not self._pass:
@@ -462,6 +534,7 @@ class SlotRewriter:
 
     def _fail_open(self) -> bytes:
         """An unexpected error: from here on, the origin's bytes pass through."""
+        self._settle()
         if self._slot is not None:
             self._note(self._slot.name, FAILED)
             self._slot = None
@@ -488,9 +561,9 @@ def rewrite_document(body: bytes, edits: Mapping[str, Edit], **kw) -> tuple[byte
     """Rewrite a whole body at once; returns ``(bytes, outcomes)``.
 
     Takes the keyword arguments of ``SlotRewriter``.  A body without the
-    marker is returned as is (the same object) after one ``bytes.find``.
+    marker is returned as is (the same object) after one marker search.
     """
-    if not edits or body.find(sc.MARKER) < 0:
+    if not edits or native.find_marker(body) < 0:
         return body, {name: ABSENT for name in edits}
     rw = SlotRewriter(edits, **kw)
     out = rw.feed(body)
