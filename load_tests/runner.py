@@ -669,7 +669,7 @@ class Session:
             progress.note(f"warning: {p}")
         self.runner = runner = Runner(args, gen_cpus, headers, progress, workdir)
         progress.note(f"closed loop: {'wrk' if runner.use_wrk else 'bundled asyncio generator'}, {args.concurrency} connections; "
-                      + (f"open loop: bundled generator, " + (f"{args.open_connections} connections, " if args.open_connections
+                      + ("open loop: bundled generator, " + (f"{args.open_connections} connections, " if args.open_connections
                                                                 else "connections by rate (>= 8), ")
                          + (f"{args.rate:g} req/s" if args.rate else f"{args.open_fraction:.0%} of each system's max")
                          if args.open_loop else "no open loop"))

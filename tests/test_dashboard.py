@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeproxy.dashboard import History, histogram_quantile
-from edgeproxy.record import LATENCY_BUCKETS, STAGE_BUCKETS, Metrics, Record
+from edgeproxy.dashboard import histogram_quantile
+from edgeproxy.record import Metrics, Record
 from proxyharness import BROWSER, raw_get, run_origin, run_proxy, write_variant
 
 CHROMIUM = "/usr/bin/chromium"

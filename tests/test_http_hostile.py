@@ -231,7 +231,7 @@ async def test_a_client_that_never_reads_is_cut_off_at_the_send_deadline_and_its
 # ---------------------------------------------------------------------------
 async def test_past_the_connection_cap_each_new_connection_gets_a_fast_503_with_retry_after(origin, tmp_path):
     async with run_proxy(origin["url"], tmp_path / "slots", max_connections=50, retry_after=3) as proxy:
-        async with connections(proxy.port, 50) as held:
+        async with connections(proxy.port, 50):
             await asyncio.sleep(0.1)
 
             async def over():

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .analyse import Counts, DayCounts, ExperimentCounts
-from .logs import Malformed, ReportInputError, malformed_examples
+from .logs import ReportInputError, malformed_examples
 from .sql import (
     LOCAL_COLUMNS,
     LOCAL_CONVERSION_FILES_QUERY,

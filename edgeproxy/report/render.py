@@ -249,7 +249,7 @@ code{background:#f6f8fa;padding:0 .3em}
 def render_html(report: Report) -> str:
     """A self-contained HTML page: the tables, an SVG chart per experiment."""
     e = html.escape
-    body = [f"<h1>edgeproxy experiment report</h1>"]
+    body = ["<h1>edgeproxy experiment report</h1>"]
     files = ", ".join(f"<code>{e(f)}</code>" for f in report.exposure_files) or "no exposure log"
     src = f"{files} ({report.exposure_lines:,} exposures)"
     if report.conversion_files:
