@@ -91,7 +91,10 @@ DEFAULT_QUEUE_DELAY_INTERVAL_MS = 100.0
 # in_flight_lag_target_ms late: admitted requests keep their latency at any
 # load; the rest get the 503.  0: a fixed cap at max_in_flight.
 DEFAULT_IN_FLIGHT_LAG_TARGET_MS = 2.0
-DEFAULT_MIN_IN_FLIGHT = 4
+# Never below 16: a few requests in flight are normal load, not overload (at
+# 4, an open-loop load at 70 % of capacity on a shared box got 503s when a
+# neighbour delayed the loop: the load-test smoke caught it).
+DEFAULT_MIN_IN_FLIGHT = 16
 # Connections the kernel may hold unaccepted on the traffic port (listen(2)
 # backlog; nginx's default).  Also capped by net.core.somaxconn.
 DEFAULT_BACKLOG = 511

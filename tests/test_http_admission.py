@@ -123,7 +123,7 @@ def test_defaults_are_on_and_bounded():
     assert (settings.queue_delay_target_ms, settings.queue_delay_interval_ms, settings.backlog) == (
         DEFAULT_QUEUE_DELAY_TARGET_MS, DEFAULT_QUEUE_DELAY_INTERVAL_MS, DEFAULT_BACKLOG
     ) == (20.0, 100.0, 511)
-    assert (settings.in_flight_lag_target_ms, settings.min_in_flight) == (DEFAULT_IN_FLIGHT_LAG_TARGET_MS, DEFAULT_MIN_IN_FLIGHT) == (2.0, 4)
+    assert (settings.in_flight_lag_target_ms, settings.min_in_flight) == (DEFAULT_IN_FLIGHT_LAG_TARGET_MS, DEFAULT_MIN_IN_FLIGHT) == (2.0, 16)
 
 
 @pytest.mark.parametrize(

@@ -650,7 +650,7 @@ class Limits:
         via: str = "",
         queue_delay_target: float = 0.0,
         queue_delay_interval: float = 0.1,
-        min_in_flight: int = 4,
+        min_in_flight: int = 16,
         in_flight_lag_target: float = 0.0,
     ) -> None:
         self.head_timeout = head_timeout
