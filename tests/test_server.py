@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -390,3 +391,23 @@ async def test_sighup_after_logrotate_moved_the_access_log_reopens_it_and_the_pr
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
         await _kill(proc)
+
+
+def test_settle_heap_leaves_start_up_objects_out_of_the_collectors_reach():
+    """``edgeproxy serve`` freezes what start-up built, so a full collection
+    no longer walks it (it took longer than the personalisation budget).
+    Run in a child: a frozen heap is never collected, not a test process's."""
+    code = (
+        "import gc, time\n"
+        "from edgeproxy.server import settle_heap, warm_up\n"
+        "warm_up()\n"
+        "t = time.perf_counter(); gc.collect(); before = time.perf_counter() - t\n"
+        "settle_heap()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "t = time.perf_counter(); gc.collect(); after = time.perf_counter() - t\n"
+        "print(gc.get_freeze_count(), before, after)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    frozen = int(out.stdout.split()[0])
+    assert frozen > 10_000
