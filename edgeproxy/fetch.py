@@ -26,7 +26,7 @@ from aiohttp import web
 from yarl import URL
 
 from .errors import UpstreamBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from .headers import HOP_BY_HOP, InvalidOriginHead, with_connection_tokens, checked_origin_head
+from .headers import InvalidOriginHead, checked_origin_head, strip_hop_by_hop
 from .http.wire import decode_fields
 from .settings import Settings
 
@@ -200,33 +200,10 @@ async def fetch(
 
 def origin_upstream(status: int, reason: str, raw, response: Any) -> Upstream:
     """The ``Upstream`` for an origin response head given as raw
-    ``(name, value)`` bytes: decoded, checked (``InvalidOriginHead``),
-    hop-by-hop fields dropped, and the lower-cased index ``header()`` reads
-    built in the same pass (this runs on every proxied response)."""
-    text_reason, pairs = checked_origin_head(status, reason, _decode_raw(raw))
-    index: dict[str, str] = {}
-    kept: list[tuple[str, str]] = []
-    listed = HOP_BY_HOP
-    for name, value in pairs:
-        lower = name.lower()
-        if lower in listed:
-            if lower == "connection":
-                listed = with_connection_tokens(listed, value)
-            continue
-        kept.append((name, value))
-        if lower not in index:
-            index[lower] = value
-    if listed is not HOP_BY_HOP:  # Connection named other fields: those go too
-        kept = [(name, value) for name, value in kept if name.lower() not in listed]
-        index = {}
-        for name, value in kept:
-            index.setdefault(name.lower(), value)
-    return Upstream(status=status, reason=text_reason, headers=kept, response=response, _index=index, _indexed=kept)
-
-
-def _decode_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
-    # Values as ``http.wire.header_text`` reads them (UTF-8, else latin-1).
-    return decode_fields(raw)
+    ``(name, value)`` bytes: decoded (``wire.decode_fields``), checked
+    (``InvalidOriginHead``) and hop-by-hop fields dropped."""
+    text_reason, pairs = checked_origin_head(status, reason, decode_fields(raw))
+    return Upstream(status=status, reason=text_reason, headers=strip_hop_by_hop(pairs), response=response)
 
 
 def request_body(request: web.Request) -> Any:

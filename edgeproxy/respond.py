@@ -160,7 +160,6 @@ def response_headers(
     changed = _CHANGED[(coding is not None, personalised, private)]
     out: list[tuple[str, str]] = []
     cache_control: list[str] | None = None
-    vary_at = -1
     for item in origin:
         lower = item[0].lower()
         if lower not in changed:
@@ -174,10 +173,6 @@ def response_headers(
                 cc_at = len(out) - 1
             else:
                 cache_control.append(item[1])
-        elif lower == "vary":
-            if vary_at < 0:
-                vary_at = len(out)
-            out.append(item)
         # else: a representation header or a validator, dropped
     if private:
         if cache_control is not None:
@@ -187,24 +182,18 @@ def response_headers(
     if coding is not None:
         if coding != "identity":
             out.append(("Content-Encoding", coding))
-        if vary_at < 0:
-            out.append(("Vary", "Accept-Encoding"))
-        else:
-            key, value = out[vary_at]
-            tokens = [t.strip().lower() for t in value.split(",")]
-            if "accept-encoding" not in tokens and "*" not in tokens:
-                out[vary_at] = (key, f"{value}, Accept-Encoding")
+        add_vary(out, "Accept-Encoding")
     for value in cookies:
         out.append(("Set-Cookie", value))
     return out
 
 
 # The origin's fields response_headers changes, by (re-encoded, personalised,
-# private): representation headers when re-encoded (Vary gains
-# Accept-Encoding), validators when personalised, Cache-Control when private.
+# private): representation headers when re-encoded, validators when
+# personalised, Cache-Control when private.
 _CHANGED = {
     (recoded, personalised, private): frozenset(
-        (_REPRESENTATION | {"vary"} if recoded else set()) | (_VALIDATORS if personalised else set()) | ({"cache-control"} if private else set())
+        (_REPRESENTATION if recoded else set()) | (_VALIDATORS if personalised else set()) | ({"cache-control"} if private else set())
     )
     for recoded in (False, True)
     for personalised in (False, True)
