@@ -118,6 +118,42 @@ async def test_a_disabled_rule_runs_no_timer_and_never_sheds():
     assert rule._timer is None and not rule.shedding
 
 
+async def test_the_probe_parks_while_no_connection_is_open_and_the_first_connection_wakes_it(tmp_path):
+    # An idle proxy used to wake every 2 ms to sample a lag nobody waited on.
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+
+    async def until(condition) -> bool:
+        deadline = time.monotonic() + GENEROUS
+        while not condition() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return condition()
+
+    async with run_origin(app) as url, run_proxy(url, tmp_path / "slots", queue_delay_target_ms=20, in_flight_lag_target_ms=2) as proxy:
+        rule = proxy._traffic.queue_delay
+        assert rule.period > 0
+        assert await until(lambda: rule._timer is None)  # parked: nothing to serve
+        assert rule.lag == 0.0 and not rule.shedding
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert await until(lambda: rule._timer is not None)  # the connection woke it
+        writer.write(request_bytes("GET", "/", {**BROWSER, "Connection": "keep-alive"}))
+        assert (await asyncio.wait_for(read_response(reader), GENEROUS)).status == 200
+        assert rule._timer is not None  # sampling while the connection stays open
+        writer.close()
+        assert await until(lambda: rule._timer is None)  # parked again once it closed
+        assert (await raw_request(proxy.port, request_bytes("GET", "/", BROWSER), timeout=GENEROUS)).status == 200
+
+
+def test_a_stopped_probe_is_not_woken():
+    rule = QueueDelay(target=0.005, interval=0.1)
+    rule.stop()
+    rule.wake()
+    assert rule._timer is None
+
+
 def test_defaults_are_on_and_bounded():
     settings = build_settings({"upstream": "http://127.0.0.1:1"}, env={})
     assert (settings.queue_delay_target_ms, settings.queue_delay_interval_ms, settings.backlog) == (
@@ -232,10 +268,13 @@ async def test_while_the_loop_is_late_the_in_flight_limit_falls_to_its_floor_and
     async with run_origin(app) as url, run_proxy(url, tmp_path / "slots", in_flight_lag_target_ms=5, min_in_flight=2, max_in_flight=100) as proxy:
         limit = proxy._traffic.in_flight_limit
         assert limit.value == START_LIMIT
+        # An open connection: the probe samples only while there is something to serve.
+        _, idle_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         async with blocked_loop(0.02):
             deadline = time.monotonic() + GENEROUS
             while limit.value > 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+        idle_writer.close()
         assert limit.value == 2  # the floor; on time again it stays (nothing refused yet)
         held = [asyncio.ensure_future(raw_request(proxy.port, request_bytes("GET", f"/{i}", BROWSER), timeout=GENEROUS)) for i in range(2)]
         deadline = time.monotonic() + GENEROUS

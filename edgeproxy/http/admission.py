@@ -20,7 +20,11 @@ whole interval (a single slow turn, a GC pause, is not overload).  So:
   server sheds: each new request gets a 503 + ``Retry-After`` right after
   its head is parsed (no handler, no origin: microseconds), counted as
   ``queue_delay``;
-* the first sample back under ``target`` admits again.
+* the first sample back under ``target`` admits again;
+* with nothing to serve (``idle()``: no open connection) the probe parks
+  after its next sample, and the first connection wakes it: an idle proxy
+  does not wake every few milliseconds (it did: ~1.5 % of a core per
+  worker, doing nothing).
 
 The in-flight limit follows the same probe (:class:`InFlightLimit`); it
 acts first (it refuses only the excess), the queueing-delay rule (every new
@@ -95,9 +99,16 @@ class QueueDelay:
     ``target`` and ``interval`` in seconds; ``target`` 0 disables it
     (``shedding`` stays false and no timer runs)."""
 
-    __slots__ = ("target", "interval", "shedding", "lag", "peak", "limit", "period", "_clock", "_above_since", "_due", "_timer", "_loop")
+    __slots__ = ("target", "interval", "shedding", "lag", "peak", "limit", "period", "idle", "_clock", "_above_since", "_due", "_timer", "_loop")
 
-    def __init__(self, target: float, interval: float, clock: Callable[[], float] = time.monotonic, limit: InFlightLimit | None = None) -> None:
+    def __init__(
+        self,
+        target: float,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+        limit: InFlightLimit | None = None,
+        idle: Callable[[], bool] | None = None,
+    ) -> None:
         self.target = target
         self.interval = interval
         self.shedding = False
@@ -107,6 +118,7 @@ class QueueDelay:
         # runs every min(target, the limit's lag target) of those that are on.
         self.limit = limit
         self.period = min((t for t in (target, limit.lag_target if limit else 0.0) if t > 0), default=0.0)
+        self.idle = idle  # true when there is nothing to serve: the probe parks
         self._clock = clock
         self._above_since: float | None = None  # the first of an unbroken run of samples above target
         self._due = 0.0
@@ -146,6 +158,18 @@ class QueueDelay:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._loop = None  # stopped: wake() does nothing
+        self._parked()
+
+    def wake(self) -> None:
+        """Something to serve: a parked probe runs again (its first sample
+        one period from now)."""
+        if self._timer is None and self._loop is not None:
+            self._schedule(self._clock())
+
+    def _parked(self) -> None:
+        # Nothing waits in the proxy: no lag of its own, nothing to shed.
+        self.lag = 0.0
         self.shedding = False
         self._above_since = None
 
@@ -156,4 +180,8 @@ class QueueDelay:
     def _tick(self) -> None:
         now = self._clock()
         self.observe(max(0.0, now - self._due), now)
+        if self.idle is not None and self.idle():
+            self._timer = None
+            self._parked()
+            return
         self._schedule(now)

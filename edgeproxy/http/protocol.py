@@ -143,6 +143,7 @@ class HttpProtocol(asyncio.Protocol):
             self._timer = asyncio.get_running_loop().call_later(REFUSE_HEAD_TIMEOUT, self._linger_answer)
             return
         server.connections.add(self)
+        server.queue_delay.wake()
         self._arm(self.server.limits.head_timeout)
 
     def connection_lost(self, exc) -> None:
@@ -698,7 +699,9 @@ class TrafficServer:
         self.limits = limits or Limits()
         limits = self.limits
         self.in_flight_limit = InFlightLimit(limits.max_in_flight, limits.min_in_flight, limits.in_flight_lag_target)
-        self.queue_delay = QueueDelay(limits.queue_delay_target, limits.queue_delay_interval, limit=self.in_flight_limit)
+        self.queue_delay = QueueDelay(
+            limits.queue_delay_target, limits.queue_delay_interval, limit=self.in_flight_limit, idle=lambda: not self.connections
+        )
         self._busy: tuple[str, bytes, bytes] = ("", b"", b"")
         self.lingering = 0  # connections answered and being closed gracefully (HttpProtocol._linger_start)
         self.connections: set[HttpProtocol] = set()
